@@ -1,0 +1,2 @@
+//! axum adapter of [`misar_proto`] (arrives with its issue).
+#![forbid(unsafe_code)]

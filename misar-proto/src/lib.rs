@@ -1,0 +1,23 @@
+//! # misar-proto
+//!
+//! The sans-IO core of the MisarMail real-time WebSocket protocol: pure state machines and
+//! codecs, no sockets, no async, no clock reads. Adapters (`misar-proto-tokio`,
+//! `misar-proto-axum`) or your own transport drive it.
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`route`] | path under the mount prefix → [`route::Channel`] |
+//! | [`auth`] | [`auth::ApiKey`], credential extraction from a request head |
+//! | [`handshake`] | the pre-upgrade decision as states to consume |
+//! | [`event`] | the ten event types and their JSON codec |
+//! | [`close`] | close codes, reasons, the client's retry advice |
+//! | [`message`] | whole WebSocket messages in and out of the sessions |
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod close;
+pub mod event;
+pub mod handshake;
+pub mod message;
+pub mod route;

@@ -1,0 +1,2 @@
+//! End-to-end conformance suite: see `tests/`.
+#![forbid(unsafe_code)]
