@@ -1,2 +1,16 @@
-//! tokio binding of [`misar_proto`] (arrives with its issue).
+//! # misar-proto-tokio
+//!
+//! The tokio binding of [`misar_proto`]:
+//!
+//! - [`client`]: a reconnecting client — `subscribe_inbox()` / `subscribe_campaign(id)` return a
+//!   `Subscription`, a `Stream` of typed events (tokio-tungstenite underneath).
+//! - [`server`]: `serve_connection`, the async driver of one `ServerSession` over any
+//!   `Stream + Sink` of messages, with an adapter for tokio-tungstenite.
+//! - [`hub`]: the in-process fan-out hub (encode once, bounded per-connection queues, last
+//!   progress cache, revoke, shutdown) and the `Broker` seam for multi-node fan-out.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod hub;
+pub mod server;

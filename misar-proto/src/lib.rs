@@ -16,8 +16,13 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod backoff;
+pub mod client;
 pub mod close;
 pub mod event;
 pub mod handshake;
 pub mod message;
 pub mod route;
+pub mod server;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

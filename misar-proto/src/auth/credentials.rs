@@ -1,6 +1,28 @@
-//! Credential extraction from a request head (§2.2). TO BE WRITTEN (issue 2).
+//! Credential extraction from a request head (§2.2).
+//!
+//! A request may carry its key in two places:
+//! - `Authorization: Bearer <key>`: the scheme is matched ASCII-case-insensitively (RFC 7235);
+//!   one or more spaces or tabs separate it from the key; whitespace around the whole value
+//!   is ignored. The value must be visible ASCII (plus spaces and tabs).
+//! - the query parameter `token=<key>`, decoded as `application/x-www-form-urlencoded` (the
+//!   way browsers' `URLSearchParams` encode it): `%XX` is decoded and `+` means a space. A key
+//!   never contains a space or a `+`, so a `+` in a token is refused as an invalid character
+//!   either way; clients should percent-encode (keys need no encoding at all). The parameter
+//!   name is matched exactly (`Token=` is another parameter), after percent-decoding.
+//!
+//! Anything ambiguous is refused with a typed [`CredentialError`] before any hook could see a
+//! key: several `Authorization` headers, several `token` parameters, a key in both places that
+//! differs, a malformed value in either place (even if the other place is fine). The same key
+//! in both places is accepted, with [`CredentialSource::Header`] as its source.
+//!
+//! Work is bounded: parameters other than `token` are skipped without allocating, and a
+//! `token` value that could not decode to a key of legal length is refused before decoding.
 
-use super::ApiKey;
+use std::fmt;
+
+use http::header::AUTHORIZATION;
+
+use super::{ApiKey, KEY_PREFIX, KeySyntaxError, MAX_KEY_BODY_LEN};
 
 /// Where the key came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -9,6 +31,15 @@ pub enum CredentialSource {
     Header,
     /// `?token=<key>`.
     Query,
+}
+
+impl fmt::Display for CredentialSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CredentialSource::Header => "Authorization header",
+            CredentialSource::Query => "`token` query parameter",
+        })
+    }
 }
 
 /// A key and where it came from. Both places may carry the same key; the source is then
@@ -21,16 +52,548 @@ pub struct Credentials {
     pub source: CredentialSource,
 }
 
-/// Why a request carries no usable credentials. Never includes any part of a key.
+/// Why a request carries no usable credentials.
+///
+/// Never includes any part of a key, nor anything else copied from the request (a non-Bearer
+/// `Authorization` value may be a password).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CredentialError {
-    /// Placeholder until issue 2 lands.
-    #[error("missing credentials")]
+    /// Neither an `Authorization` header nor a `token` query parameter.
+    #[error("missing credentials: send `Authorization: Bearer <key>` or `?token=<key>`")]
     Missing,
+    /// The header and the query parameter both carry a key, and the keys differ.
+    #[error("the Authorization header and the `token` query parameter carry different keys")]
+    Conflicting,
+    /// More than one `Authorization` header.
+    #[error("several Authorization headers")]
+    SeveralAuthorizationHeaders,
+    /// More than one `token` query parameter.
+    #[error("several `token` query parameters")]
+    SeveralTokenParameters,
+    /// The `Authorization` scheme is not `Bearer`.
+    #[error("the Authorization scheme is not Bearer")]
+    NotBearer,
+    /// The `Authorization` value holds bytes other than visible ASCII, spaces and tabs.
+    #[error("the Authorization header is not visible ASCII")]
+    HeaderNotVisibleAscii,
+    /// The header (`Authorization:`, `Authorization: Bearer`) or the parameter (`token=`,
+    /// `token`) carries no key.
+    #[error("the {at} carries no key")]
+    EmptyToken {
+        /// Which place was empty.
+        at: CredentialSource,
+    },
+    /// The key is not `msk_` + 1–252 characters of `[A-Za-z0-9_-]`.
+    #[error("the {at} carries an invalid key: {error}")]
+    InvalidKey {
+        /// Which place carried it.
+        at: CredentialSource,
+        /// What is wrong with it.
+        error: KeySyntaxError,
+    },
 }
 
-/// Extracts the credentials of a request head.
-pub fn extract_credentials(_parts: &http::request::Parts) -> Result<Credentials, CredentialError> {
-    todo!("issue 2")
+impl CredentialError {
+    /// The place the failure is about, if it is about one place: `Header` for every problem
+    /// involving the `Authorization` header (including [`CredentialError::Conflicting`], since
+    /// only a client able to set headers can send one), `Query` for problems of the query
+    /// parameter alone, `None` for [`CredentialError::Missing`].
+    ///
+    /// [`RejectionStyle::Auto`](crate::handshake::RejectionStyle::Auto) uses it to decide how
+    /// the client can be told.
+    pub fn place(&self) -> Option<CredentialSource> {
+        match self {
+            CredentialError::Missing => None,
+            CredentialError::Conflicting
+            | CredentialError::SeveralAuthorizationHeaders
+            | CredentialError::NotBearer
+            | CredentialError::HeaderNotVisibleAscii => Some(CredentialSource::Header),
+            CredentialError::SeveralTokenParameters => Some(CredentialSource::Query),
+            CredentialError::EmptyToken { at } | CredentialError::InvalidKey { at, .. } => {
+                Some(*at)
+            }
+        }
+    }
+}
+
+/// The longest legal key, in bytes.
+const MAX_KEY_LEN: usize = KEY_PREFIX.len() + MAX_KEY_BODY_LEN;
+/// The longest query value that could still decode to a legal key: every byte of a key may be
+/// sent as a three-byte `%XX` escape.
+const MAX_ENCODED_KEY_LEN: usize = MAX_KEY_LEN * 3;
+/// The longest raw parameter name that could decode to `token` (each letter as `%XX`).
+const MAX_ENCODED_NAME_LEN: usize = "token".len() * 3;
+
+/// Extracts the credentials of a request head (§2.2).
+///
+/// ```
+/// use misar_proto::auth::{extract_credentials, CredentialError, CredentialSource};
+///
+/// let (parts, ()) = http::Request::get("/mail/ws/inbox?token=msk_abc").body(()).unwrap().into_parts();
+/// let creds = extract_credentials(&parts).unwrap();
+/// assert_eq!(creds.key.expose(), "msk_abc");
+/// assert_eq!(creds.source, CredentialSource::Query);
+///
+/// let (parts, ()) = http::Request::get("/mail/ws/inbox?token=msk_abc")
+///     .header("authorization", "Bearer msk_xyz")
+///     .body(())
+///     .unwrap()
+///     .into_parts();
+/// assert_eq!(extract_credentials(&parts), Err(CredentialError::Conflicting));
+/// ```
+pub fn extract_credentials(parts: &http::request::Parts) -> Result<Credentials, CredentialError> {
+    let header = from_header(&parts.headers)?;
+    let query = match parts.uri.query() {
+        Some(query) => from_query(query)?,
+        None => None,
+    };
+    match (header, query) {
+        (None, None) => Err(CredentialError::Missing),
+        (Some(key), None) => Ok(Credentials {
+            key,
+            source: CredentialSource::Header,
+        }),
+        (None, Some(key)) => Ok(Credentials {
+            key,
+            source: CredentialSource::Query,
+        }),
+        // Constant-time comparison: the two keys come from the same client, but there is no
+        // reason to make an exception to the rule.
+        (Some(key), Some(other)) if key == other => Ok(Credentials {
+            key,
+            source: CredentialSource::Header,
+        }),
+        (Some(_), Some(_)) => Err(CredentialError::Conflicting),
+    }
+}
+
+/// Spaces and tabs: the whitespace HTTP allows inside and around a field value.
+fn is_http_whitespace(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
+/// The key of the single `Authorization` header, `None` if there is none.
+fn from_header(headers: &http::HeaderMap) -> Result<Option<ApiKey>, CredentialError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(CredentialError::SeveralAuthorizationHeaders);
+    }
+    // `to_str` accepts exactly visible ASCII, space and tab.
+    let value = value
+        .to_str()
+        .map_err(|_| CredentialError::HeaderNotVisibleAscii)?
+        .trim_matches(is_http_whitespace);
+    if value.is_empty() {
+        return Err(CredentialError::EmptyToken {
+            at: CredentialSource::Header,
+        });
+    }
+    let (scheme, token) = value.split_once(is_http_whitespace).unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(CredentialError::NotBearer);
+    }
+    let token = token.trim_start_matches(is_http_whitespace);
+    if token.is_empty() {
+        return Err(CredentialError::EmptyToken {
+            at: CredentialSource::Header,
+        });
+    }
+    ApiKey::parse(token)
+        .map(Some)
+        .map_err(|error| CredentialError::InvalidKey {
+            at: CredentialSource::Header,
+            error,
+        })
+}
+
+/// The key of the single `token` parameter, `None` if there is none.
+fn from_query(query: &str) -> Result<Option<ApiKey>, CredentialError> {
+    let mut found: Option<&str> = None;
+    for pair in query.split('&') {
+        let raw_name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        if !is_token_name(raw_name) {
+            continue;
+        }
+        if found.replace(pair).is_some() {
+            return Err(CredentialError::SeveralTokenParameters);
+        }
+    }
+    let Some(pair) = found else {
+        return Ok(None);
+    };
+    let raw_value = pair.split_once('=').map_or("", |(_, value)| value);
+    let invalid = |error| CredentialError::InvalidKey {
+        at: CredentialSource::Query,
+        error,
+    };
+    if raw_value.len() > MAX_ENCODED_KEY_LEN {
+        return Err(invalid(KeySyntaxError::TooLong));
+    }
+    // The pair holds no `&`, so parsing it alone decodes exactly as parsing the whole query
+    // would; its length is bounded just above.
+    let value = form_urlencoded::parse(pair.as_bytes())
+        .next()
+        .map(|(_, value)| value)
+        .unwrap_or_default();
+    if value.is_empty() {
+        return Err(CredentialError::EmptyToken {
+            at: CredentialSource::Query,
+        });
+    }
+    // Invalid UTF-8 was decoded lossily to U+FFFD, which the key syntax refuses.
+    ApiKey::parse(&value).map(Some).map_err(invalid)
+}
+
+/// Whether a raw (still encoded) parameter name decodes to `token`, without allocating.
+fn is_token_name(raw: &str) -> bool {
+    // `+` would decode to a space, which is never part of `token`, so plain percent-decoding
+    // gives the same answer as form decoding here.
+    raw.len() <= MAX_ENCODED_NAME_LEN
+        && percent_encoding::percent_decode_str(raw).eq("token".bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "msk_live_0123456789abcd";
+
+    fn parts(uri: &str, auth: &[&[u8]]) -> http::request::Parts {
+        let mut builder = http::Request::get(uri);
+        for value in auth {
+            builder = builder.header(AUTHORIZATION, http::HeaderValue::from_bytes(value).unwrap());
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    fn extract(uri: &str, auth: &[&str]) -> Result<Credentials, CredentialError> {
+        let auth: Vec<&[u8]> = auth.iter().map(|v| v.as_bytes()).collect();
+        extract_credentials(&parts(uri, &auth))
+    }
+
+    fn ok(key: &str, source: CredentialSource) -> Result<Credentials, CredentialError> {
+        Ok(Credentials {
+            key: ApiKey::parse(key).unwrap(),
+            source,
+        })
+    }
+
+    fn invalid(
+        at: CredentialSource,
+        error: KeySyntaxError,
+    ) -> Result<Credentials, CredentialError> {
+        Err(CredentialError::InvalidKey { at, error })
+    }
+
+    use CredentialSource::{Header, Query};
+
+    #[test]
+    fn bearer_header() {
+        assert_eq!(
+            extract("/x", &["Bearer msk_live_0123456789abcd"]),
+            ok(KEY, Header)
+        );
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for scheme in ["bearer", "BEARER", "BeArEr"] {
+            assert_eq!(
+                extract("/x", &[&format!("{scheme} {KEY}")]),
+                ok(KEY, Header),
+                "{scheme}"
+            );
+        }
+    }
+
+    #[test]
+    fn whitespace_around_and_between_is_tolerated() {
+        for value in [
+            format!("Bearer  {KEY}"),
+            format!("Bearer\t{KEY}"),
+            format!(" \tBearer \t {KEY} \t"),
+        ] {
+            assert_eq!(extract("/x", &[&value]), ok(KEY, Header), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn query_token() {
+        assert_eq!(extract(&format!("/x?token={KEY}"), &[]), ok(KEY, Query));
+        assert_eq!(
+            extract(&format!("/x?a=1&b&token={KEY}&c=%FF"), &[]),
+            ok(KEY, Query)
+        );
+    }
+
+    #[test]
+    fn query_token_is_percent_decoded() {
+        // `%5F` is `_`, `%6D` is `m`.
+        assert_eq!(
+            extract("/x?token=%6Dsk%5Flive_0123456789abcd", &[]),
+            ok(KEY, Query)
+        );
+        // The name is decoded too.
+        assert_eq!(extract(&format!("/x?t%6Fken={KEY}"), &[]), ok(KEY, Query));
+        // Every byte escaped still fits the bound.
+        let all: String = KEY.bytes().map(|b| format!("%{b:02X}")).collect();
+        assert_eq!(extract(&format!("/x?token={all}"), &[]), ok(KEY, Query));
+    }
+
+    #[test]
+    fn plus_in_token_is_a_space_and_refused() {
+        assert_eq!(
+            extract("/x?token=msk_a+b", &[]),
+            invalid(Query, KeySyntaxError::InvalidCharacter)
+        );
+        // An encoded plus is a plus, also refused.
+        assert_eq!(
+            extract("/x?token=msk_a%2Bb", &[]),
+            invalid(Query, KeySyntaxError::InvalidCharacter)
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_in_token_is_refused() {
+        assert_eq!(
+            extract("/x?token=msk_%FF", &[]),
+            invalid(Query, KeySyntaxError::InvalidCharacter)
+        );
+    }
+
+    #[test]
+    fn parameter_name_is_exact() {
+        assert_eq!(
+            extract(&format!("/x?Token={KEY}"), &[]),
+            Err(CredentialError::Missing)
+        );
+        assert_eq!(
+            extract(&format!("/x?tokens={KEY}"), &[]),
+            Err(CredentialError::Missing)
+        );
+        assert_eq!(
+            extract(&format!("/x?tok+en={KEY}"), &[]),
+            Err(CredentialError::Missing)
+        );
+    }
+
+    #[test]
+    fn missing() {
+        assert_eq!(extract("/x", &[]), Err(CredentialError::Missing));
+        assert_eq!(extract("/x?", &[]), Err(CredentialError::Missing));
+        assert_eq!(extract("/x?a=b", &[]), Err(CredentialError::Missing));
+    }
+
+    #[test]
+    fn both_places_equal_is_header() {
+        assert_eq!(
+            extract(&format!("/x?token={KEY}"), &[&format!("Bearer {KEY}")]),
+            ok(KEY, Header)
+        );
+    }
+
+    #[test]
+    fn both_places_different_is_refused() {
+        assert_eq!(
+            extract(&format!("/x?token={KEY}"), &["Bearer msk_other"]),
+            Err(CredentialError::Conflicting)
+        );
+    }
+
+    #[test]
+    fn one_valid_place_does_not_excuse_an_invalid_other() {
+        assert_eq!(
+            extract("/x?token=nope", &[&format!("Bearer {KEY}")]),
+            invalid(Query, KeySyntaxError::MissingPrefix)
+        );
+        assert_eq!(
+            extract(&format!("/x?token={KEY}"), &["Basic dXNlcjpwYXNz"]),
+            Err(CredentialError::NotBearer)
+        );
+        assert_eq!(
+            extract(
+                &format!("/x?token={KEY}&token=x"),
+                &[&format!("Bearer {KEY}")]
+            ),
+            Err(CredentialError::SeveralTokenParameters)
+        );
+    }
+
+    #[test]
+    fn several_authorization_headers() {
+        let value = format!("Bearer {KEY}");
+        assert_eq!(
+            extract("/x", &[&value, &value]),
+            Err(CredentialError::SeveralAuthorizationHeaders)
+        );
+    }
+
+    #[test]
+    fn several_token_parameters() {
+        // Even when they agree.
+        assert_eq!(
+            extract(&format!("/x?token={KEY}&token={KEY}"), &[]),
+            Err(CredentialError::SeveralTokenParameters)
+        );
+        assert_eq!(
+            extract("/x?token&token", &[]),
+            Err(CredentialError::SeveralTokenParameters)
+        );
+        assert_eq!(
+            extract(&format!("/x?token={KEY}&t%6Fken=x"), &[]),
+            Err(CredentialError::SeveralTokenParameters)
+        );
+    }
+
+    #[test]
+    fn non_bearer_schemes() {
+        for value in [
+            "Basic dXNlcjpwYXNz",
+            "Token msk_abc",
+            "Bearer_msk_abc",
+            &format!("Bearer{KEY}"),
+            "msk_abc",
+            "Bearerx msk_abc",
+        ] {
+            assert_eq!(
+                extract("/x", &[value]),
+                Err(CredentialError::NotBearer),
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_not_visible_ascii() {
+        for value in [&b"Bearer msk_\xE9"[..], b"\x80", b"Bearer\xA0msk_a"] {
+            assert_eq!(
+                extract_credentials(&parts("/x", &[value])),
+                Err(CredentialError::HeaderNotVisibleAscii),
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_tokens() {
+        for value in ["Bearer", "bearer  ", "", " \t "] {
+            assert_eq!(
+                extract("/x", &[value]),
+                Err(CredentialError::EmptyToken { at: Header }),
+                "{value:?}"
+            );
+        }
+        for query in ["token=", "token", "a=1&token=&b=2"] {
+            assert_eq!(
+                extract(&format!("/x?{query}"), &[]),
+                Err(CredentialError::EmptyToken { at: Query }),
+                "{query}"
+            );
+        }
+    }
+
+    #[test]
+    fn key_syntax_is_checked_in_both_places() {
+        let cases = [
+            ("sk_abc", KeySyntaxError::MissingPrefix),
+            ("msk_", KeySyntaxError::Empty),
+            ("msk_a.b", KeySyntaxError::InvalidCharacter),
+        ];
+        for (key, error) in cases {
+            assert_eq!(
+                extract(&format!("/x?token={key}"), &[]),
+                invalid(Query, error)
+            );
+            assert_eq!(
+                extract("/x", &[&format!("Bearer {key}")]),
+                invalid(Header, error)
+            );
+        }
+        // Something after the key.
+        assert_eq!(
+            extract("/x", &[&format!("Bearer {KEY} extra")]),
+            invalid(Header, KeySyntaxError::InvalidCharacter)
+        );
+    }
+
+    #[test]
+    fn key_length_bounds() {
+        let longest = format!("msk_{}", "k".repeat(MAX_KEY_BODY_LEN));
+        assert_eq!(
+            extract(&format!("/x?token={longest}"), &[]),
+            ok(&longest, Query)
+        );
+        let too_long = format!("{longest}k");
+        assert_eq!(
+            extract(&format!("/x?token={too_long}"), &[]),
+            invalid(Query, KeySyntaxError::TooLong)
+        );
+        assert_eq!(
+            extract("/x", &[&format!("Bearer {too_long}")]),
+            invalid(Header, KeySyntaxError::TooLong)
+        );
+    }
+
+    #[test]
+    fn huge_query_is_refused_before_decoding() {
+        // `http::Uri` itself stops at 64 KiB; go close to that.
+        let huge = "%41".repeat(20_000);
+        assert_eq!(
+            extract(&format!("/x?token={huge}"), &[]),
+            invalid(Query, KeySyntaxError::TooLong)
+        );
+        // Tens of thousands of other parameters are skipped, and the token is still found.
+        let noise = "%41%42=%43&".repeat(5_000);
+        assert_eq!(
+            extract(&format!("/x?{noise}token={KEY}"), &[]),
+            ok(KEY, Query)
+        );
+    }
+
+    #[test]
+    fn places_of_errors() {
+        assert_eq!(CredentialError::Missing.place(), None);
+        assert_eq!(CredentialError::Conflicting.place(), Some(Header));
+        assert_eq!(CredentialError::NotBearer.place(), Some(Header));
+        assert_eq!(
+            CredentialError::SeveralAuthorizationHeaders.place(),
+            Some(Header)
+        );
+        assert_eq!(CredentialError::HeaderNotVisibleAscii.place(), Some(Header));
+        assert_eq!(CredentialError::SeveralTokenParameters.place(), Some(Query));
+        assert_eq!(
+            CredentialError::EmptyToken { at: Query }.place(),
+            Some(Query)
+        );
+        assert_eq!(
+            CredentialError::InvalidKey {
+                at: Header,
+                error: KeySyntaxError::Empty
+            }
+            .place(),
+            Some(Header)
+        );
+    }
+
+    #[test]
+    fn error_texts_hold_nothing_of_the_request() {
+        let secret = "msk_topsecretvalue";
+        let cases = [
+            extract("/x", &["Basic topsecretvalue"]),
+            extract("/x?token=msk_topsecretvalue.", &[]),
+            extract("/x", &["Bearer msk_topsecretvalue."]),
+            extract(&format!("/x?token={secret}"), &["Bearer msk_other"]),
+            extract(&format!("/x?token={secret}&token={secret}"), &[]),
+        ];
+        for case in cases {
+            let err = case.unwrap_err();
+            for text in [err.to_string(), format!("{err:?}")] {
+                assert!(!text.contains("topsecret"), "{text}");
+            }
+        }
+    }
 }

@@ -144,8 +144,14 @@ mod tests {
         assert_eq!(ApiKey::parse("msk_"), Err(KeySyntaxError::Empty));
         assert_eq!(ApiKey::parse("MSK_abc"), Err(KeySyntaxError::MissingPrefix));
         assert_eq!(ApiKey::parse(""), Err(KeySyntaxError::MissingPrefix));
-        for bad in ["msk_a b", "msk_a.b", "msk_a+b", "msk_é", "msk_a\0", "msk_a/"] {
-            assert_eq!(ApiKey::parse(bad), Err(KeySyntaxError::InvalidCharacter), "{bad}");
+        for bad in [
+            "msk_a b", "msk_a.b", "msk_a+b", "msk_é", "msk_a\0", "msk_a/",
+        ] {
+            assert_eq!(
+                ApiKey::parse(bad),
+                Err(KeySyntaxError::InvalidCharacter),
+                "{bad}"
+            );
         }
     }
 

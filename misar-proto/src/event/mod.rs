@@ -1,12 +1,43 @@
 //! Events (§2.4): the ten types, their JSON encoding, and forward-compatible decoding.
 //!
-//! SKELETON: types fixed here; the codec arrives with issue 2.
+//! - Types: [`InboxEvent`] (six types) and [`CampaignEvent`] (four), both keeping a `type`
+//!   they do not know as [`UnknownEvent`]; [`Event`] is either.
+//! - Encoding: [`InboxEvent::encode`], [`CampaignEvent::encode`], [`Event::encode`] write
+//!   compact JSON, `type` first, once, into an [`EncodedEvent`] that every connection shares.
+//! - Decoding: [`decode_inbox`], [`decode_campaign`], [`decode`] or a [`Decoder`] with its own
+//!   size limit. Unknown fields are ignored, an unknown `type` is kept, anything else wrong is a
+//!   [`DecodeError`] naming the field.
+//!
+//! ```
+//! use misar_proto::event::{decode_campaign, CampaignEvent, EventClass, Progress};
+//!
+//! let event = CampaignEvent::Progress(Progress {
+//!     campaign_id: "c-42".into(),
+//!     sent: 2500,
+//!     total: 10000,
+//!     delivered: 2480,
+//!     bounced: 20,
+//!     opened: 450,
+//! });
+//! let encoded = event.encode();
+//! assert_eq!(
+//!     encoded.bytes().as_ref(),
+//!     br#"{"type":"progress","campaignId":"c-42","sent":2500,"total":10000,"delivered":2480,"bounced":20,"opened":450}"#
+//! );
+//! assert_eq!(encoded.class(), EventClass::Progress);
+//! assert_eq!(decode_campaign(encoded.bytes()), Ok(event));
+//! ```
 
 use bytes::Bytes;
 
-/// An RFC 3339 timestamp, kept exactly as written (so `decode(encode(e)) == e`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Timestamp(Box<str>);
+mod decode;
+mod encode;
+mod error;
+mod timestamp;
+
+pub use decode::{DEFAULT_MAX_LEN, Decoder, decode, decode_campaign, decode_inbox};
+pub use error::{DecodeError, Expected, FieldError, JsonType};
+pub use timestamp::{Timestamp, TimestampError};
 
 /// `bounceType` of a bounce.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -16,8 +47,20 @@ pub enum BounceType {
     Hard,
     /// `"soft"`: transient.
     Soft,
-    /// Any other value a newer server sends (kept, so nothing is lost).
+    /// Any other value a newer server sends (kept, so nothing is lost). Decoding never puts
+    /// `"hard"` or `"soft"` here; build values with [`BounceType::from_wire`] to keep that so.
     Other(String),
+}
+
+impl BounceType {
+    /// The bounce type for a wire value: `"hard"`, `"soft"`, or any other value kept as is.
+    pub fn from_wire(value: &str) -> Self {
+        match value {
+            "hard" => BounceType::Hard,
+            "soft" => BounceType::Soft,
+            other => BounceType::Other(other.to_owned()),
+        }
+    }
 }
 
 /// `email_received`: a new inbound email.
@@ -161,6 +204,8 @@ pub struct Cancelled {
 }
 
 /// An event whose `type` this version does not know, kept as received.
+///
+/// Encoding writes `raw` back unchanged, so a relay forwards events newer than itself intact.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnknownEvent {
     /// The `type` field.
@@ -235,7 +280,7 @@ pub struct EncodedEvent {
 }
 
 impl EncodedEvent {
-    /// The compact JSON text.
+    /// The compact JSON text (UTF-8, ready for a text frame).
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
     }
@@ -256,5 +301,156 @@ impl EncodedEvent {
     #[doc(hidden)]
     pub fn from_parts_for_tests(bytes: Bytes, class: EventClass) -> Self {
         Self { bytes, class }
+    }
+}
+
+impl InboxEvent {
+    /// The wire `type` (for an unknown event, the `type` it came with).
+    pub fn type_name(&self) -> &str {
+        match self {
+            InboxEvent::EmailReceived(_) => "email_received",
+            InboxEvent::Bounce(_) => "bounce",
+            InboxEvent::Complaint(_) => "complaint",
+            InboxEvent::Unsubscribe(_) => "unsubscribe",
+            InboxEvent::CampaignStarted(_) => "campaign_started",
+            InboxEvent::CampaignCompleted(_) => "campaign_completed",
+            InboxEvent::Unknown(e) => &e.kind,
+        }
+    }
+
+    /// The campaign the event is about, when it names one.
+    pub fn campaign_id(&self) -> Option<&str> {
+        match self {
+            InboxEvent::Bounce(e) => e.campaign_id.as_deref(),
+            InboxEvent::Complaint(e) => e.campaign_id.as_deref(),
+            InboxEvent::Unsubscribe(e) => e.campaign_id.as_deref(),
+            InboxEvent::CampaignStarted(e) => Some(&e.campaign_id),
+            InboxEvent::CampaignCompleted(e) => Some(&e.campaign_id),
+            InboxEvent::EmailReceived(_) | InboxEvent::Unknown(_) => None,
+        }
+    }
+
+    /// Inbox events are never coalesced nor terminal: always [`EventClass::Ordinary`].
+    pub fn class(&self) -> EventClass {
+        EventClass::Ordinary
+    }
+}
+
+impl CampaignEvent {
+    /// The wire `type` (for an unknown event, the `type` it came with).
+    pub fn type_name(&self) -> &str {
+        match self {
+            CampaignEvent::Progress(_) => "progress",
+            CampaignEvent::Completed(_) => "completed",
+            CampaignEvent::Failed(_) => "failed",
+            CampaignEvent::Cancelled(_) => "cancelled",
+            CampaignEvent::Unknown(e) => &e.kind,
+        }
+    }
+
+    /// The campaign the event is about (`None` only for an unknown event).
+    pub fn campaign_id(&self) -> Option<&str> {
+        match self {
+            CampaignEvent::Progress(e) => Some(&e.campaign_id),
+            CampaignEvent::Completed(e) => Some(&e.campaign_id),
+            CampaignEvent::Failed(e) => Some(&e.campaign_id),
+            CampaignEvent::Cancelled(e) => Some(&e.campaign_id),
+            CampaignEvent::Unknown(_) => None,
+        }
+    }
+
+    /// `completed`, `failed` or `cancelled`: the campaign channel closes with 1000 after it.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            CampaignEvent::Completed(_) | CampaignEvent::Failed(_) | CampaignEvent::Cancelled(_)
+        )
+    }
+
+    /// How an outbound queue treats it: `progress` is coalescable, the three terminal types
+    /// are terminal, an unknown type is ordinary (never dropped, never ends the session).
+    pub fn class(&self) -> EventClass {
+        match self {
+            CampaignEvent::Progress(_) => EventClass::Progress,
+            CampaignEvent::Completed(_)
+            | CampaignEvent::Failed(_)
+            | CampaignEvent::Cancelled(_) => EventClass::Terminal,
+            CampaignEvent::Unknown(_) => EventClass::Ordinary,
+        }
+    }
+}
+
+impl Event {
+    /// The wire `type`.
+    pub fn type_name(&self) -> &str {
+        match self {
+            Event::Inbox(e) => e.type_name(),
+            Event::Campaign(e) => e.type_name(),
+        }
+    }
+
+    /// The campaign the event is about, when it names one.
+    pub fn campaign_id(&self) -> Option<&str> {
+        match self {
+            Event::Inbox(e) => e.campaign_id(),
+            Event::Campaign(e) => e.campaign_id(),
+        }
+    }
+
+    /// How an outbound queue treats it.
+    pub fn class(&self) -> EventClass {
+        match self {
+            Event::Inbox(e) => e.class(),
+            Event::Campaign(e) => e.class(),
+        }
+    }
+
+    /// The channel the event belongs to.
+    pub fn channel(&self) -> crate::close::ChannelKind {
+        match self {
+            Event::Inbox(_) => crate::close::ChannelKind::Inbox,
+            Event::Campaign(_) => crate::close::ChannelKind::Campaign,
+        }
+    }
+}
+
+/// `From` each event struct into its channel's enum and into [`Event`].
+macro_rules! from_variant {
+    ($($ty:ident => $enum:ident),* $(,)?) => {$(
+        impl From<$ty> for $enum {
+            fn from(e: $ty) -> Self {
+                $enum::$ty(e)
+            }
+        }
+        impl From<$ty> for Event {
+            fn from(e: $ty) -> Self {
+                Event::from($enum::$ty(e))
+            }
+        }
+    )*};
+}
+
+from_variant!(
+    EmailReceived => InboxEvent,
+    Bounce => InboxEvent,
+    Complaint => InboxEvent,
+    Unsubscribe => InboxEvent,
+    CampaignStarted => InboxEvent,
+    CampaignCompleted => InboxEvent,
+    Progress => CampaignEvent,
+    Completed => CampaignEvent,
+    Failed => CampaignEvent,
+    Cancelled => CampaignEvent,
+);
+
+impl From<InboxEvent> for Event {
+    fn from(e: InboxEvent) -> Self {
+        Event::Inbox(e)
+    }
+}
+
+impl From<CampaignEvent> for Event {
+    fn from(e: CampaignEvent) -> Self {
+        Event::Campaign(e)
     }
 }

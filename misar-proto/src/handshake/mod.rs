@@ -1,22 +1,122 @@
 //! The pre-upgrade decision (§2.1–§2.3) as states the caller must consume.
 //!
-//! SKELETON: the public shape is fixed here; bodies arrive with issue 2.
+//! There are no callbacks: [`start`] looks at the request head and either refuses it or asks a
+//! question, and each question is a value whose methods are the possible answers. An async
+//! adapter awaits its database between two steps; a test answers from a table.
 //!
 //! ```text
 //! start(config, request head)
-//!   ├─ Rejected (404 route, 405 method, 403 origin, 403/4401 credentials)
+//!   ├─ Rejected (405 method, 404 route, 403 origin, 403/4401 credentials)
 //!   └─ NeedsAuthentication(key) ── .authenticated(account) ─┬─ inbox ──────────────→ Accepted
 //!        ├─ .unknown_key() → Rejected (403/4401)             └─ campaign → NeedsOwnership
 //!        └─ .hook_failed() → Rejected (503)                       ├─ .grant() → Accepted
 //!                                                                  ├─ .deny()  → Rejected (403/4403)
 //!                                                                  └─ .hook_failed() → Rejected (503)
 //! ```
+//!
+//! The checks run in this order, so a cheaper or less revealing answer always wins: method
+//! (405), route (404: decided before authentication, whatever the credentials), `Origin`
+//! allowlist (403), credentials ([`extract_credentials`]: every ambiguity is refused before
+//! the key-check hook is asked), then the hooks. Limits on connection counts (§2.8) are the
+//! adapter's, after [`Accepted`]: see [`Rejected::too_many_for_account`] and
+//! [`Rejected::too_many_connections`].
+//!
+//! # The whole loop
+//!
+//! ```
+//! use misar_proto::auth::AccountId;
+//! use misar_proto::handshake::{self, HandshakeConfig, RejectAction, Step};
+//!
+//! // The embedder's tables. Keys are compared in constant time (§2.10).
+//! let keys = [("msk_alice_key", "alice"), ("msk_bob_key", "bob")];
+//! let campaigns = [("spring-sale", "alice")];
+//!
+//! /// Returns the status to send, or 101 for an upgrade.
+//! fn decide(
+//!     config: &HandshakeConfig,
+//!     request: &http::request::Parts,
+//!     keys: &[(&str, &str)],
+//!     campaigns: &[(&str, &str)],
+//! ) -> u16 {
+//!     let mut step = handshake::start(config, request);
+//!     loop {
+//!         step = match step {
+//!             Step::NeedsAuthentication(question) => {
+//!                 let account = keys
+//!                     .iter()
+//!                     .find(|(stored, _)| question.key().ct_eq_str(stored))
+//!                     .map(|(_, account)| AccountId::from(*account));
+//!                 match account {
+//!                     Some(account) => question.authenticated(account),
+//!                     None => Step::Rejected(question.unknown_key()),
+//!                 }
+//!             }
+//!             Step::NeedsOwnership(question) => {
+//!                 // An unknown campaign and a foreign one get the same answer.
+//!                 let owned = campaigns.iter().any(|(campaign, owner)| {
+//!                     question.campaign().as_str() == *campaign
+//!                         && question.account().as_str() == *owner
+//!                 });
+//!                 if owned {
+//!                     Step::Accepted(question.grant())
+//!                 } else {
+//!                     Step::Rejected(question.deny())
+//!                 }
+//!             }
+//!             Step::Accepted(accepted) => {
+//!                 // Upgrade, and build the server session from `accepted`.
+//!                 let _ = (accepted.account(), accepted.channel());
+//!                 return 101;
+//!             }
+//!             Step::Rejected(rejected) => {
+//!                 return match rejected.action() {
+//!                     RejectAction::Respond(response) => response.status().as_u16(),
+//!                     // Upgrade, then close at once with this code.
+//!                     RejectAction::UpgradeThenClose(close) => close.code().as_u16(),
+//!                     _ => 500,
+//!                 };
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! let config = HandshakeConfig::default();
+//! let head = |uri: &str, auth: Option<&str>| {
+//!     let mut request = http::Request::get(uri);
+//!     if let Some(auth) = auth {
+//!         request = request.header("authorization", auth);
+//!     }
+//!     request.body(()).unwrap().into_parts().0
+//! };
+//! let run = |uri, auth| decide(&config, &head(uri, auth), &keys, &campaigns);
+//!
+//! assert_eq!(run("/mail/ws/inbox?token=msk_bob_key", None), 101);
+//! assert_eq!(run("/mail/ws/campaigns/spring-sale", Some("Bearer msk_alice_key")), 101);
+//! assert_eq!(run("/mail/ws/campaigns/spring-sale", Some("Bearer msk_bob_key")), 403);
+//! assert_eq!(run("/mail/ws/campaigns/no-such-thing", Some("Bearer msk_alice_key")), 403);
+//! assert_eq!(run("/mail/ws/inbox", Some("Bearer msk_mallory")), 403);
+//! assert_eq!(run("/mail/ws/elsewhere", Some("Bearer msk_alice_key")), 404);
+//!
+//! // Browsers cannot read the status of a failed upgrade: close with 4401/4403 instead.
+//! let config = HandshakeConfig::default()
+//!     .with_rejection_style(handshake::RejectionStyle::CloseAfterUpgrade);
+//! assert_eq!(decide(&config, &head("/mail/ws/inbox?token=msk_nobody", None), &keys, &campaigns), 4401);
+//! ```
 
-use crate::auth::{AccountId, ApiKey, CredentialSource};
-use crate::close::CloseCode;
+mod rejection;
+
+use http::header::ORIGIN;
+use http::{Method, Version};
+
+use crate::auth::{AccountId, ApiKey, CredentialSource, extract_credentials};
 use crate::route::{CampaignId, Channel, Routes};
 
+pub use rejection::{CloseAfterUpgrade, RejectAction, Rejected, Rejection};
+
 /// How an unauthenticated or unauthorized request is refused (§2.3).
+///
+/// Only the 4401/4403 failures (credentials, unknown key, campaign not owned) follow the
+/// style; 404, 405, a refused `Origin`, failed hooks and connection limits are always HTTP.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RejectionStyle {
@@ -27,10 +127,22 @@ pub enum RejectionStyle {
     /// status of a failed upgrade).
     CloseAfterUpgrade,
     /// `Http` for header-authenticated clients, `CloseAfterUpgrade` for `?token=` clients.
+    /// A request with no credentials at all, or with a problem involving the `Authorization`
+    /// header, is refused over HTTP (see [`CredentialError::place`](crate::auth::CredentialError::place)).
     Auto,
 }
 
 /// Configuration of the pre-upgrade decision.
+///
+/// ```
+/// use misar_proto::handshake::{HandshakeConfig, RejectionStyle};
+/// use misar_proto::route::Routes;
+/// let config = HandshakeConfig::new()
+///     .with_routes(Routes::new("/realtime"))
+///     .with_rejection_style(RejectionStyle::Auto)
+///     .with_allowed_origins(["https://app.example.com"]);
+/// assert_eq!(config.routes.prefix(), "/realtime");
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct HandshakeConfig {
     /// Where the channels are mounted.
@@ -38,8 +150,59 @@ pub struct HandshakeConfig {
     /// How auth failures are refused.
     pub rejection_style: RejectionStyle,
     /// When `Some`, only requests whose `Origin` is in the list are accepted (a request without
-    /// `Origin`, i.e. not from a browser, is allowed). Compared ASCII-case-insensitively.
+    /// `Origin`, i.e. not from a browser, is allowed). Compared ASCII-case-insensitively and
+    /// otherwise exactly (`https://a.example` is not `https://a.example:443` nor
+    /// `https://a.example/`). A request with several `Origin` headers is refused.
     pub allowed_origins: Option<Vec<String>>,
+}
+
+impl HandshakeConfig {
+    /// The defaults: prefix `/mail/ws`, [`RejectionStyle::Http`], no `Origin` allowlist.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Mounts the channels at `routes`.
+    pub fn with_routes(mut self, routes: Routes) -> Self {
+        self.routes = routes;
+        self
+    }
+
+    /// Refuses auth failures in `style`.
+    pub fn with_rejection_style(mut self, style: RejectionStyle) -> Self {
+        self.rejection_style = style;
+        self
+    }
+
+    /// Accepts browser requests only from these origins (e.g. `https://app.example.com`).
+    pub fn with_allowed_origins<I>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.allowed_origins = Some(origins.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Whether the request's `Origin` passes the allowlist.
+    fn origin_allowed(&self, headers: &http::HeaderMap) -> bool {
+        let Some(allowed) = &self.allowed_origins else {
+            return true;
+        };
+        let mut values = headers.get_all(ORIGIN).iter();
+        let Some(value) = values.next() else {
+            // Not a browser: an allowlist only defends against cross-site requests.
+            return true;
+        };
+        if values.next().is_some() {
+            return false;
+        }
+        let Ok(origin) = value.to_str() else {
+            return false;
+        };
+        let origin = origin.trim_matches([' ', '\t']);
+        allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
+    }
 }
 
 /// One state of the decision.
@@ -57,22 +220,148 @@ pub enum Step {
 }
 
 /// Starts the decision for a request head.
-pub fn start(_config: &HandshakeConfig, _request: &http::request::Parts) -> Step {
-    todo!("issue 2")
+///
+/// The method must be `GET` (HTTP/1.1 upgrade) or, on HTTP/2, `CONNECT` (the extended CONNECT
+/// of RFC 8441 that carries WebSockets over HTTP/2). The core does not check the WebSocket
+/// headers themselves (`Upgrade`, `Sec-WebSocket-Key`, ...): the WebSocket library does.
+pub fn start(config: &HandshakeConfig, request: &http::request::Parts) -> Step {
+    let method_ok = request.method == Method::GET
+        || (request.method == Method::CONNECT && request.version == Version::HTTP_2);
+    if !method_ok {
+        return Step::Rejected(Rejected::http(Rejection::MethodNotAllowed));
+    }
+    let channel = match config.routes.resolve(request.uri.path()) {
+        Ok(channel) => channel,
+        Err(not_found) => return Step::Rejected(Rejected::http(Rejection::NotFound(not_found))),
+    };
+    if !config.origin_allowed(&request.headers) {
+        return Step::Rejected(Rejected::http(Rejection::OriginRefused));
+    }
+    let style = config.rejection_style;
+    match extract_credentials(request) {
+        Ok(credentials) => Step::NeedsAuthentication(NeedsAuthentication {
+            key: credentials.key,
+            source: credentials.source,
+            channel,
+            style,
+        }),
+        Err(error) => {
+            let place = error.place();
+            Step::Rejected(Rejected::auth(
+                Rejection::Unauthenticated(error),
+                style,
+                place,
+            ))
+        }
+    }
 }
 
 /// The request carried a well-formed key; the embedder's hook must resolve it.
+///
+/// Compare the key against stored keys in constant time ([`ApiKey::ct_eq_str`]), or look up
+/// a hash of it.
 #[must_use = "answer with .authenticated(), .unknown_key() or .hook_failed()"]
 #[derive(Debug)]
 pub struct NeedsAuthentication {
-    _private: (),
+    key: ApiKey,
+    source: CredentialSource,
+    channel: Channel,
+    style: RejectionStyle,
+}
+
+impl NeedsAuthentication {
+    /// The key to check.
+    pub fn key(&self) -> &ApiKey {
+        &self.key
+    }
+
+    /// Where the key came from.
+    pub fn credential_source(&self) -> CredentialSource {
+        self.source
+    }
+
+    /// The channel asked for.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// The key belongs to `account`: [`Step::Accepted`] for the inbox,
+    /// [`Step::NeedsOwnership`] for a campaign.
+    pub fn authenticated(self, account: AccountId) -> Step {
+        match self.channel {
+            Channel::Campaign(campaign) => Step::NeedsOwnership(NeedsOwnership {
+                account,
+                campaign,
+                source: self.source,
+                style: self.style,
+            }),
+            channel @ Channel::Inbox => Step::Accepted(Accepted {
+                account,
+                channel,
+                source: self.source,
+            }),
+        }
+    }
+
+    /// The hook does not know the key: 403 or close 4401.
+    pub fn unknown_key(self) -> Rejected {
+        Rejected::auth(Rejection::UnknownKey, self.style, Some(self.source))
+    }
+
+    /// The hook failed (e.g. its database is down): 503, never an upgrade.
+    pub fn hook_failed(self) -> Rejected {
+        Rejected::http(Rejection::HookFailed)
+    }
 }
 
 /// The account is known; the embedder's hook must say whether it owns the campaign.
+///
+/// A campaign that does not exist must get the same answer as one owned by someone else
+/// ([`NeedsOwnership::deny`]), so the channel is no oracle for campaign ids.
 #[must_use = "answer with .grant(), .deny() or .hook_failed()"]
 #[derive(Debug)]
 pub struct NeedsOwnership {
-    _private: (),
+    account: AccountId,
+    campaign: CampaignId,
+    source: CredentialSource,
+    style: RejectionStyle,
+}
+
+impl NeedsOwnership {
+    /// The authenticated account.
+    pub fn account(&self) -> &AccountId {
+        &self.account
+    }
+
+    /// The campaign asked for.
+    pub fn campaign(&self) -> &CampaignId {
+        &self.campaign
+    }
+
+    /// Where the key came from.
+    pub fn credential_source(&self) -> CredentialSource {
+        self.source
+    }
+
+    /// The account owns the campaign.
+    pub fn grant(self) -> Accepted {
+        Accepted {
+            account: self.account,
+            channel: Channel::Campaign(self.campaign),
+            source: self.source,
+        }
+    }
+
+    /// The account does not own the campaign, or the campaign does not exist: 403 or close
+    /// 4403, the same either way.
+    pub fn deny(self) -> Rejected {
+        Rejected::auth(Rejection::NotOwned, self.style, Some(self.source))
+    }
+
+    /// The hook failed: 503, never an upgrade.
+    pub fn hook_failed(self) -> Rejected {
+        Rejected::http(Rejection::HookFailed)
+    }
 }
 
 /// The request may be upgraded. The only way to build a server session.
@@ -120,36 +409,5 @@ impl Accepted {
     }
 }
 
-/// The request is refused.
-#[must_use = "a rejection must be sent: see Rejected::action"]
-#[derive(Debug)]
-pub struct Rejected {
-    _private: (),
-}
-
-/// What a rejection asks the adapter to do.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum RejectAction {
-    /// Send this response; do not upgrade.
-    Respond(http::Response<bytes::Bytes>),
-    /// Upgrade, then run a session that only closes with this code
-    /// ([`CloseAfterUpgrade`] builds it).
-    UpgradeThenClose(CloseAfterUpgrade),
-}
-
-/// A rejection to deliver after the upgrade: the close code, and nothing else.
-#[derive(Debug)]
-pub struct CloseAfterUpgrade {
-    code: CloseCode,
-}
-
-impl CloseAfterUpgrade {
-    /// 4401 or 4403.
-    pub fn code(&self) -> CloseCode {
-        self.code
-    }
-}
-
-#[allow(dead_code)]
-fn _keep(_: ApiKey) {}
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1 @@
+//! In-process fan-out hub (being written).

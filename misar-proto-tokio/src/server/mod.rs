@@ -1,0 +1,1 @@
+//! Async server connection driver (being written).

@@ -1,0 +1,656 @@
+//! The client side: [`ClientSession`], one subscription to one channel across reconnects.
+//!
+//! Like the server session it does no I/O and reads no clock. For each connection attempt the
+//! driver builds the request with [`ClientSession::handshake_request`], connects with its
+//! WebSocket library, and reports the response with
+//! [`ClientSession::handle_handshake_response`]. Then it feeds messages in, drains
+//! [`ClientSession::poll_event`] and [`ClientSession::poll_transmit`], and wakes up at
+//! [`ClientSession::poll_timeout`]. When a connection ends the session emits
+//! [`ClientEvent::Disconnected`] with the §2.6 advice: finish, reconnect after a jittered
+//! delay, or stop for good.
+//!
+//! ```text
+//!             handshake 101                       server close / drop / dead
+//!   Idle ─────────────────────────► Open ────────────────────────────────────► Idle (reconnect)
+//!    ▲  handshake ≠ 101 (retryable)   │ close()                               └► Done (finish/stop)
+//!    └────────────────────────────────┤
+//!                                     ▼
+//!                                  Closing ── server's close / grace ──► Done (finish)
+//! ```
+//!
+//! Liveness (§2.5): the server pings every `ping_interval`, so a connection on which nothing
+//! at all arrived for `ping_interval + pong_timeout` is half-open; the session declares it
+//! dead ([`Disconnect::Dropped`]) and advises a reconnect.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//!
+//! use misar_proto::auth::ApiKey;
+//! use misar_proto::client::{ClientConfig, ClientEvent, ClientOutcome, ClientSession};
+//! use misar_proto::close::{CloseCode, Disconnect};
+//! use misar_proto::event::{CampaignEvent, Event};
+//! use misar_proto::message::{Incoming, ReceivedClose};
+//! use misar_proto::route::{CampaignId, Channel};
+//!
+//! let key = ApiKey::parse("msk_example_key").unwrap();
+//! let config = ClientConfig::new("wss://api.misar.io/mail/ws", key);
+//! let channel = Channel::Campaign(CampaignId::new("spring-sale").unwrap());
+//! let mut client = ClientSession::new(config, channel);
+//!
+//! let request = client.handshake_request().unwrap();
+//! assert_eq!(request.uri(), "wss://api.misar.io/mail/ws/campaigns/spring-sale");
+//! let now = Instant::now();
+//! client.handle_handshake_response(http::StatusCode::SWITCHING_PROTOCOLS, b"", now).unwrap();
+//!
+//! let frame = br#"{"type":"completed","campaignId":"spring-sale","sent":3,"delivered":3,"bounced":0,"opened":1}"#;
+//! client.handle_message(Incoming::Text(frame.as_slice().into()), now);
+//! client.handle_message(Incoming::Close(ReceivedClose { code: Some(1000), reason: Default::default() }), now);
+//!
+//! assert!(matches!(
+//!     client.poll_event(),
+//!     Some(ClientEvent::Event(Event::Campaign(CampaignEvent::Completed(_))))
+//! ));
+//! assert_eq!(
+//!     client.poll_event(),
+//!     Some(ClientEvent::Disconnected {
+//!         disconnect: Disconnect::Closed(CloseCode::Normal),
+//!         outcome: ClientOutcome::Finish,
+//!     })
+//! );
+//! // The close is echoed before the transport is let go.
+//! assert!(client.poll_transmit().is_some());
+//! ```
+
+mod request;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::auth::ApiKey;
+use crate::backoff::{Backoff, BackoffConfig};
+use crate::close::{
+    Advice, CloseCode, CloseFrame, CloseReason, Disconnect, Fatal, Pace, advise,
+};
+use crate::event::{DEFAULT_MAX_LEN, DecodeError, Decoder, Event};
+use crate::message::{Incoming, Message, ReceivedClose};
+use crate::route::Channel;
+use crate::server::timers::TimerTable;
+
+pub use request::{AuthStyle, HandshakeFailure, RejectionBody, RequestError};
+
+/// The shortest liveness window: a zero window would declare every connection dead at once
+/// and ask the driver to wake up in a busy loop.
+const MIN_LIVENESS: Duration = Duration::from_millis(1);
+
+/// Settings of a client session.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// The server's base URL, `ws://` or `wss://`, up to the mount prefix
+    /// (e.g. `wss://api.misar.io/mail/ws`). The channel's path is appended.
+    pub url: String,
+    /// The API key.
+    pub key: ApiKey,
+    /// Where the key goes: `Authorization` header (default) or `?token=`.
+    pub auth: AuthStyle,
+    /// The server's ping interval (30 s); liveness and the backoff reset are measured in it.
+    pub ping_interval: Duration,
+    /// The server's pong timeout (30 s): nothing received for `ping_interval + pong_timeout`
+    /// → the server is declared dead.
+    pub pong_timeout: Duration,
+    /// After sending a close (or seeing a terminal event), how long to wait for the server's
+    /// close (5 s).
+    pub close_grace: Duration,
+    /// Longest event accepted by the decoder (64 KiB); longer ones are reported as
+    /// [`ClientEvent::Invalid`].
+    pub max_message: usize,
+    /// Reconnect backoff (500 ms base, 30 s cap).
+    pub backoff: BackoffConfig,
+    /// Seed of the backoff's jitter. `None` (the default) draws one from the standard
+    /// library's per-process random hasher keys, so that clients do not share delays; set it
+    /// for reproducible tests.
+    pub jitter_seed: Option<u64>,
+    /// Whether the session answers pings itself (via [`ClientSession::poll_transmit`]).
+    /// `true` by default; set `false` for WebSocket libraries that answer pings on their own
+    /// (tungstenite does), or the server gets two pongs.
+    pub answer_pings: bool,
+}
+
+impl ClientConfig {
+    /// A configuration with the defaults of §2.5/§2.6.
+    pub fn new(url: impl Into<String>, key: ApiKey) -> Self {
+        Self {
+            url: url.into(),
+            key,
+            auth: AuthStyle::Header,
+            ping_interval: Duration::from_secs(30),
+            pong_timeout: Duration::from_secs(30),
+            close_grace: Duration::from_secs(5),
+            max_message: DEFAULT_MAX_LEN,
+            backoff: BackoffConfig::default(),
+            jitter_seed: None,
+            answer_pings: true,
+        }
+    }
+
+    /// The liveness window: `ping_interval + pong_timeout`, at least 1 ms.
+    pub fn liveness_window(&self) -> Duration {
+        self.ping_interval
+            .saturating_add(self.pong_timeout)
+            .max(MIN_LIVENESS)
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL's query may hold anything (a misplaced key included): print without it.
+        let url = self.url.split(['?', '#']).next().unwrap_or("");
+        f.debug_struct("ClientConfig")
+            .field("url", &url)
+            .field("key", &self.key)
+            .field("auth", &self.auth)
+            .field("ping_interval", &self.ping_interval)
+            .field("pong_timeout", &self.pong_timeout)
+            .field("close_grace", &self.close_grace)
+            .field("max_message", &self.max_message)
+            .field("backoff", &self.backoff)
+            .field("jitter_seed", &self.jitter_seed)
+            .field("answer_pings", &self.answer_pings)
+            .finish()
+    }
+}
+
+/// What the client should do after a connection ended or failed (§2.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ClientOutcome {
+    /// Done: the campaign reached its terminal event, or the application closed.
+    Finish,
+    /// Connect again after `delay` (drawn by the session's [`Backoff`]).
+    Reconnect {
+        /// How long to wait.
+        delay: Duration,
+        /// The pace the advice asked for.
+        pace: Pace,
+    },
+    /// Retrying cannot succeed.
+    Stop(Fatal),
+}
+
+/// A message from the server that is not an event of this channel. The session stays up.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidMessage {
+    /// A text message that does not decode as an event of the channel.
+    #[error("undecodable event: {0}")]
+    Decode(#[from] DecodeError),
+    /// A binary message (the protocol only sends text).
+    #[error("unexpected binary message of {len} bytes")]
+    Binary {
+        /// Its length.
+        len: usize,
+    },
+}
+
+/// What the session reports to the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// A decoded event.
+    Event(Event),
+    /// A message that could not be used; the connection stays up.
+    Invalid(InvalidMessage),
+    /// The connection ended. The driver drops the transport (after sending what
+    /// [`ClientSession::poll_transmit`] still has), then acts on `outcome`.
+    Disconnected {
+        /// How it ended.
+        disconnect: Disconnect,
+        /// What to do next.
+        outcome: ClientOutcome,
+    },
+}
+
+/// The coarse state of a client session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ClientState {
+    /// No connection: before the first handshake, or between a disconnect and the next
+    /// attempt.
+    Idle,
+    /// Connected.
+    Open,
+    /// The client sent a close and waits for the server's.
+    Closing,
+    /// Finished or stopped; no more connections.
+    Done,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Open { since: Instant },
+    Closing { since: Instant },
+    Done,
+}
+
+#[derive(Clone, Copy)]
+enum Timer {
+    /// Nothing received for the liveness window → dead.
+    Liveness = 0,
+    /// Open: the server did not close after a terminal event; Closing: it did not answer our
+    /// close.
+    Close = 1,
+}
+const TIMERS: usize = 2;
+
+/// One subscription to one channel, across reconnects.
+///
+/// - **getters**: [`state`](Self::state), [`channel`](Self::channel),
+///   [`saw_terminal_event`](Self::saw_terminal_event), [`last_outcome`](Self::last_outcome);
+/// - **connection**: [`handshake_request`](Self::handshake_request),
+///   [`handle_handshake_response`](Self::handle_handshake_response),
+///   [`handle_connect_failed`](Self::handle_connect_failed);
+/// - **inputs**: [`handle_message`](Self::handle_message),
+///   [`handle_transport_closed`](Self::handle_transport_closed),
+///   [`handle_timeout`](Self::handle_timeout);
+/// - **command**: [`close`](Self::close);
+/// - **outputs**: [`poll_event`](Self::poll_event), [`poll_transmit`](Self::poll_transmit),
+///   [`poll_timeout`](Self::poll_timeout).
+///
+/// Drain rule: after every call, drain `poll_transmit` and `poll_event` to `None`, then wait
+/// for the next message or `poll_timeout`.
+#[derive(Debug)]
+pub struct ClientSession {
+    config: ClientConfig,
+    channel: Channel,
+    decoder: Decoder,
+    backoff: Backoff,
+    phase: Phase,
+    timers: TimerTable<TIMERS>,
+    events: VecDeque<ClientEvent>,
+    pending_pong: Option<Bytes>,
+    /// The close frame to transmit (`Some(None)`: a close without a code).
+    pending_close: Option<Option<CloseFrame>>,
+    terminal_seen: bool,
+    last_outcome: Option<ClientOutcome>,
+}
+
+impl ClientSession {
+    /// A session for `channel`, not yet connected. The backoff's jitter is seeded from
+    /// [`ClientConfig::jitter_seed`].
+    pub fn new(config: ClientConfig, channel: Channel) -> Self {
+        let seed = config.jitter_seed.unwrap_or_else(entropy_seed);
+        let backoff = Backoff::new(config.backoff, seed);
+        Self::with_backoff(config, channel, backoff)
+    }
+
+    /// A session with a backoff of the caller's (e.g. with an injected random source).
+    /// `config.backoff` and `config.jitter_seed` are then unused.
+    pub fn with_backoff(config: ClientConfig, channel: Channel, backoff: Backoff) -> Self {
+        Self {
+            decoder: Decoder::new(config.max_message),
+            config,
+            channel,
+            backoff,
+            phase: Phase::Idle,
+            timers: TimerTable::new(),
+            events: VecDeque::new(),
+            pending_pong: None,
+            pending_close: None,
+            terminal_seen: false,
+            last_outcome: None,
+        }
+    }
+
+    // ----- getters -----
+
+    /// Idle, open, closing or done.
+    pub fn state(&self) -> ClientState {
+        match self.phase {
+            Phase::Idle => ClientState::Idle,
+            Phase::Open { .. } => ClientState::Open,
+            Phase::Closing { .. } => ClientState::Closing,
+            Phase::Done => ClientState::Done,
+        }
+    }
+
+    /// The channel subscribed to.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Whether a terminal campaign event (`completed`, `failed`, `cancelled`) arrived: the
+    /// subscription then finishes however the connection ends.
+    pub fn saw_terminal_event(&self) -> bool {
+        self.terminal_seen
+    }
+
+    /// The advice given for the latest disconnect or failed attempt.
+    pub fn last_outcome(&self) -> Option<ClientOutcome> {
+        self.last_outcome
+    }
+
+    /// The backoff (e.g. to read how many attempts were made since the last reset).
+    pub fn backoff(&self) -> &Backoff {
+        &self.backoff
+    }
+
+    // ----- connection -----
+
+    /// The handshake request for the next connection attempt: `GET` of
+    /// `{url}{channel path}` with `Host` and the key (`Authorization: Bearer`, marked
+    /// sensitive, or `?token=`). The WebSocket library adds its own upgrade headers
+    /// (`Sec-WebSocket-Key` and friends) — with tungstenite, build its request from this
+    /// one's URI and copy these headers over.
+    pub fn handshake_request(&self) -> Result<http::Request<()>, RequestError> {
+        if self.phase == Phase::Done {
+            return Err(RequestError::Ended);
+        }
+        request::build(
+            &self.config.url,
+            &self.config.key,
+            self.config.auth,
+            &self.channel,
+        )
+    }
+
+    /// The HTTP response to the handshake. `101` opens the connection; any other status is a
+    /// failure carrying the advice: a 403 (or another final 4xx) stops for good, with the
+    /// server's JSON body when it sent one; other statuses reconnect after a backoff delay.
+    pub fn handle_handshake_response(
+        &mut self,
+        status: http::StatusCode,
+        body: &[u8],
+        now: Instant,
+    ) -> Result<(), HandshakeFailure> {
+        let code = status.as_u16();
+        if self.phase == Phase::Done {
+            return Err(HandshakeFailure {
+                status: code,
+                rejection: None,
+                outcome: self.last_outcome.unwrap_or(ClientOutcome::Finish),
+            });
+        }
+        if status == http::StatusCode::SWITCHING_PROTOCOLS {
+            self.reset_connection();
+            self.phase = Phase::Open { since: now };
+            self.refresh_liveness(now);
+            return Ok(());
+        }
+        self.reset_connection();
+        self.phase = Phase::Idle;
+        let outcome = self.conclude(Disconnect::HandshakeRejected { status: code }, now, None);
+        Err(HandshakeFailure {
+            status: code,
+            rejection: request::RejectionBody::parse(body),
+            outcome,
+        })
+    }
+
+    /// The connection could not be made (refused, DNS, TLS, timeout): reconnect with backoff.
+    pub fn handle_connect_failed(&mut self, now: Instant) -> ClientOutcome {
+        if self.phase == Phase::Done {
+            return self.last_outcome.unwrap_or(ClientOutcome::Finish);
+        }
+        self.reset_connection();
+        self.phase = Phase::Idle;
+        self.conclude(Disconnect::ConnectFailed, now, None)
+    }
+
+    // ----- inputs -----
+
+    /// A message from the server. Any message proves the server alive. Text is decoded into
+    /// [`ClientEvent::Event`] (or [`ClientEvent::Invalid`]); a ping is answered when
+    /// [`ClientConfig::answer_pings`] is set; a close is answered and ends the connection.
+    pub fn handle_message(&mut self, message: Incoming, now: Instant) {
+        match self.phase {
+            Phase::Open { .. } => {}
+            Phase::Closing { .. } => {
+                // We are leaving: only the server's answer to our close matters.
+                if let Incoming::Close(received) = message {
+                    let disconnect = disconnect_of(&received);
+                    self.end_connection(disconnect, now, Some(ClientOutcome::Finish));
+                }
+                return;
+            }
+            Phase::Idle | Phase::Done => return,
+        }
+        self.refresh_liveness(now);
+        match message {
+            Incoming::Text(payload) => {
+                let item = match self.decoder.decode(self.channel.kind(), &payload) {
+                    Ok(event) => {
+                        if let Event::Campaign(campaign) = &event {
+                            if campaign.is_terminal() && !self.terminal_seen {
+                                self.terminal_seen = true;
+                                // The server closes with 1000 right after; if it does not,
+                                // close ourselves once the grace is over.
+                                let grace = self.config.close_grace;
+                                self.timers.set_after(Timer::Close as usize, now, grace);
+                            }
+                        }
+                        ClientEvent::Event(event)
+                    }
+                    Err(error) => ClientEvent::Invalid(InvalidMessage::Decode(error)),
+                };
+                self.events.push_back(item);
+            }
+            Incoming::Binary(payload) => {
+                self.events
+                    .push_back(ClientEvent::Invalid(InvalidMessage::Binary {
+                        len: payload.len(),
+                    }));
+            }
+            Incoming::Ping(payload) => {
+                if self.config.answer_pings {
+                    self.pending_pong = Some(payload);
+                }
+            }
+            Incoming::Pong(_) => {}
+            Incoming::Close(received) => {
+                let reply = match received.code {
+                    None => None,
+                    Some(raw) => Some(match CloseCode::from_wire(raw) {
+                        Ok(code) => CloseFrame {
+                            code,
+                            reason: CloseReason::default(),
+                        },
+                        Err(_) => CloseFrame::new(CloseCode::ProtocolError),
+                    }),
+                };
+                let disconnect = disconnect_of(&received);
+                self.end_connection(disconnect, now, None);
+                self.pending_close = Some(reply);
+            }
+        }
+    }
+
+    /// The transport ended without (or after) a close: a drop, unless the session already
+    /// concluded the connection.
+    pub fn handle_transport_closed(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Open { .. } => self.end_connection(Disconnect::Dropped, now, None),
+            Phase::Closing { .. } => {
+                self.end_connection(Disconnect::Dropped, now, Some(ClientOutcome::Finish));
+            }
+            Phase::Idle | Phase::Done => {}
+        }
+    }
+
+    /// Fires the timers due at `now`: the liveness deadline (the server is declared dead),
+    /// the wait for the server's close after a terminal event (the client closes with 1000),
+    /// or the wait for the answer to our close.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Open { .. } => {
+                if self.timers.is_due(Timer::Liveness as usize, now) {
+                    self.end_connection(Disconnect::Dropped, now, None);
+                } else if self.timers.is_due(Timer::Close as usize, now) {
+                    self.close(now);
+                }
+            }
+            Phase::Closing { .. } => {
+                if self.timers.is_due(Timer::Close as usize, now) {
+                    self.end_connection(Disconnect::Dropped, now, Some(ClientOutcome::Finish));
+                }
+            }
+            Phase::Idle | Phase::Done => {}
+        }
+    }
+
+    // ----- command -----
+
+    /// Ends the subscription: on an open connection, sends close 1000 and waits up to
+    /// `close_grace` for the server's close; otherwise finishes at once. Either way the
+    /// outcome is [`ClientOutcome::Finish`].
+    pub fn close(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Open { since } => {
+                self.phase = Phase::Closing { since };
+                self.pending_pong = None;
+                self.pending_close = Some(Some(CloseFrame {
+                    code: CloseCode::Normal,
+                    reason: CloseReason::default(),
+                }));
+                self.timers.clear_all();
+                let grace = self.config.close_grace;
+                self.timers.set_after(Timer::Close as usize, now, grace);
+            }
+            Phase::Idle => {
+                self.phase = Phase::Done;
+                self.last_outcome = Some(ClientOutcome::Finish);
+            }
+            Phase::Closing { .. } | Phase::Done => {}
+        }
+    }
+
+    // ----- outputs -----
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next message to send: a close (our own, or the answer to the server's), or a pong.
+    /// Nothing follows a close.
+    pub fn poll_transmit(&mut self) -> Option<Message> {
+        if let Some(frame) = self.pending_close.take() {
+            self.pending_pong = None;
+            return Some(Message::Close(frame));
+        }
+        match self.phase {
+            Phase::Open { .. } => self.pending_pong.take().map(Message::Pong),
+            _ => None,
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next (`None` when no
+    /// connection is up: the reconnect delay is the driver's to wait).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.earliest()
+    }
+
+    // ----- internals -----
+
+    fn refresh_liveness(&mut self, now: Instant) {
+        let window = self.config.liveness_window();
+        self.timers.set_after(Timer::Liveness as usize, now, window);
+    }
+
+    /// Forgets the previous connection's leftovers.
+    fn reset_connection(&mut self) {
+        self.timers.clear_all();
+        self.pending_pong = None;
+        self.pending_close = None;
+    }
+
+    /// Ends the current connection and queues [`ClientEvent::Disconnected`].
+    fn end_connection(
+        &mut self,
+        disconnect: Disconnect,
+        now: Instant,
+        forced: Option<ClientOutcome>,
+    ) {
+        let since = match self.phase {
+            Phase::Open { since } | Phase::Closing { since } => Some(since),
+            Phase::Idle | Phase::Done => None,
+        };
+        self.reset_connection();
+        self.phase = Phase::Idle;
+        let outcome = match forced {
+            Some(outcome) => self.record(outcome),
+            None => self.conclude(disconnect.clone(), now, since),
+        };
+        self.events.push_back(ClientEvent::Disconnected {
+            disconnect,
+            outcome,
+        });
+    }
+
+    /// The advice for `disconnect`, with a backoff delay; moves to `Done` when final.
+    fn conclude(
+        &mut self,
+        disconnect: Disconnect,
+        now: Instant,
+        connected_since: Option<Instant>,
+    ) -> ClientOutcome {
+        if self.terminal_seen {
+            // The campaign is over; reconnecting would only replay its end.
+            return self.record(ClientOutcome::Finish);
+        }
+        let outcome = match advise(&disconnect, self.channel.kind()) {
+            Advice::Finish => ClientOutcome::Finish,
+            Advice::Stop(fatal) => ClientOutcome::Stop(fatal),
+            Advice::Reconnect(pace) => {
+                // A connection that stayed up one ping interval was healthy: start over.
+                let healthy = connected_since.is_some_and(|since| {
+                    now.saturating_duration_since(since) >= self.config.ping_interval
+                });
+                if healthy {
+                    self.backoff.reset();
+                }
+                ClientOutcome::Reconnect {
+                    delay: self.backoff.next_delay(pace),
+                    pace,
+                }
+            }
+        };
+        self.record(outcome)
+    }
+
+    fn record(&mut self, outcome: ClientOutcome) -> ClientOutcome {
+        if !matches!(outcome, ClientOutcome::Reconnect { .. }) {
+            self.phase = Phase::Done;
+        }
+        self.last_outcome = Some(outcome);
+        outcome
+    }
+}
+
+/// How a received close frame is reported: with its code when the code may be sent.
+fn disconnect_of(received: &ReceivedClose) -> Disconnect {
+    match received.code.map(CloseCode::from_wire) {
+        Some(Ok(code)) => Disconnect::Closed(code),
+        Some(Err(_)) | None => Disconnect::ClosedWithoutCode,
+    }
+}
+
+/// A seed that differs between processes and between calls, without a clock: the standard
+/// library seeds `RandomState` from the operating system once per thread and perturbs it for
+/// every new instance.
+fn entropy_seed() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0x6d69_7361_725f_6261);
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,487 @@
+//! Unit tests of the client session, driven by hand with virtual time.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::StatusCode;
+
+use super::*;
+use crate::close::{CloseCode, Disconnect, Fatal, Pace};
+use crate::event::{CampaignEvent, InboxEvent};
+use crate::route::CampaignId;
+
+#[allow(clippy::disallowed_methods)]
+fn origin() -> Instant {
+    Instant::now()
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn config() -> ClientConfig {
+    ClientConfig::new(
+        "wss://api.example.com/mail/ws",
+        ApiKey::parse("msk_client_key_9876").unwrap(),
+    )
+}
+
+fn campaign() -> Channel {
+    Channel::Campaign(CampaignId::new("c-1").unwrap())
+}
+
+/// A session whose jitter always picks the top of the window, so delays are exact.
+fn client(channel: Channel) -> ClientSession {
+    let config = config();
+    let backoff = Backoff::with_random(config.backoff, Box::new(|| u64::MAX));
+    ClientSession::with_backoff(config, channel, backoff)
+}
+
+fn open(channel: Channel, now: Instant) -> ClientSession {
+    let mut c = client(channel);
+    c.handle_handshake_response(StatusCode::SWITCHING_PROTOCOLS, b"", now)
+        .unwrap();
+    c
+}
+
+fn events(c: &mut ClientSession) -> Vec<ClientEvent> {
+    std::iter::from_fn(|| c.poll_event()).collect()
+}
+
+fn close_msg(code: Option<u16>) -> Incoming {
+    Incoming::Close(ReceivedClose {
+        code,
+        reason: Bytes::new(),
+    })
+}
+
+fn text(s: &str) -> Incoming {
+    Incoming::Text(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+const PROGRESS: &str =
+    r#"{"type":"progress","campaignId":"c-1","sent":1,"total":9,"delivered":1,"bounced":0,"opened":0}"#;
+const FAILED: &str = r#"{"type":"failed","campaignId":"c-1","error":"smtp down"}"#;
+const EMAIL: &str = r#"{"type":"email_received","from":"a@b.c","subject":"hi","receivedAt":"2026-05-27T10:15:00Z"}"#;
+
+fn disconnected(c: &mut ClientSession) -> (Disconnect, ClientOutcome) {
+    match events(c).pop() {
+        Some(ClientEvent::Disconnected {
+            disconnect,
+            outcome,
+        }) => (disconnect, outcome),
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+}
+
+#[test]
+fn fresh_session_is_idle_with_no_timer() {
+    let c = client(Channel::Inbox);
+    assert_eq!(c.state(), ClientState::Idle);
+    assert_eq!(c.poll_timeout(), None);
+    assert_eq!(
+        c.handshake_request().unwrap().uri(),
+        "wss://api.example.com/mail/ws/inbox"
+    );
+}
+
+#[test]
+fn switching_protocols_opens_and_arms_liveness() {
+    let t0 = origin();
+    let c = open(Channel::Inbox, t0);
+    assert_eq!(c.state(), ClientState::Open);
+    assert_eq!(c.poll_timeout(), Some(t0 + secs(60)));
+}
+
+#[test]
+fn forbidden_handshake_is_fatal_with_the_body() {
+    let t0 = origin();
+    let mut c = client(campaign());
+    let body = br#"{"error":"forbidden","closeCode":4403,"message":"campaign not owned"}"#;
+    let failure = c
+        .handle_handshake_response(StatusCode::FORBIDDEN, body, t0)
+        .unwrap_err();
+    assert_eq!(failure.status(), 403);
+    assert!(failure.is_fatal());
+    assert_eq!(
+        failure.outcome(),
+        ClientOutcome::Stop(Fatal::HandshakeForbidden)
+    );
+    assert_eq!(failure.rejection().unwrap().close_code, Some(4403));
+    assert_eq!(c.state(), ClientState::Done);
+    assert_eq!(c.handshake_request().unwrap_err(), RequestError::Ended);
+    assert!(!failure.to_string().contains("msk_"));
+    // Nothing revives a finished session.
+    assert!(
+        c.handle_handshake_response(StatusCode::SWITCHING_PROTOCOLS, b"", t0)
+            .is_err()
+    );
+    assert_eq!(c.state(), ClientState::Done);
+}
+
+#[test]
+fn forbidden_without_a_body_is_still_fatal() {
+    let t0 = origin();
+    let mut c = client(Channel::Inbox);
+    let failure = c
+        .handle_handshake_response(StatusCode::FORBIDDEN, b"nope", t0)
+        .unwrap_err();
+    assert!(failure.is_fatal());
+    assert_eq!(failure.rejection(), None);
+}
+
+#[test]
+fn server_errors_back_off_and_grow() {
+    let t0 = origin();
+    let mut c = client(Channel::Inbox);
+    let mut delays = Vec::new();
+    for _ in 0..4 {
+        let failure = c
+            .handle_handshake_response(StatusCode::SERVICE_UNAVAILABLE, b"", t0)
+            .unwrap_err();
+        assert!(!failure.is_fatal());
+        match failure.outcome() {
+            ClientOutcome::Reconnect { delay, pace } => {
+                assert_eq!(pace, Pace::Normal);
+                delays.push(delay);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.state(), ClientState::Idle);
+    }
+    assert_eq!(delays, [ms(500), ms(1000), ms(2000), ms(4000)]);
+    assert_eq!(
+        c.handle_connect_failed(t0),
+        ClientOutcome::Reconnect {
+            delay: ms(8000),
+            pace: Pace::Normal
+        }
+    );
+}
+
+#[test]
+fn too_many_requests_backs_off_longer() {
+    let t0 = origin();
+    let mut c = client(Channel::Inbox);
+    let failure = c
+        .handle_handshake_response(StatusCode::TOO_MANY_REQUESTS, b"", t0)
+        .unwrap_err();
+    assert_eq!(
+        failure.outcome(),
+        ClientOutcome::Reconnect {
+            delay: ms(2000),
+            pace: Pace::Longer
+        }
+    );
+}
+
+#[test]
+fn events_are_decoded_for_the_channel() {
+    let t0 = origin();
+    let mut c = open(Channel::Inbox, t0);
+    c.handle_message(text(EMAIL), t0);
+    c.handle_message(text(PROGRESS), t0); // a campaign event on the inbox
+    c.handle_message(text("{not json"), t0);
+    c.handle_message(Incoming::Binary(Bytes::from_static(b"\x00\x01")), t0);
+    let got = events(&mut c);
+    assert!(matches!(
+        &got[0],
+        ClientEvent::Event(Event::Inbox(InboxEvent::EmailReceived(e))) if e.from == "a@b.c"
+    ));
+    assert!(matches!(
+        &got[1],
+        ClientEvent::Invalid(InvalidMessage::Decode(DecodeError::WrongChannel { .. }))
+    ));
+    assert!(matches!(
+        &got[2],
+        ClientEvent::Invalid(InvalidMessage::Decode(DecodeError::Syntax { .. }))
+    ));
+    assert_eq!(
+        got[3],
+        ClientEvent::Invalid(InvalidMessage::Binary { len: 2 })
+    );
+    assert_eq!(c.state(), ClientState::Open);
+}
+
+#[test]
+fn oversized_event_is_reported_not_fatal() {
+    let t0 = origin();
+    let mut cfg = config();
+    cfg.max_message = 64;
+    let mut c = ClientSession::new(cfg, Channel::Inbox);
+    c.handle_handshake_response(StatusCode::SWITCHING_PROTOCOLS, b"", t0)
+        .unwrap();
+    c.handle_message(text(EMAIL), t0);
+    assert!(matches!(
+        events(&mut c)[..],
+        [ClientEvent::Invalid(InvalidMessage::Decode(DecodeError::TooLarge { .. }))]
+    ));
+    assert_eq!(c.state(), ClientState::Open);
+}
+
+#[test]
+fn pings_are_answered_unless_the_transport_does_it() {
+    let t0 = origin();
+    let mut c = open(Channel::Inbox, t0);
+    c.handle_message(Incoming::Ping(Bytes::from_static(b"x")), t0);
+    assert_eq!(
+        c.poll_transmit(),
+        Some(Message::Pong(Bytes::from_static(b"x")))
+    );
+    assert_eq!(c.poll_transmit(), None);
+
+    let mut cfg = config();
+    cfg.answer_pings = false;
+    let mut c = ClientSession::new(cfg, Channel::Inbox);
+    c.handle_handshake_response(StatusCode::SWITCHING_PROTOCOLS, b"", t0)
+        .unwrap();
+    c.handle_message(Incoming::Ping(Bytes::new()), t0);
+    assert_eq!(c.poll_transmit(), None);
+    // It still counts as a sign of life.
+    assert_eq!(c.poll_timeout(), Some(t0 + secs(60)));
+}
+
+#[test]
+fn silent_server_is_declared_dead_at_the_window() {
+    let t0 = origin();
+    let mut c = open(Channel::Inbox, t0);
+    c.handle_message(Incoming::Ping(Bytes::new()), t0 + secs(30));
+    assert_eq!(c.poll_timeout(), Some(t0 + secs(90)));
+    c.handle_timeout(t0 + secs(89));
+    assert_eq!(c.state(), ClientState::Open);
+    c.handle_timeout(t0 + secs(90));
+    let (disconnect, outcome) = disconnected(&mut c);
+    assert_eq!(disconnect, Disconnect::Dropped);
+    assert!(matches!(outcome, ClientOutcome::Reconnect { .. }));
+    assert_eq!(c.state(), ClientState::Idle);
+    assert_eq!(c.poll_timeout(), None);
+    assert_eq!(c.poll_transmit(), None, "a dead server gets no close");
+}
+
+#[test]
+fn server_close_is_echoed_and_advised() {
+    let cases = [
+        (Channel::Inbox, Some(1001), Some(1001), Disconnect::Closed(CloseCode::GoingAway)),
+        (Channel::Inbox, Some(1006), Some(1002), Disconnect::ClosedWithoutCode),
+        (Channel::Inbox, None, None, Disconnect::ClosedWithoutCode),
+    ];
+    for (channel, code, reply, expected) in cases {
+        let t0 = origin();
+        let mut c = open(channel, t0);
+        c.handle_message(close_msg(code), t0);
+        let (disconnect, outcome) = disconnected(&mut c);
+        assert_eq!(disconnect, expected);
+        assert!(matches!(outcome, ClientOutcome::Reconnect { .. }));
+        match c.poll_transmit() {
+            Some(Message::Close(frame)) => {
+                assert_eq!(frame.map(|f| f.code.as_u16()), reply)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.poll_transmit(), None);
+    }
+}
+
+#[test]
+fn revocation_stops_and_slow_consumer_backs_off_longer() {
+    let t0 = origin();
+    let mut c = open(Channel::Inbox, t0);
+    c.handle_message(close_msg(Some(4401)), t0);
+    assert_eq!(
+        disconnected(&mut c).1,
+        ClientOutcome::Stop(Fatal::Unauthorized)
+    );
+    assert_eq!(c.state(), ClientState::Done);
+
+    let mut c = open(Channel::Inbox, t0);
+    c.handle_message(close_msg(Some(1013)), t0);
+    assert_eq!(
+        disconnected(&mut c).1,
+        ClientOutcome::Reconnect {
+            delay: ms(2000),
+            pace: Pace::Longer
+        }
+    );
+}
+
+#[test]
+fn normal_close_finishes_a_campaign_but_not_the_inbox() {
+    let t0 = origin();
+    let mut c = open(campaign(), t0);
+    c.handle_message(close_msg(Some(1000)), t0);
+    assert_eq!(disconnected(&mut c).1, ClientOutcome::Finish);
+    let mut c = open(Channel::Inbox, t0);
+    c.handle_message(close_msg(Some(1000)), t0);
+    assert!(matches!(
+        disconnected(&mut c).1,
+        ClientOutcome::Reconnect { .. }
+    ));
+}
+
+#[test]
+fn terminal_event_then_drop_still_finishes() {
+    let t0 = origin();
+    let mut c = open(campaign(), t0);
+    c.handle_message(text(PROGRESS), t0);
+    assert!(!c.saw_terminal_event());
+    c.handle_message(text(FAILED), t0);
+    assert!(c.saw_terminal_event());
+    c.handle_transport_closed(t0);
+    let got = events(&mut c);
+    assert!(matches!(
+        &got[1],
+        ClientEvent::Event(Event::Campaign(CampaignEvent::Failed(_)))
+    ));
+    assert_eq!(
+        got[2],
+        ClientEvent::Disconnected {
+            disconnect: Disconnect::Dropped,
+            outcome: ClientOutcome::Finish
+        }
+    );
+    assert_eq!(c.state(), ClientState::Done);
+}
+
+#[test]
+fn terminal_event_without_server_close_makes_the_client_close() {
+    let t0 = origin();
+    let mut c = open(campaign(), t0);
+    c.handle_message(text(FAILED), t0);
+    events(&mut c);
+    assert_eq!(c.poll_timeout(), Some(t0 + secs(5)));
+    c.handle_timeout(t0 + secs(5));
+    assert_eq!(c.state(), ClientState::Closing);
+    assert!(matches!(
+        c.poll_transmit(),
+        Some(Message::Close(Some(f))) if f.code == CloseCode::Normal
+    ));
+    assert_eq!(c.poll_timeout(), Some(t0 + secs(10)));
+    c.handle_timeout(t0 + secs(10));
+    assert_eq!(
+        disconnected(&mut c),
+        (Disconnect::Dropped, ClientOutcome::Finish)
+    );
+}
+
+#[test]
+fn client_close_waits_for_the_answer() {
+    let t0 = origin();
+    let mut c = open(Channel::Inbox, t0);
+    c.handle_message(Incoming::Ping(Bytes::new()), t0);
+    c.close(t0);
+    assert!(matches!(
+        c.poll_transmit(),
+        Some(Message::Close(Some(f))) if f.code == CloseCode::Normal && f.reason.as_str().is_empty()
+    ));
+    assert_eq!(c.poll_transmit(), None, "no pong after our close");
+    // Events arriving after our close are dropped.
+    c.handle_message(text(EMAIL), t0);
+    assert!(events(&mut c).is_empty());
+    c.handle_message(close_msg(Some(1000)), t0 + secs(1));
+    assert_eq!(
+        disconnected(&mut c),
+        (Disconnect::Closed(CloseCode::Normal), ClientOutcome::Finish)
+    );
+    assert_eq!(c.poll_transmit(), None, "the answer to our close is not answered");
+    assert_eq!(c.state(), ClientState::Done);
+}
+
+#[test]
+fn close_while_idle_finishes_at_once() {
+    let t0 = origin();
+    let mut c = client(Channel::Inbox);
+    c.close(t0);
+    assert_eq!(c.state(), ClientState::Done);
+    assert_eq!(c.last_outcome(), Some(ClientOutcome::Finish));
+    assert_eq!(c.poll_transmit(), None);
+}
+
+#[test]
+fn backoff_resets_after_a_healthy_connection() {
+    let t0 = origin();
+    let mut c = client(Channel::Inbox);
+    for _ in 0..3 {
+        c.handle_connect_failed(t0);
+    }
+    assert_eq!(c.backoff().attempts(), 3);
+    // A connection that dies before one ping interval does not reset the backoff ...
+    c.handle_handshake_response(StatusCode::SWITCHING_PROTOCOLS, b"", t0)
+        .unwrap();
+    c.handle_transport_closed(t0 + secs(29));
+    assert_eq!(
+        disconnected(&mut c).1,
+        ClientOutcome::Reconnect {
+            delay: ms(4000),
+            pace: Pace::Normal
+        }
+    );
+    // ... one that stayed up for it does.
+    c.handle_handshake_response(StatusCode::SWITCHING_PROTOCOLS, b"", t0 + secs(40))
+        .unwrap();
+    c.handle_message(Incoming::Ping(Bytes::new()), t0 + secs(60));
+    c.handle_transport_closed(t0 + secs(70));
+    assert_eq!(
+        disconnected(&mut c).1,
+        ClientOutcome::Reconnect {
+            delay: ms(500),
+            pace: Pace::Normal
+        }
+    );
+}
+
+#[test]
+fn seeded_jitter_is_reproducible_and_bounded() {
+    let t0 = origin();
+    let run = |seed| {
+        let mut cfg = config();
+        cfg.jitter_seed = Some(seed);
+        let mut c = ClientSession::new(cfg, Channel::Inbox);
+        (0..10)
+            .map(|_| match c.handle_connect_failed(t0) {
+                ClientOutcome::Reconnect { delay, .. } => delay,
+                other => panic!("{other:?}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run(1), run(1));
+    assert_ne!(run(1), run(2));
+    assert!(run(3).iter().all(|d| *d <= secs(30)));
+}
+
+#[test]
+fn unseeded_sessions_draw_different_jitter() {
+    let t0 = origin();
+    let draws: std::collections::HashSet<_> = (0..20)
+        .map(|_| ClientSession::new(config(), Channel::Inbox).handle_connect_failed(t0))
+        .collect();
+    assert!(draws.len() > 1);
+}
+
+#[test]
+fn inputs_while_idle_are_ignored() {
+    let t0 = origin();
+    let mut c = client(Channel::Inbox);
+    c.handle_message(text(EMAIL), t0);
+    c.handle_message(close_msg(Some(1001)), t0);
+    c.handle_transport_closed(t0);
+    c.handle_timeout(t0 + secs(1000));
+    assert!(events(&mut c).is_empty());
+    assert_eq!(c.poll_transmit(), None);
+    assert_eq!(c.state(), ClientState::Idle);
+}
+
+#[test]
+fn debug_hides_the_key_and_the_query() {
+    let mut cfg = config();
+    cfg.url = "wss://h/mail/ws?token=msk_leaked_secret".into();
+    let text = format!("{cfg:?}");
+    assert!(!text.contains("msk_client_key_9876"), "{text}");
+    assert!(!text.contains("leaked"), "{text}");
+    assert!(text.contains("wss://h/mail/ws"));
+    let session = ClientSession::new(config(), Channel::Inbox);
+    assert!(!format!("{session:?}").contains("msk_client_key_9876"));
+}
