@@ -1,2 +1,89 @@
-//! axum adapter of [`misar_proto`] (arrives with its issue).
+//! # misar-proto-axum
+//!
+//! The axum adapter of [`misar_proto`]: a [`Router`](axum::Router) serving the MisarMail
+//! real-time channels (`{prefix}/inbox`, `{prefix}/campaigns/{id}`), to `merge` or `nest` into
+//! your app.
+//!
+//! - **Before the upgrade** the core's handshake runs ([`misar_proto::handshake`]): routing,
+//!   `Origin`, credentials, then your [`Authorizer`] (key → account, account × campaign →
+//!   owned). A refusal is an HTTP response (403, 404, 429, 503...) with no upgrade and no task
+//!   spawned, or, in the `CloseAfterUpgrade` style, an upgrade whose only message is close
+//!   4401/4403. A failing hook fails closed: 503.
+//! - **Accepted** connections take a slot in the [`Hub`](misar_proto_tokio::hub::Hub)
+//!   (per-account and total limits: 429, or 503 with `Retry-After`) and run under
+//!   [`serve_connection`](misar_proto_tokio::server::serve_connection) with small WebSocket
+//!   buffers ([`WsBuffers`]).
+//! - **Shutdown**: [`ShutdownHandle`] tracks upgraded connections (axum's graceful shutdown
+//!   does not), closes them with 1001 and drops what is left after the grace period.
+//! - **Logs** go through `tracing` and never contain a key: paths are logged without their
+//!   query, keys only in their redacted form.
+//!
+//! ## Embed in your axum app
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use axum::{Router, routing::get};
+//! use misar_proto::auth::{AccountId, ApiKey};
+//! use misar_proto::route::CampaignId;
+//! use misar_proto_axum::{Authorizer, AuthorizerError, MisarWs};
+//! use misar_proto_tokio::hub::{Hub, HubConfig};
+//!
+//! /// Your key and ownership checks (e.g. database lookups).
+//! struct MyAuth;
+//!
+//! impl Authorizer for MyAuth {
+//!     async fn authenticate(&self, key: &ApiKey) -> Result<Option<AccountId>, AuthorizerError> {
+//!         // Constant-time comparison (or look up a hash of `key.expose()`).
+//!         Ok(key.ct_eq_str("msk_live_example").then(|| AccountId::from("acct-42")))
+//!     }
+//!
+//!     async fn owns_campaign(
+//!         &self,
+//!         account: &AccountId,
+//!         campaign: &CampaignId,
+//!     ) -> Result<bool, AuthorizerError> {
+//!         Ok(account.as_str() == "acct-42" && campaign.as_str().starts_with("c-"))
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let hub = Hub::new(HubConfig::default());
+//!     let misar = MisarWs::builder(hub.clone(), MyAuth)
+//!         .prefix("/mail/ws")
+//!         .ping_interval(Duration::from_secs(30))
+//!         .build();
+//!     let shutdown = misar.shutdown_handle();
+//!
+//!     let app = Router::new()
+//!         .route("/health", get(|| async { "ok" }))
+//!         .merge(misar.router());
+//!
+//!     // Elsewhere in your app: publish events; every subscriber of the stream gets them.
+//!     // hub.publish_inbox(&AccountId::from("acct-42"), &event).await
+//!
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//!     axum::serve(listener, app)
+//!         // On Ctrl-C: close every WebSocket with 1001, wait for them (bounded), then stop.
+//!         .with_graceful_shutdown(shutdown.on_signal(async {
+//!             let _ = tokio::signal::ctrl_c().await;
+//!         }))
+//!         .await
+//! }
+//! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod authorizer;
+mod buffers;
+mod reject;
+mod service;
+mod shutdown;
+mod transport;
+
+pub use authorizer::{Authorizer, AuthorizerError, MemoryAuthorizer};
+pub use buffers::WsBuffers;
+pub use service::{MisarWs, MisarWsBuilder};
+pub use shutdown::{ShutdownHandle, ShutdownReport};
+pub use transport::{AxumTransport, TransportError};

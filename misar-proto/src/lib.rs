@@ -1,7 +1,7 @@
 //! # misar-proto
 //!
 //! The sans-IO core of the MisarMail real-time WebSocket protocol: pure state machines and
-//! codecs, no sockets, no async, no clock reads. Adapters (`misar-proto-tokio`,
+//! codecs, no sockets, no async, no clock reads. Adapters (the workspace's
 //! `misar-proto-axum`) or your own transport drive it.
 //!
 //! | module | concern |
@@ -12,6 +12,10 @@
 //! | [`event`] | the ten event types and their JSON codec |
 //! | [`close`] | close codes, reasons, the client's retry advice |
 //! | [`message`] | whole WebSocket messages in and out of the sessions |
+//! | [`server`] | [`server::ServerSession`]: heartbeat, outbound queue, limits, close |
+//! | [`client`] | [`client::ClientSession`]: handshake request, decoding, liveness, advice |
+//! | [`backoff`] | reconnect delays: exponential backoff with full jitter |
+//! | `testing` | the deterministic `Pair` harness (cargo feature `testing`) |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

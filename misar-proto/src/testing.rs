@@ -17,7 +17,7 @@
 //! use misar_proto::server::ServerConfig;
 //! use misar_proto::testing::Pair;
 //!
-//! let mut pair = Pair::new(ServerConfig::default(), Pair::client_config(), Channel::Inbox, Instant::now());
+//! let mut pair = Pair::new(ServerConfig::default(), Pair::client_config(), Channel::Inbox, misar_proto::testing::virtual_epoch());
 //! pair.run_for(Duration::from_secs(100));
 //! assert_eq!(pair.ping_times(), [30, 60, 90].map(Duration::from_secs));
 //!
@@ -50,6 +50,17 @@ use crate::server::{
     CloseSummary, EnqueueError, NotARevocationCode, ServerConfig, ServerOutput, ServerSession,
     SessionState,
 };
+
+/// An arbitrary origin for virtual time in tests and examples.
+///
+/// `std::time::Instant` has no constructor other than reading the clock, so test support reads
+/// it here, once per call, and only to get *some* instant: every later time is this origin plus
+/// a virtual offset. This is the crate's single clock read, and it exists only with the
+/// `testing` feature or under `cfg(test)`; sessions and codecs never read a clock.
+#[allow(clippy::disallowed_methods)]
+pub fn virtual_epoch() -> Instant {
+    Instant::now()
+}
 
 /// The base URL of [`Pair::client_config`]; the default mount prefix on a fake host.
 pub const PAIR_URL: &str = "ws://pair.test/mail/ws";
@@ -148,7 +159,12 @@ impl Pair {
         start: Instant,
     ) -> Result<Self, ConnectError> {
         let mut client = ClientSession::new(client_config, channel);
-        let server = Self::accept(&mut client, server_config, &HandshakeConfig::default(), start)?;
+        let server = Self::accept(
+            &mut client,
+            server_config,
+            &HandshakeConfig::default(),
+            start,
+        )?;
         Ok(Self::from_sessions(server, client, start))
     }
 
@@ -157,7 +173,8 @@ impl Pair {
     pub fn from_sessions(server: ServerSession, mut client: ClientSession, start: Instant) -> Self {
         if client.state() == crate::client::ClientState::Idle {
             // A 101 is always accepted by an idle session.
-            let _ = client.handle_handshake_response(http::StatusCode::SWITCHING_PROTOCOLS, b"", start);
+            let _ =
+                client.handle_handshake_response(http::StatusCode::SWITCHING_PROTOCOLS, b"", start);
         }
         Self {
             server,
@@ -365,11 +382,15 @@ impl Pair {
         self.now = self.now.max(until);
     }
 
-    /// Steps until `done` holds (checked after every step) or `limit` of virtual time has
-    /// passed; returns whether `done` held.
+    /// Steps until `done` holds (checked after every step, with every output already moved
+    /// to the wire and the logs) or `limit` of virtual time has passed; returns whether `done`
+    /// held.
     pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Pair) -> bool) -> bool {
         let until = self.now.checked_add(limit);
         loop {
+            // Harvest outputs first, so the predicate sees the logs as up to date as the
+            // sessions' states.
+            self.pump();
             if done(self) {
                 return true;
             }
@@ -571,9 +592,8 @@ impl Pair {
 mod tests {
     use super::*;
 
-    #[allow(clippy::disallowed_methods)]
     fn origin() -> Instant {
-        Instant::now()
+        crate::testing::virtual_epoch()
     }
 
     #[test]

@@ -1,1 +1,290 @@
-//! Async server connection driver (being written).
+//! The async driver of one [`ServerSession`]: [`serve_connection`].
+//!
+//! The driver owns the transport and follows the core's drain rule: after every input (a
+//! message, the end of the transport, a timer, a wake-up from the hub) it drains
+//! [`ServerSession::poll_output`], writes what it got, then waits for the next input.
+//!
+//! - **One timer per connection**: a single [`tokio::time::Sleep`], `reset` to
+//!   [`ServerSession::poll_timeout`] (and, while a batch is being written, to the write
+//!   deadline); never re-created.
+//! - **Batched writes**: up to [`DriverConfig::max_batch`] messages are written with
+//!   [`SinkExt::feed`], then flushed once.
+//! - **Write timeout**: a batch that does not complete within
+//!   [`DriverConfig::write_timeout`] ends the connection, so a peer that stopped reading
+//!   cannot hold a task (nor its memory) forever.
+//! - **Queueing while writing**: the session lives in the connection's [`Feed`], so the hub
+//!   keeps queueing into it while the driver waits for a slow write; coalescing and the 1013
+//!   of an overflow happen in the session, not here.
+//!
+//! # Example: a tokio-tungstenite server
+//!
+//! ```no_run
+//! use misar_proto::handshake::Accepted;
+//! use misar_proto::server::{ServerConfig, ServerSession};
+//! use misar_proto_tokio::hub::Hub;
+//! use misar_proto_tokio::server::{
+//!     recommended_websocket_config, serve_connection, DriverConfig, TungsteniteTransport,
+//! };
+//!
+//! async fn serve(hub: Hub, tcp: tokio::net::TcpStream, accepted: Accepted) {
+//!     // Before the upgrade: count the connection (a refusal is an HTTP 429/503).
+//!     let Ok(feed) = hub.subscribe(&accepted) else { return };
+//!     let config = recommended_websocket_config();
+//!     let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await else {
+//!         return; // dropping the feed uncounts the connection
+//!     };
+//!     let now = tokio::time::Instant::now().into_std();
+//!     let session = ServerSession::new(accepted, ServerConfig::default(), now);
+//!     let end = serve_connection(TungsteniteTransport::new(ws), session, feed, DriverConfig::default()).await;
+//!     tracing::debug!(?end, "connection over");
+//! }
+//! ```
+
+mod tungstenite;
+
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use misar_proto::message::{Incoming, Message};
+use misar_proto::server::{CloseSummary, ServerOutput, ServerSession};
+use tokio::time::Sleep;
+
+use crate::hub::{Feed, lock, now};
+
+pub use self::tungstenite::{TungsteniteTransport, recommended_websocket_config};
+
+/// Settings of [`serve_connection`]. `Default` gives the values below.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DriverConfig {
+    /// Writing one batch (its `feed`s and its flush) taking longer than this ends the
+    /// connection (10 s).
+    pub write_timeout: Duration,
+    /// At most this many messages between two flushes (64; 0 is taken as 1).
+    pub max_batch: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            write_timeout: Duration::from_secs(10),
+            max_batch: 64,
+        }
+    }
+}
+
+/// How a connection served by [`serve_connection`] ended. Every variant carries the session's
+/// own [`CloseSummary`] (why it closed, which close frames went each way, events sent and
+/// discarded). No variant contains secrets.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConnectionEnd {
+    /// The session ran to its end: a close handshake, a close grace that expired, or the
+    /// peer going away (`summary.ending` tells which).
+    Closed(CloseSummary),
+    /// Writing a batch took longer than [`DriverConfig::write_timeout`]: the peer stopped
+    /// reading. The transport was dropped.
+    WriteTimeout(CloseSummary),
+    /// The transport failed (reading or writing).
+    TransportError {
+        /// The session's account of the close.
+        summary: CloseSummary,
+        /// The transport's error.
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The hub gave up on the connection when its shutdown grace ran out.
+    Aborted(CloseSummary),
+}
+
+impl ConnectionEnd {
+    /// The session's account of the close.
+    pub fn summary(&self) -> &CloseSummary {
+        match self {
+            ConnectionEnd::Closed(summary)
+            | ConnectionEnd::WriteTimeout(summary)
+            | ConnectionEnd::Aborted(summary)
+            | ConnectionEnd::TransportError { summary, .. } => summary,
+        }
+    }
+}
+
+/// Why the driver stopped using the transport before the session finished.
+enum Failure<E> {
+    WriteTimeout,
+    Transport(E),
+    Aborted,
+}
+
+/// Drives `session` over `transport` until the connection ends, delivering what the hub
+/// queues for `feed`; returns how it ended.
+///
+/// `transport` is any `Stream` of received messages plus `Sink` of messages to send:
+/// [`TungsteniteTransport`] adapts tokio-tungstenite, and an adapter for another WebSocket
+/// library only maps message types. `session` and `feed` must be for the same accepted
+/// request. The returned future is `Send` when the transport is.
+///
+/// Dropping the future drops the connection (and its feed, so the hub's counts stay exact).
+pub async fn serve_connection<T, E>(
+    mut transport: T,
+    session: ServerSession,
+    feed: Feed,
+    config: DriverConfig,
+) -> ConnectionEnd
+where
+    T: Stream<Item = Result<Incoming, E>> + Sink<Message, Error = E> + Unpin,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let session = feed.attach(session, now());
+    let max_batch = config.max_batch.max(1);
+    let mut batch: Vec<Message> = Vec::new();
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    // What the timer is set to (`None`: it is stale and must be reset before use).
+    let mut armed: Option<Instant> = None;
+    let mut failure: Option<Failure<E>> = None;
+
+    loop {
+        // 1. Drain the session's outputs.
+        if failure.is_none() && feed.is_aborted() {
+            failure = Some(Failure::Aborted);
+            lock(session).handle_transport_closed(now());
+        }
+        let Drained { closed, deadline } = drain(session, &mut batch, max_batch);
+        if failure.is_some() {
+            // The transport is unusable: nothing more goes to it.
+            batch.clear();
+        }
+
+        // 2. Write them: `feed` each, one flush.
+        if !batch.is_empty() {
+            armed = None;
+            let written =
+                write_batch(&mut transport, &mut batch, &feed, timer.as_mut(), &config).await;
+            batch.clear();
+            if let Err(error) = written {
+                failure = Some(error);
+                lock(session).handle_transport_closed(now());
+            }
+            // Events may have been queued meanwhile, and the close may have been decided:
+            // drain again before waiting.
+            continue;
+        }
+        if let Some(summary) = closed {
+            return finish(summary, failure);
+        }
+
+        // 3. Wait for the next input.
+        if deadline != armed {
+            if let Some(deadline) = deadline {
+                timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::from_std(deadline));
+            }
+            armed = deadline;
+        }
+        tokio::select! {
+            // Commands and events first, then timers, then the peer: a peer that keeps
+            // sending cannot starve the heartbeat or the close grace.
+            biased;
+            () = feed.notified() => {}
+            () = &mut timer, if armed.is_some() => lock(session).handle_timeout(now()),
+            incoming = transport.next() => match incoming {
+                Some(Ok(message)) => lock(session).handle_message(message, now()),
+                Some(Err(error)) => {
+                    failure = Some(Failure::Transport(error));
+                    lock(session).handle_transport_closed(now());
+                }
+                None => lock(session).handle_transport_closed(now()),
+            },
+        }
+    }
+}
+
+/// What one drain produced besides the messages.
+struct Drained {
+    /// The session is over.
+    closed: Option<CloseSummary>,
+    /// When to call `handle_timeout` next.
+    deadline: Option<Instant>,
+}
+
+/// Moves up to `max_batch` messages out of the session (`DropTransport` needs no action: the
+/// transport is dropped when the session reports `Closed`, right after).
+fn drain(session: &Mutex<ServerSession>, batch: &mut Vec<Message>, max_batch: usize) -> Drained {
+    let mut session = lock(session);
+    let mut closed = None;
+    while batch.len() < max_batch {
+        match session.poll_output() {
+            Some(ServerOutput::Transmit(message)) => batch.push(message),
+            Some(ServerOutput::Closed(summary)) => {
+                closed = Some(summary);
+                break;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    Drained {
+        closed,
+        deadline: session.poll_timeout(),
+    }
+}
+
+/// Writes `batch` with one flush, within the write timeout; gives up at once if the hub
+/// aborts the connection meanwhile.
+async fn write_batch<T, E>(
+    transport: &mut T,
+    batch: &mut Vec<Message>,
+    feed: &Feed,
+    mut timer: Pin<&mut Sleep>,
+    config: &DriverConfig,
+) -> Result<(), Failure<E>>
+where
+    T: Sink<Message, Error = E> + Unpin,
+{
+    match tokio::time::Instant::now().checked_add(config.write_timeout) {
+        Some(deadline) => timer.as_mut().reset(deadline),
+        // A timeout too large to represent never expires: park the timer a year away.
+        None => timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600)),
+    }
+    let write = async {
+        for message in batch.drain(..) {
+            transport.feed(message).await?;
+        }
+        transport.flush().await
+    };
+    tokio::pin!(write);
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut write => return result.map_err(Failure::Transport),
+            () = timer.as_mut() => return Err(Failure::WriteTimeout),
+            // Wake-ups while writing only matter for an abort: events and commands are
+            // already in the session, and the caller drains after the write.
+            () = feed.notified() => {
+                if feed.is_aborted() {
+                    return Err(Failure::Aborted);
+                }
+            }
+        }
+    }
+}
+
+fn finish<E>(summary: CloseSummary, failure: Option<Failure<E>>) -> ConnectionEnd
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match failure {
+        None => ConnectionEnd::Closed(summary),
+        Some(Failure::WriteTimeout) => ConnectionEnd::WriteTimeout(summary),
+        Some(Failure::Aborted) => ConnectionEnd::Aborted(summary),
+        Some(Failure::Transport(error)) => ConnectionEnd::TransportError {
+            summary,
+            error: Box::new(error),
+        },
+    }
+}

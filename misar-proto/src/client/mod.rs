@@ -39,7 +39,7 @@
 //!
 //! let request = client.handshake_request().unwrap();
 //! assert_eq!(request.uri(), "wss://api.misar.io/mail/ws/campaigns/spring-sale");
-//! let now = Instant::now();
+//! let now = misar_proto::testing::virtual_epoch(); // any instant: the session never reads a clock
 //! client.handle_handshake_response(http::StatusCode::SWITCHING_PROTOCOLS, b"", now).unwrap();
 //!
 //! let frame = br#"{"type":"completed","campaignId":"spring-sale","sent":3,"delivered":3,"bounced":0,"opened":1}"#;
@@ -72,9 +72,7 @@ use bytes::Bytes;
 
 use crate::auth::ApiKey;
 use crate::backoff::{Backoff, BackoffConfig};
-use crate::close::{
-    Advice, CloseCode, CloseFrame, CloseReason, Disconnect, Fatal, Pace, advise,
-};
+use crate::close::{Advice, CloseCode, CloseFrame, CloseReason, Disconnect, Fatal, Pace, advise};
 use crate::event::{DEFAULT_MAX_LEN, DecodeError, Decoder, Event};
 use crate::message::{Incoming, Message, ReceivedClose};
 use crate::route::Channel;
@@ -456,16 +454,7 @@ impl ClientSession {
             }
             Incoming::Pong(_) => {}
             Incoming::Close(received) => {
-                let reply = match received.code {
-                    None => None,
-                    Some(raw) => Some(match CloseCode::from_wire(raw) {
-                        Ok(code) => CloseFrame {
-                            code,
-                            reason: CloseReason::default(),
-                        },
-                        Err(_) => CloseFrame::new(CloseCode::ProtocolError),
-                    }),
-                };
+                let reply = crate::server::close_reply(&received);
                 let disconnect = disconnect_of(&received);
                 self.end_connection(disconnect, now, None);
                 self.pending_close = Some(reply);

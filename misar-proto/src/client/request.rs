@@ -204,8 +204,13 @@ mod tests {
 
     #[test]
     fn header_style() {
-        let req = build("wss://api.misar.io/mail/ws", &key(), AuthStyle::Header, &Channel::Inbox)
-            .unwrap();
+        let req = build(
+            "wss://api.misar.io/mail/ws",
+            &key(),
+            AuthStyle::Header,
+            &Channel::Inbox,
+        )
+        .unwrap();
         assert_eq!(req.method(), http::Method::GET);
         assert_eq!(req.uri(), "wss://api.misar.io/mail/ws/inbox");
         assert_eq!(req.headers()[HOST], "api.misar.io");

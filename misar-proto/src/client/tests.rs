@@ -10,9 +10,8 @@ use crate::close::{CloseCode, Disconnect, Fatal, Pace};
 use crate::event::{CampaignEvent, InboxEvent};
 use crate::route::CampaignId;
 
-#[allow(clippy::disallowed_methods)]
 fn origin() -> Instant {
-    Instant::now()
+    crate::testing::virtual_epoch()
 }
 
 fn secs(n: u64) -> Duration {
@@ -63,8 +62,7 @@ fn text(s: &str) -> Incoming {
     Incoming::Text(Bytes::copy_from_slice(s.as_bytes()))
 }
 
-const PROGRESS: &str =
-    r#"{"type":"progress","campaignId":"c-1","sent":1,"total":9,"delivered":1,"bounced":0,"opened":0}"#;
+const PROGRESS: &str = r#"{"type":"progress","campaignId":"c-1","sent":1,"total":9,"delivered":1,"bounced":0,"opened":0}"#;
 const FAILED: &str = r#"{"type":"failed","campaignId":"c-1","error":"smtp down"}"#;
 const EMAIL: &str = r#"{"type":"email_received","from":"a@b.c","subject":"hi","receivedAt":"2026-05-27T10:15:00Z"}"#;
 
@@ -218,7 +216,9 @@ fn oversized_event_is_reported_not_fatal() {
     c.handle_message(text(EMAIL), t0);
     assert!(matches!(
         events(&mut c)[..],
-        [ClientEvent::Invalid(InvalidMessage::Decode(DecodeError::TooLarge { .. }))]
+        [ClientEvent::Invalid(InvalidMessage::Decode(
+            DecodeError::TooLarge { .. }
+        ))]
     ));
     assert_eq!(c.state(), ClientState::Open);
 }
@@ -265,8 +265,18 @@ fn silent_server_is_declared_dead_at_the_window() {
 #[test]
 fn server_close_is_echoed_and_advised() {
     let cases = [
-        (Channel::Inbox, Some(1001), Some(1001), Disconnect::Closed(CloseCode::GoingAway)),
-        (Channel::Inbox, Some(1006), Some(1002), Disconnect::ClosedWithoutCode),
+        (
+            Channel::Inbox,
+            Some(1001),
+            Some(1001),
+            Disconnect::Closed(CloseCode::GoingAway),
+        ),
+        (
+            Channel::Inbox,
+            Some(1006),
+            Some(1002),
+            Disconnect::ClosedWithoutCode,
+        ),
         (Channel::Inbox, None, None, Disconnect::ClosedWithoutCode),
     ];
     for (channel, code, reply, expected) in cases {
@@ -386,7 +396,11 @@ fn client_close_waits_for_the_answer() {
         disconnected(&mut c),
         (Disconnect::Closed(CloseCode::Normal), ClientOutcome::Finish)
     );
-    assert_eq!(c.poll_transmit(), None, "the answer to our close is not answered");
+    assert_eq!(
+        c.poll_transmit(),
+        None,
+        "the answer to our close is not answered"
+    );
     assert_eq!(c.state(), ClientState::Done);
 }
 

@@ -403,7 +403,7 @@ impl<'de, S: Side> Visitor<'de> for TypeFirst<'_, S> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let slot = self.slot;
-        match map.next_key_seed(KeySeed)? {
+        match map.next_key_seed(KeySeed::<TypeOnly>::new())? {
             None => fail(slot, DecodeError::MissingType),
             Some(Key::Type) => {
                 let name = map.next_value_seed(TypeSeed { slot: &mut *slot })?;
@@ -418,7 +418,7 @@ impl<'de, S: Side> Visitor<'de> for TypeFirst<'_, S> {
             Some(_) => {
                 map.next_value::<IgnoredAny>()?;
                 let mut found: Option<Cow<'de, str>> = None;
-                while let Some(key) = map.next_key_seed(KeySeed)? {
+                while let Some(key) = map.next_key_seed(KeySeed::<TypeOnly>::new())? {
                     if key == Key::Type {
                         if found.is_some() {
                             return fail(slot, DecodeError::DuplicateField { field: "type" });
@@ -467,7 +467,7 @@ fn skip_rest<'de, A: MapAccess<'de>>(
     slot: &mut Slot,
     mut type_seen: bool,
 ) -> Result<(), A::Error> {
-    while let Some(key) = map.next_key_seed(KeySeed)? {
+    while let Some(key) = map.next_key_seed(KeySeed::<TypeOnly>::new())? {
         if key == Key::Type {
             if type_seen {
                 return fail(slot, DecodeError::DuplicateField { field: "type" });
@@ -486,7 +486,7 @@ fn read<'de, F: Fields, A: MapAccess<'de>>(
     mut type_seen: bool,
 ) -> Result<F::Out, A::Error> {
     let mut fields = F::default();
-    while let Some(key) = map.next_key_seed(KeySeed)? {
+    while let Some(key) = map.next_key_seed(KeySeed::<F>::new())? {
         match key {
             Key::Type => {
                 // On the second pass the first `type` is met here; the first pass already
@@ -513,7 +513,7 @@ fn read<'de, F: Fields, A: MapAccess<'de>>(
     }
 }
 
-/// Every field name of §2.4, so a key is matched once, without allocating.
+/// Every field name of §2.4 (each type matches its own subset).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Key {
     Type,
@@ -543,16 +543,40 @@ enum Key {
     Other,
 }
 
-struct KeySeed;
+/// Reads an object key as one of the keys `M` knows, without allocating.
+///
+/// Each event type matches only its own field names (as serde's derive does): the match is
+/// shorter than one over all of §2.4's names.
+struct KeySeed<M>(PhantomData<M>);
 
-impl<'de> DeserializeSeed<'de> for KeySeed {
+impl<M> KeySeed<M> {
+    fn new() -> Self {
+        KeySeed(PhantomData)
+    }
+}
+
+/// Which keys a reader knows.
+trait KeyMatch {
+    fn key(name: &str) -> Key;
+}
+
+/// Knows `type` only (the first key, and objects whose fields we skip).
+struct TypeOnly;
+
+impl KeyMatch for TypeOnly {
+    fn key(name: &str) -> Key {
+        if name == "type" { Key::Type } else { Key::Other }
+    }
+}
+
+impl<'de, M: KeyMatch> DeserializeSeed<'de> for KeySeed<M> {
     type Value = Key;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
         d.deserialize_str(self)
     }
 }
 
-impl Visitor<'_> for KeySeed {
+impl<M: KeyMatch> Visitor<'_> for KeySeed<M> {
     type Value = Key;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -560,33 +584,7 @@ impl Visitor<'_> for KeySeed {
     }
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
-        Ok(match key {
-            "type" => Key::Type,
-            "from" => Key::From,
-            "subject" => Key::Subject,
-            "receivedAt" => Key::ReceivedAt,
-            "messageId" => Key::MessageId,
-            "to" => Key::To,
-            "email" => Key::Email,
-            "bounceType" => Key::BounceType,
-            "reason" => Key::Reason,
-            "campaignId" => Key::CampaignId,
-            "bouncedAt" => Key::BouncedAt,
-            "complainedAt" => Key::ComplainedAt,
-            "unsubscribedAt" => Key::UnsubscribedAt,
-            "campaignName" => Key::CampaignName,
-            "total" => Key::Total,
-            "startedAt" => Key::StartedAt,
-            "sent" => Key::Sent,
-            "delivered" => Key::Delivered,
-            "opened" => Key::Opened,
-            "completedAt" => Key::CompletedAt,
-            "bounced" => Key::Bounced,
-            "error" => Key::Error,
-            "failedAt" => Key::FailedAt,
-            "cancelledAt" => Key::CancelledAt,
-            _ => Key::Other,
-        })
+        Ok(M::key(key))
     }
 }
 
@@ -843,7 +841,7 @@ fn optional<'de, A: MapAccess<'de>, T: FromWire>(
 }
 
 /// The fields of one event type being read.
-trait Fields: Default {
+trait Fields: Default + KeyMatch {
     type Out;
     /// Reads the value of `key` if it is one of this type's fields (`false`: it is not).
     fn field<'de, A: MapAccess<'de>>(
@@ -867,6 +865,17 @@ macro_rules! fields {
         struct $name {
             $($rf: Option<$rty>,)*
             $($of: Option<Option<$oty>>,)*
+        }
+
+        impl KeyMatch for $name {
+            fn key(name: &str) -> Key {
+                match name {
+                    "type" => Key::Type,
+                    $($rwire => Key::$rkey,)*
+                    $($owire => Key::$okey,)*
+                    _ => Key::Other,
+                }
+            }
         }
 
         impl Fields for $name {

@@ -66,9 +66,8 @@ impl TokenBucket {
 mod tests {
     use super::*;
 
-    #[allow(clippy::disallowed_methods)]
     fn origin() -> Instant {
-        Instant::now()
+        crate::testing::virtual_epoch()
     }
 
     #[test]

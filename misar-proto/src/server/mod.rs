@@ -46,7 +46,7 @@
 //! else { unreachable!() };
 //!
 //! // A virtual clock and an in-memory "socket", so the example runs in no time.
-//! let start = Instant::now();
+//! let start = misar_proto::testing::virtual_epoch(); // any instant: the session never reads a clock
 //! let mut now = start;
 //! let mut shut_down = false;
 //! let mut wire: Vec<Message> = Vec::new();
@@ -508,16 +508,7 @@ impl ServerSession {
                 self.timers.clear(Timer::PongDeadline as usize);
             }
             Incoming::Close(received) => {
-                let reply = match received.code {
-                    None => None,
-                    Some(raw) => Some(match CloseCode::from_wire(raw) {
-                        Ok(code) => CloseFrame {
-                            code,
-                            reason: CloseReason::default(),
-                        },
-                        Err(_) => CloseFrame::new(CloseCode::ProtocolError),
-                    }),
-                };
+                let reply = close_reply(&received);
                 self.begin_close(CloseCause::PeerClosed, reply, now);
                 self.close.received = Some(received);
             }
@@ -771,6 +762,18 @@ impl ServerSession {
         self.close.drop_pending = !self.close.transport_gone;
         self.timers.clear_all();
     }
+}
+
+/// The close frame answering a received one (RFC 6455 §5.5.1): the same code with no
+/// reason, a code-less close for a code-less one, and 1002 for a code that may not be sent.
+pub(crate) fn close_reply(received: &ReceivedClose) -> Option<CloseFrame> {
+    received.code.map(|raw| match CloseCode::from_wire(raw) {
+        Ok(code) => CloseFrame {
+            code,
+            reason: CloseReason::default(),
+        },
+        Err(_) => CloseFrame::new(CloseCode::ProtocolError),
+    })
 }
 
 #[cfg(test)]

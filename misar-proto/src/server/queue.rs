@@ -133,6 +133,12 @@ impl OutboundQueue {
         dropped
     }
 
+    /// Capacity of the slot array (tests check that an idle queue holds no memory).
+    #[cfg(test)]
+    pub(crate) fn slots_capacity(&self) -> usize {
+        self.slots.capacity()
+    }
+
     fn push_back(&mut self, event: EncodedEvent, is_progress: bool) {
         if is_progress {
             self.progress_at = Some(self.head.wrapping_add(self.slots.len() as u64));

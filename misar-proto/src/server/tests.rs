@@ -10,9 +10,8 @@ use crate::auth::{AccountId, CredentialSource};
 use crate::event::{EncodedEvent, EventClass};
 use crate::route::{CampaignId, Channel};
 
-#[allow(clippy::disallowed_methods)]
 fn origin() -> Instant {
-    Instant::now()
+    crate::testing::virtual_epoch()
 }
 
 fn secs(n: u64) -> Duration {
@@ -643,4 +642,13 @@ fn clock_going_backwards_is_tolerated() {
     s.handle_timeout(t0);
     assert!(drain(&mut s).is_empty());
     assert_eq!(s.state(), SessionState::Open);
+}
+
+#[test]
+fn an_idle_session_is_small() {
+    // §5: a few KiB per idle connection at most. The session itself is a few hundred bytes,
+    // and its queue allocates nothing until an event waits in it.
+    assert!(std::mem::size_of::<ServerSession>() <= 1024);
+    let s = session(ServerConfig::default(), origin());
+    assert_eq!(s.queue.slots_capacity(), 0);
 }

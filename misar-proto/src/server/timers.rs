@@ -63,10 +63,8 @@ impl<const N: usize> TimerTable<N> {
 mod tests {
     use super::*;
 
-    /// Any instant serves as the origin of virtual time; this is the only clock read.
-    #[allow(clippy::disallowed_methods)]
     fn origin() -> Instant {
-        Instant::now()
+        crate::testing::virtual_epoch()
     }
 
     #[test]

@@ -21,6 +21,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
@@ -44,6 +45,10 @@ struct Args {
     /// Capacity of the broadcast channel (a receiver further behind skips events).
     #[arg(long, default_value_t = 1024)]
     channel_capacity: usize,
+    /// Set TCP_NODELAY on accepted sockets. Off by default, as in axum's examples; on, it shows
+    /// what Nagle's algorithm changes in the fan-out numbers.
+    #[arg(long, env = "BENCH_NODELAY")]
+    nodelay: bool,
 }
 
 #[derive(Clone)]
@@ -69,7 +74,17 @@ async fn main() -> std::io::Result<()> {
         .with_state(state);
     let addr = SocketAddr::new(args.host, args.port);
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    eprintln!("naive-axum listening on {addr}, ping every {} ms", args.ping_ms);
+    eprintln!(
+        "naive-axum listening on {addr}, ping every {} ms, TCP_NODELAY {}",
+        args.ping_ms, args.nodelay
+    );
+    let nodelay = args.nodelay;
+    let listener = listener.tap_io(move |tcp| {
+        if nodelay {
+            // A socket that refuses the option still serves, only with Nagle's algorithm on.
+            let _ = tcp.set_nodelay(true);
+        }
+    });
     axum::serve(listener, app).await
 }
 

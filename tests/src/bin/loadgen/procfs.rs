@@ -65,9 +65,87 @@ impl CpuWindow {
     }
 }
 
+/// Busy and softirq time of one CPU core over a window, from `/proc/stat`. The server's own
+/// CPU time misses what the kernel charges elsewhere (softirq work of loopback TCP) and says
+/// nothing of other processes that share its core; the core's figures show both.
+pub struct CoreWindow {
+    core: usize,
+    start: CoreTimes,
+}
+
+#[derive(Clone, Copy)]
+struct CoreTimes {
+    total: u64,
+    idle: u64,
+    softirq: u64,
+}
+
+impl CoreWindow {
+    /// Starts a window now; `None` when the core's line cannot be read.
+    pub fn start(core: usize) -> Option<Self> {
+        Some(Self {
+            core,
+            start: core_times(core)?,
+        })
+    }
+
+    /// Percent of the window the core was busy (anything but idle and iowait), and the percent
+    /// spent in softirq.
+    pub fn percent(&self) -> Option<(f64, f64)> {
+        let now = core_times(self.core)?;
+        let total = now.total.checked_sub(self.start.total).filter(|&t| t > 0)? as f64;
+        let idle = now.idle.saturating_sub(self.start.idle) as f64;
+        let softirq = now.softirq.saturating_sub(self.start.softirq) as f64;
+        Some((100.0 * (total - idle) / total, 100.0 * softirq / total))
+    }
+}
+
+fn core_times(core: usize) -> Option<CoreTimes> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_core_times(&text, core)
+}
+
+/// The `cpuN` line: user nice system idle iowait irq softirq steal (guest times are already
+/// inside user and nice, so they are not added again).
+fn parse_core_times(text: &str, core: usize) -> Option<CoreTimes> {
+    let label = format!("cpu{core}");
+    let line = text
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(label.as_str()))?;
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    let &[user, nice, system, idle, iowait, irq, softirq, steal] = values.as_slice() else {
+        return None;
+    };
+    let total = [user, nice, system, idle, iowait, irq, softirq, steal]
+        .iter()
+        .try_fold(0u64, |acc, &v| acc.checked_add(v))?;
+    Some(CoreTimes {
+        total,
+        idle: idle.checked_add(iowait)?,
+        softirq,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn core_line_is_found_by_its_exact_label() {
+        let text = "cpu  9 9 9 9 9 9 9 9 0 0\ncpu1 1 2 3 40 4 5 6 7 0 0\ncpu10 0 0 0 0 0 0 0 0 0 0\n";
+        let times = parse_core_times(text, 1).expect("cpu1");
+        assert_eq!(times.total, 68);
+        assert_eq!(times.idle, 44);
+        assert_eq!(times.softirq, 6);
+        assert!(parse_core_times(text, 2).is_none());
+        assert!(parse_core_times("cpu1 1 2\n", 1).is_none());
+    }
+
 
     #[test]
     fn stat_fields_are_counted_after_the_command_name() {

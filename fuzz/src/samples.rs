@@ -1,0 +1,185 @@
+//! Example frames and bodies: the seeds of `event_decode`, and what the session targets pick
+//! from when they send an event, so the fuzzer reaches valid events without guessing JSON.
+
+use misar_proto::event::{
+    Bounce, BounceType, CampaignCompleted, CampaignStarted, Cancelled, Complaint, Completed,
+    EmailReceived, Event, Failed, Progress, Timestamp, Unsubscribe,
+};
+
+/// The protocol source's example events, as published (pretty-printed).
+pub const SEED_EXAMPLES: [&str; 4] = [
+    r#"{
+  "type": "email_received",
+  "from": "[email protected]",
+  "subject": "Re: Your email",
+  "receivedAt": "2026-05-27T10:15:00Z"
+}"#,
+    r#"{
+  "type": "campaign_completed",
+  "campaignId": "uuid",
+  "campaignName": "May Newsletter",
+  "sent": 10000,
+  "delivered": 9855,
+  "opened": 2340,
+  "completedAt": "2026-05-27T11:00:00Z"
+}"#,
+    r#"{
+  "type": "progress",
+  "campaignId": "uuid",
+  "sent": 2500,
+  "total": 10000,
+  "delivered": 2480,
+  "bounced": 20,
+  "opened": 450
+}"#,
+    r#"{
+  "type": "completed",
+  "campaignId": "uuid",
+  "sent": 10000,
+  "delivered": 9855,
+  "bounced": 145,
+  "opened": 2340
+}"#,
+];
+
+/// Hand-written frames for the corners of §2.4: `type` not first, unknown fields and types,
+/// escapes, nulls, wrong channels, and the usual ways to be wrong.
+pub const HAND_WRITTEN: [&str; 30] = [
+    r#"{"subject":"Hi","type":"email_received","from":"a@example.com","receivedAt":"2026-05-27T10:15:00+02:00"}"#,
+    r#"{"type":"email_received","from":"a","subject":"","receivedAt":"2026-05-27t10:15:00.123456z","messageId":"<m@x>","to":"b@example.com","extra":{"nested":[1,2,{"x":null}]}}"#,
+    r#"{"type":"bounce","email":"x@example.com","bounceType":"hard","reason":"550 no such user","campaignId":"c-1","bouncedAt":"2024-02-29T23:59:60Z"}"#,
+    r#"{"type":"bounce","email":"x@example.com","bounceType":"blocked","bouncedAt":"2026-05-27T10:15:00-23:59"}"#,
+    r#"{"type":"bounce","email":"x@example.com","bounceType":null,"reason":null,"bouncedAt":"2026-05-27T10:15:00Z"}"#,
+    r#"{"type":"complaint","email":"\u0061\ud83e\udd80\/","complainedAt":"2026-05-27T10:15:00Z"}"#,
+    r#"{"type":"unsubscribe","email":"u@example.com","campaignId":"c","unsubscribedAt":"2026-05-27T10:15:00Z"}"#,
+    r#"{"type":"campaign_started","campaignId":"c","campaignName":"N","total":18446744073709551615,"startedAt":"2026-05-27T10:15:00Z"}"#,
+    r#"{"type":"campaign_started","campaignId":"c","campaignName":"N","total":18446744073709551616,"startedAt":"2026-05-27T10:15:00Z"}"#,
+    r#"{"type":"progress","campaignId":"c","sent":-1,"total":2,"delivered":1,"bounced":0,"opened":0}"#,
+    r#"{"type":"progress","campaignId":"c","sent":1.5,"total":2,"delivered":1,"bounced":0,"opened":0}"#,
+    r#"{"type":"progress","campaignId":"c","sent":"1","total":2,"delivered":1,"bounced":0,"opened":0}"#,
+    r#"{"type":"completed","campaignId":"c","sent":1,"delivered":1,"bounced":0,"opened":0,"completedAt":"2026-02-30T00:00:00Z"}"#,
+    r#"{"type":"failed","campaignId":"c","error":"smtp relay down","sent":12,"failedAt":"2026-05-27T10:15:00.5Z"}"#,
+    r#"{"type":"failed","campaignId":"c","error":"e","error":"f"}"#,
+    r#"{"type":"cancelled","campaignId":"c"}"#,
+    r#"{"type":"cancelled","campaignId":"c","sent":null,"cancelledAt":null}"#,
+    r#"{"type":"calendar_invite","when":"2026-06-01T09:00:00Z","who":["a","b"]}"#,
+    r#"{"x":1,"type":"new","y":[[[[]]]]}"#,
+    r#"{"type":""}"#,
+    r#"{"type":"new","x":1,"type":"new"}"#,
+    r#"{"Type":"bounce"}"#,
+    r#"{"type":7}"#,
+    r#"{"type":"Bounce","email":"a"}"#,
+    r#"{"type":"complaint",}"#,
+    r#"[{"type":"complaint"}]"#,
+    r#"{"type":"campaign_started","campaignId":"c","total":1e400}"#,
+    r#"{"type":"cancelled","campaignId":"c"} x"#,
+    r#"  {"type" : "cancelled" , "campaignId" : "c"}  "#,
+    r#"{"type":"unsubscribe","email":"u","unsubscribedAt":"2026-05-27T10:15:00Z","a":"\u0000\u001f\"\\"}"#,
+];
+
+fn ts(text: &str) -> Timestamp {
+    match Timestamp::parse(text) {
+        Ok(t) => t,
+        Err(e) => panic!("sample timestamp {text}: {e}"),
+    }
+}
+
+/// One event of every type (with and without optional fields), built from the types.
+pub fn events() -> Vec<Event> {
+    let at = ts("2026-05-27T10:15:00Z");
+    vec![
+        EmailReceived {
+            from: "ana@example.com".into(),
+            subject: "Re: \"quotes\" \\ and\nnewlines \u{1f980}".into(),
+            received_at: at.clone(),
+            message_id: Some("<id@example.com>".into()),
+            to: Some("me@example.com".into()),
+        }
+        .into(),
+        Bounce {
+            email: "x@example.com".into(),
+            bounce_type: Some(BounceType::Soft),
+            reason: None,
+            campaign_id: Some("c-42".into()),
+            bounced_at: at.clone(),
+        }
+        .into(),
+        Complaint {
+            email: "x@example.com".into(),
+            campaign_id: None,
+            complained_at: ts("2026-05-27T10:15:00.25+05:30"),
+        }
+        .into(),
+        Unsubscribe {
+            email: "x@example.com".into(),
+            campaign_id: Some("c-42".into()),
+            unsubscribed_at: at.clone(),
+        }
+        .into(),
+        CampaignStarted {
+            campaign_id: "c-42".into(),
+            campaign_name: "May Newsletter".into(),
+            total: 10_000,
+            started_at: at.clone(),
+        }
+        .into(),
+        CampaignCompleted {
+            campaign_id: "c-42".into(),
+            campaign_name: "May Newsletter".into(),
+            sent: 10_000,
+            delivered: 9_855,
+            opened: 2_340,
+            completed_at: at.clone(),
+        }
+        .into(),
+        Progress {
+            campaign_id: "c-42".into(),
+            sent: 2_500,
+            total: 10_000,
+            delivered: 2_480,
+            bounced: 20,
+            opened: 450,
+        }
+        .into(),
+        Completed {
+            campaign_id: "c-42".into(),
+            sent: 10_000,
+            delivered: 9_855,
+            bounced: 145,
+            opened: 2_340,
+            completed_at: Some(at.clone()),
+        }
+        .into(),
+        Failed {
+            campaign_id: "c-42".into(),
+            error: "relay refused".into(),
+            sent: None,
+            failed_at: Some(at),
+        }
+        .into(),
+        Cancelled {
+            campaign_id: "c-42".into(),
+            sent: Some(u64::MAX),
+            cancelled_at: None,
+        }
+        .into(),
+    ]
+}
+
+/// Every sample frame: the protocol source's examples, the encoded events, the hand-written
+/// corners.
+pub fn frames() -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = SEED_EXAMPLES.iter().map(|s| s.as_bytes().to_vec()).collect();
+    out.extend(events().iter().map(|e| e.encode().bytes().to_vec()));
+    out.extend(HAND_WRITTEN.iter().map(|s| s.as_bytes().to_vec()));
+    out
+}
+
+/// Bodies of refused handshakes (§2.3), valid and not.
+pub const REJECTION_BODIES: [&str; 5] = [
+    r#"{"error":"unauthorized","closeCode":4401,"message":"unknown API key"}"#,
+    r#"{"error":"forbidden","closeCode":4403,"message":"the campaign does not belong to this account"}"#,
+    r#"{"error":"unavailable"}"#,
+    r#"{"error":42}"#,
+    "<html>Forbidden</html>",
+];

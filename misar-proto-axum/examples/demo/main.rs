@@ -1,0 +1,232 @@
+//! The demo server: the MisarMail real-time endpoints with fixture accounts, a browser page,
+//! endpoints to publish events by hand, and simulated activity.
+//!
+//! ```text
+//! cargo run --release -p misar-proto-axum --example demo -- [--addr 127.0.0.1:8080]
+//!     [--ping-interval-ms 30000] [--pong-timeout-ms 30000] [--reject-style http|close|auto]
+//!     [--no-simulation]
+//! ```
+//!
+//! - `GET /`: the page (connects with `?token=`, lists inbox events, shows campaign progress).
+//! - `GET /mail/ws/inbox`, `GET /mail/ws/campaigns/{id}`: the WebSocket channels.
+//! - `POST /dev/publish/inbox/{account}`, `POST /dev/publish/campaigns/{id}`: publish a JSON
+//!   event (202), or get 400 (bad event) / 404 (unknown account or campaign).
+//!
+//! Fixtures: `alice` (key `msk_demo_alice`) owns campaign
+//! `11111111-1111-4111-8111-111111111111`; `bob` (key `msk_demo_bob`) owns
+//! `22222222-2222-4222-8222-222222222222`. SIGINT/SIGTERM: every socket gets close 1001, and
+//! the process exits 0.
+
+mod clock;
+mod publish;
+mod simulation;
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::header::CACHE_CONTROL;
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use clap::{Parser, ValueEnum};
+use misar_proto::auth::AccountId;
+use misar_proto::handshake::RejectionStyle;
+use misar_proto::route::CampaignId;
+use misar_proto_axum::{MemoryAuthorizer, MisarWs};
+use misar_proto_tokio::hub::{Hub, HubConfig};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// The page, embedded: plain HTML and JavaScript, no build step.
+const PAGE: &str = include_str!("index.html");
+
+/// Alice's fixture campaign.
+pub const ALICE_CAMPAIGN: &str = "11111111-1111-4111-8111-111111111111";
+/// Bob's fixture campaign.
+pub const BOB_CAMPAIGN: &str = "22222222-2222-4222-8222-222222222222";
+
+/// Campaigns created while running (simulated or announced by hand) that keep an owner; older
+/// ones are forgotten so memory stays bounded.
+const MAX_RUNTIME_CAMPAIGNS: usize = 256;
+
+/// The MisarMail real-time demo server.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port; the line printed says which).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// Milliseconds between two pings.
+    #[arg(long, default_value_t = 30_000)]
+    ping_interval_ms: u64,
+    /// Milliseconds to wait for a pong before closing with 1001.
+    #[arg(long, default_value_t = 30_000)]
+    pong_timeout_ms: u64,
+    /// How unauthenticated/unauthorized requests are refused: `http` (403 before the upgrade),
+    /// `close` (upgrade, then close 4401/4403), `auto` (`close` for `?token=` clients).
+    #[arg(long, value_enum, default_value_t = Style::Http)]
+    reject_style: Style,
+    /// No simulated activity: only what is published through `/dev/publish/...`.
+    #[arg(long)]
+    no_simulation: bool,
+    /// Pace of the simulation in milliseconds: a campaign moves one step per tick, inbox
+    /// events come every 8 ticks.
+    #[arg(long, default_value_t = 500, hide = true)]
+    tick_ms: u64,
+    /// Milliseconds a shutdown waits for close handshakes before dropping connections.
+    #[arg(long, default_value_t = 5_000)]
+    shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Style {
+    Http,
+    Close,
+    Auto,
+}
+
+impl From<Style> for RejectionStyle {
+    fn from(style: Style) -> Self {
+        match style {
+            Style::Http => RejectionStyle::Http,
+            Style::Close => RejectionStyle::CloseAfterUpgrade,
+            Style::Auto => RejectionStyle::Auto,
+        }
+    }
+}
+
+/// What the demo's own routes share.
+pub struct Demo {
+    hub: Hub,
+    authorizer: Arc<MemoryAuthorizer>,
+    runtime_campaigns: Mutex<VecDeque<CampaignId>>,
+}
+
+impl Demo {
+    /// Gives `campaign` to `account`, forgetting the oldest campaign created at run time when
+    /// there are too many.
+    pub fn add_campaign(&self, campaign: CampaignId, account: AccountId) {
+        self.authorizer.grant_campaign(campaign.clone(), account);
+        let mut created = self
+            .runtime_campaigns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        created.push_back(campaign);
+        while created.len() > MAX_RUNTIME_CAMPAIGNS {
+            if let Some(old) = created.pop_front() {
+                self.authorizer.remove_campaign(&old);
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    // Signal handlers first: a SIGTERM right after the "listening" line must already be ours.
+    let (mut interrupt, mut terminate) =
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(i), Ok(t)) => (i, t),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+
+    let grace = Duration::from_millis(args.shutdown_grace_ms);
+    let mut hub_config = HubConfig::default();
+    hub_config.shutdown_grace = grace;
+    let hub = Hub::new(hub_config);
+    let authorizer = Arc::new(
+        MemoryAuthorizer::new()
+            .with_key("msk_demo_alice", "alice")
+            .with_key("msk_demo_bob", "bob")
+            .with_campaign(ALICE_CAMPAIGN, "alice")
+            .with_campaign(BOB_CAMPAIGN, "bob"),
+    );
+    let demo = Arc::new(Demo {
+        hub: hub.clone(),
+        authorizer: Arc::clone(&authorizer),
+        runtime_campaigns: Mutex::new(VecDeque::new()),
+    });
+
+    let misar = MisarWs::builder(hub, authorizer)
+        .rejection_style(args.reject_style.into())
+        .ping_interval(Duration::from_millis(args.ping_interval_ms))
+        .pong_timeout(Duration::from_millis(args.pong_timeout_ms))
+        .shutdown_grace(grace)
+        .build();
+    let app = Router::new()
+        .route("/", get(page))
+        .route("/dev/publish/inbox/{account}", post(publish::inbox))
+        .route("/dev/publish/campaigns/{id}", post(publish::campaign))
+        .with_state(Arc::clone(&demo))
+        .merge(misar.router())
+        .layer(middleware::from_fn(log_request));
+
+    let listener = match tokio::net::TcpListener::bind(&args.addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("cannot listen on {}: {e}", args.addr);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = match listener.local_addr() {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("cannot read the listening address: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "listening on http://{addr}");
+    let _ = stdout.flush();
+
+    if !args.no_simulation {
+        let tick = Duration::from_millis(args.tick_ms.max(1));
+        tokio::spawn(simulation::run(Arc::clone(&demo), tick));
+    }
+
+    let signalled = async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
+    };
+    let shutdown = misar.shutdown_handle();
+    match axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.on_signal(signalled))
+        .await
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn page() -> Response {
+    ([(CACHE_CONTROL, "no-store")], Html(PAGE)).into_response()
+}
+
+/// One log line per request: method, path and status. Never the query: it may hold a key.
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    tracing::info!(%method, %path, status = response.status().as_u16(), "request");
+    response
+}

@@ -1,0 +1,118 @@
+//! `POST /dev/publish/inbox/{account}` and `POST /dev/publish/campaigns/{id}`: publish a JSON
+//! event to every subscriber, as the rest of a real service would.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use misar_proto::auth::AccountId;
+use misar_proto::event::{DecodeError, InboxEvent, decode_campaign, decode_inbox};
+use misar_proto::route::CampaignId;
+use misar_proto_tokio::hub::{PublishError, PublishReport};
+use serde_json::json;
+
+use crate::Demo;
+
+fn error(status: StatusCode, error: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({ "error": error, "message": message.into() })),
+    )
+        .into_response()
+}
+
+fn accepted(report: PublishReport) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "delivered": report.delivered })),
+    )
+        .into_response()
+}
+
+fn bad_event(e: &DecodeError) -> Response {
+    match e {
+        DecodeError::TooLarge { .. } => error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
+        DecodeError::WrongChannel { .. } => error(StatusCode::BAD_REQUEST, "wrong_channel", e.to_string()),
+        _ => error(StatusCode::BAD_REQUEST, "invalid_event", e.to_string()),
+    }
+}
+
+fn publish_failed(e: &PublishError) -> Response {
+    match e {
+        PublishError::Broker(_) => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
+        PublishError::UnknownType { .. } => error(StatusCode::BAD_REQUEST, "unknown_type", e.to_string()),
+        _ => error(StatusCode::BAD_REQUEST, "invalid_event", e.to_string()),
+    }
+}
+
+/// `POST /dev/publish/inbox/{account}`.
+pub async fn inbox(
+    State(demo): State<Arc<Demo>>,
+    Path(account): Path<String>,
+    body: Bytes,
+) -> Response {
+    if !demo.authorizer.has_account(&account) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_account",
+            "no such account (the demo has alice and bob)",
+        );
+    }
+    let event = match decode_inbox(&body) {
+        Ok(InboxEvent::Unknown(unknown)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "unknown_type",
+                format!("`{}` is not an inbox event type", unknown.kind),
+            );
+        }
+        Ok(event) => event,
+        Err(e) => return bad_event(&e),
+    };
+    let account = AccountId::from(account);
+    // So that hand-published campaigns can be watched: a `campaign_started` for a campaign
+    // nobody owns gives it to this account.
+    if let InboxEvent::CampaignStarted(started) = &event {
+        if let Ok(id) = CampaignId::new(&started.campaign_id) {
+            if demo.authorizer.campaign_owner(&id).is_none() {
+                demo.add_campaign(id, account.clone());
+            }
+        }
+    }
+    match demo.hub.publish_inbox(&account, &event).await {
+        Ok(report) => accepted(report),
+        Err(e) => publish_failed(&e),
+    }
+}
+
+/// `POST /dev/publish/campaigns/{id}`.
+pub async fn campaign(
+    State(demo): State<Arc<Demo>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(campaign) = CampaignId::new(&id)
+        .ok()
+        .filter(|c| demo.authorizer.campaign_owner(c).is_some())
+    else {
+        return error(StatusCode::NOT_FOUND, "unknown_campaign", "no such campaign");
+    };
+    let event = match decode_campaign(&body) {
+        Ok(misar_proto::event::CampaignEvent::Unknown(unknown)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "unknown_type",
+                format!("`{}` is not a campaign event type", unknown.kind),
+            );
+        }
+        Ok(event) => event,
+        Err(e) => return bad_event(&e),
+    };
+    match demo.hub.publish_campaign(&campaign, &event).await {
+        Ok(report) => accepted(report),
+        Err(e) => publish_failed(&e),
+    }
+}

@@ -1,0 +1,463 @@
+//! The builder, the router it makes, and the handler that runs the handshake before the
+//! upgrade.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::response::Response;
+use axum::routing::any;
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, SEC_WEBSOCKET_VERSION, UPGRADE};
+use http::{HeaderValue, StatusCode};
+use misar_proto::handshake::{
+    self, Accepted, HandshakeConfig, RejectAction, Rejected, RejectionStyle, Step,
+};
+use misar_proto::route::{Channel, Routes};
+use misar_proto::server::{ServerConfig, ServerSession};
+use misar_proto_tokio::hub::{Hub, SubscribeError};
+use misar_proto_tokio::server::{ConnectionEnd, DriverConfig, serve_connection};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::authorizer::Authorizer;
+use crate::buffers::WsBuffers;
+use crate::reject::close_after_upgrade;
+use crate::shutdown::ShutdownHandle;
+use crate::transport::AxumTransport;
+
+/// Builds a [`MisarWs`]: the hub to fan out through, the hooks, and the settings.
+///
+/// Every setting has the default of `DESIGN.md` §2: prefix `/mail/ws`, HTTP 403 rejections,
+/// no `Origin` allowlist, pings every 30 s with a 30 s pong timeout, the client-message limits
+/// of [`ServerConfig::default`], the small buffers of [`WsBuffers::default`], and the
+/// connection limits of the hub's own configuration.
+#[derive(Debug)]
+#[must_use = "call .build() to get the router"]
+pub struct MisarWsBuilder<A> {
+    hub: Hub,
+    authorizer: A,
+    handshake: HandshakeConfig,
+    server: ServerConfig,
+    driver: DriverConfig,
+    buffers: WsBuffers,
+    shutdown_grace: Option<Duration>,
+}
+
+/// The WebSocket endpoints, ready to mount: a [`Router`] and the [`ShutdownHandle`] of its
+/// connections.
+#[derive(Debug, Clone)]
+pub struct MisarWs {
+    router: Router,
+    shutdown: ShutdownHandle,
+}
+
+impl MisarWs {
+    /// Starts a builder over `hub`, asking `authorizer` about keys and campaigns.
+    pub fn builder<A: Authorizer>(hub: Hub, authorizer: A) -> MisarWsBuilder<A> {
+        MisarWsBuilder {
+            hub,
+            authorizer,
+            handshake: HandshakeConfig::default(),
+            server: ServerConfig::default(),
+            driver: DriverConfig::default(),
+            buffers: WsBuffers::default(),
+            shutdown_grace: None,
+        }
+    }
+
+    /// The router serving `{prefix}/inbox` and `{prefix}/campaigns/{id}` (and answering
+    /// anything else under the prefix with the protocol's 404), to `merge` into an app, or to
+    /// `nest` under a path (the prefix then counts from there).
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// The handle that shuts the router's connections down.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Both parts.
+    pub fn into_parts(self) -> (Router, ShutdownHandle) {
+        (self.router, self.shutdown)
+    }
+}
+
+impl<A: Authorizer> MisarWsBuilder<A> {
+    /// Mounts the channels under `prefix` (default `/mail/ws`).
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.handshake.routes = Routes::new(prefix);
+        self
+    }
+
+    /// How unauthenticated and unauthorized requests are refused (default
+    /// [`RejectionStyle::Http`]: 403 before the upgrade).
+    pub fn rejection_style(mut self, style: RejectionStyle) -> Self {
+        self.handshake.rejection_style = style;
+        self
+    }
+
+    /// Accepts browser requests only from these origins (403 otherwise).
+    pub fn allowed_origins<I>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.handshake = self.handshake.with_allowed_origins(origins);
+        self
+    }
+
+    /// Replaces the whole handshake configuration (prefix, style, origins).
+    pub fn handshake_config(mut self, config: HandshakeConfig) -> Self {
+        self.handshake = config;
+        self
+    }
+
+    /// Replaces the sessions' configuration (heartbeat, queue bounds, client-message limits).
+    pub fn server_config(mut self, config: ServerConfig) -> Self {
+        self.server = config;
+        self
+    }
+
+    /// Sends a ping every `interval` (default 30 s).
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.server.ping_interval = interval;
+        self
+    }
+
+    /// Closes with 1001 a connection that does not answer a ping within `timeout` (default
+    /// 30 s).
+    pub fn pong_timeout(mut self, timeout: Duration) -> Self {
+        self.server.pong_timeout = timeout;
+        self
+    }
+
+    /// Settings of the connection driver (write timeout, batch size).
+    pub fn driver_config(mut self, config: DriverConfig) -> Self {
+        self.driver = config;
+        self
+    }
+
+    /// WebSocket buffer sizes and inbound size limits (default [`WsBuffers::default`]).
+    pub fn websocket_buffers(mut self, buffers: WsBuffers) -> Self {
+        self.buffers = buffers;
+        self
+    }
+
+    /// How long a shutdown waits for close handshakes (default: the hub's
+    /// `shutdown_grace`).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = Some(grace);
+        self
+    }
+
+    /// The router and its shutdown handle.
+    pub fn build(self) -> MisarWs {
+        let grace = self
+            .shutdown_grace
+            .unwrap_or(self.hub.config().shutdown_grace);
+        let shutdown = ShutdownHandle::new(self.hub.clone(), grace);
+        let prefix = self.handshake.routes.prefix().to_owned();
+        let inner = Arc::new(Inner {
+            hub: self.hub,
+            authorizer: self.authorizer,
+            handshake: self.handshake,
+            server: self.server,
+            driver: self.driver,
+            buffers: self.buffers,
+            shutdown: shutdown.clone(),
+        });
+        // One handler for everything under the prefix: the core decides 404s, so they look
+        // like the protocol's (JSON, `no-store`) rather than axum's.
+        let mut router = Router::new()
+            .route(&format!("{prefix}/{{*rest}}"), any(handle::<A>))
+            // An empty wildcard does not match: `{prefix}/` needs its own route.
+            .route(&format!("{prefix}/"), any(handle::<A>));
+        if !prefix.is_empty() {
+            router = router.route(&prefix, any(handle::<A>));
+        }
+        MisarWs {
+            router: router.with_state(inner),
+            shutdown,
+        }
+    }
+}
+
+/// Everything a request needs, shared by all of them.
+#[derive(Debug)]
+struct Inner<A> {
+    hub: Hub,
+    authorizer: A,
+    handshake: HandshakeConfig,
+    server: ServerConfig,
+    driver: DriverConfig,
+    buffers: WsBuffers,
+    shutdown: ShutdownHandle,
+}
+
+async fn handle<A: Authorizer>(State(inner): State<Arc<Inner<A>>>, request: Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    // The path only: the query may carry `token=<key>`, which must never reach a log.
+    let span = tracing::info_span!("misar_ws", path = %parts.uri.path());
+    async move {
+        // Taken first, but only used after the handshake accepted: a request that is not an
+        // upgrade still gets the protocol's 404/403, not axum's 400/426.
+        let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &()).await;
+        let decision = decide(&inner, &parts).await;
+        drop(parts);
+        match decision {
+            Ok(accepted) => match upgrade {
+                Ok(upgrade) => serve(inner, accepted, upgrade),
+                Err(_) => {
+                    tracing::debug!("authorized, but not a WebSocket upgrade: 426");
+                    upgrade_required()
+                }
+            },
+            Err(rejected) => refuse(inner, rejected, upgrade.ok()),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Runs the core's handshake, awaiting the hooks between its steps.
+async fn decide<A: Authorizer>(
+    inner: &Inner<A>,
+    parts: &http::request::Parts,
+) -> Result<Accepted, Rejected> {
+    let mut step = handshake::start(&inner.handshake, parts);
+    loop {
+        step = match step {
+            Step::NeedsAuthentication(question) => {
+                match inner.authorizer.authenticate(question.key()).await {
+                    Ok(Some(account)) => question.authenticated(account),
+                    Ok(None) => Step::Rejected(question.unknown_key()),
+                    Err(error) => {
+                        tracing::warn!(%error, "key check failed: refusing with 503");
+                        Step::Rejected(question.hook_failed())
+                    }
+                }
+            }
+            Step::NeedsOwnership(question) => {
+                match inner
+                    .authorizer
+                    .owns_campaign(question.account(), question.campaign())
+                    .await
+                {
+                    Ok(true) => Step::Accepted(question.grant()),
+                    Ok(false) => Step::Rejected(question.deny()),
+                    Err(error) => {
+                        tracing::warn!(%error, "ownership check failed: refusing with 503");
+                        Step::Rejected(question.hook_failed())
+                    }
+                }
+            }
+            Step::Accepted(accepted) => return Ok(accepted),
+            Step::Rejected(rejected) => return Err(rejected),
+        }
+    }
+}
+
+/// Delivers a rejection: a response (no upgrade, no task), or an upgrade whose only message
+/// is the close code.
+fn refuse<A: Authorizer>(
+    inner: Arc<Inner<A>>,
+    rejected: Rejected,
+    upgrade: Option<WebSocketUpgrade>,
+) -> Response {
+    let status = rejected.status().as_u16();
+    let reason = rejected.reason().to_string();
+    let Some(upgrade) = upgrade else {
+        // Not a WebSocket request: nothing to upgrade, so the HTTP form whatever the style.
+        tracing::info!(status, %reason, "refused");
+        return http_response(rejected.into_response());
+    };
+    match rejected.action() {
+        RejectAction::Respond(response) => {
+            tracing::info!(status, %reason, "refused before the upgrade");
+            http_response(response)
+        }
+        RejectAction::UpgradeThenClose(close) => {
+            if inner.shutdown.is_shutting_down() {
+                return shutting_down(&inner.hub);
+            }
+            tracing::info!(code = close.code().as_u16(), %reason, "refused: upgrading to close");
+            let guard = inner.shutdown.enter();
+            let config = inner.server.clone();
+            let write_timeout = inner.driver.write_timeout;
+            let shutdown = inner.shutdown.clone();
+            let span = tracing::Span::current();
+            inner.buffers.apply(upgrade).on_upgrade(move |socket| {
+                async move {
+                    let _guard = guard;
+                    close_after_upgrade(
+                        AxumTransport::new(socket),
+                        close,
+                        config,
+                        write_timeout,
+                        shutdown,
+                    )
+                    .await;
+                }
+                .instrument(span)
+            })
+        }
+        // A delivery this version does not know: refuse plainly rather than guess.
+        _ => {
+            tracing::warn!(status, %reason, "refused (unknown rejection delivery)");
+            plain_error(
+                StatusCode::FORBIDDEN,
+                r#"{"error":"forbidden","closeCode":4403}"#,
+            )
+        }
+    }
+}
+
+/// Takes a connection slot in the hub and upgrades.
+fn serve<A: Authorizer>(
+    inner: Arc<Inner<A>>,
+    accepted: Accepted,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if inner.shutdown.is_shutting_down() {
+        return shutting_down(&inner.hub);
+    }
+    let feed = match inner.hub.subscribe(&accepted) {
+        Ok(feed) => feed,
+        Err(error) => {
+            let rejected = match &error {
+                SubscribeError::TooManyForAccount { .. } => Rejected::too_many_for_account(),
+                SubscribeError::TooManyConnections { retry_after, .. }
+                | SubscribeError::ShuttingDown { retry_after } => {
+                    Rejected::too_many_connections(retry_after_secs(*retry_after))
+                }
+                _ => Rejected::too_many_connections(retry_after_secs(
+                    inner.hub.config().retry_after,
+                )),
+            };
+            tracing::info!(
+                account = %accepted.account(),
+                status = rejected.status().as_u16(),
+                %error,
+                "refused by the hub"
+            );
+            return http_response(rejected.into_response());
+        }
+    };
+    let channel = match accepted.channel() {
+        Channel::Inbox => "inbox".to_owned(),
+        Channel::Campaign(id) => format!("campaign {id}"),
+        _ => "?".to_owned(),
+    };
+    tracing::info!(
+        account = %accepted.account(),
+        %channel,
+        auth = ?accepted.credential_source(),
+        "upgrading"
+    );
+    let guard = inner.shutdown.enter();
+    let config = inner.server.clone();
+    let driver = inner.driver.clone();
+    let span = tracing::Span::current();
+    inner
+        .buffers
+        .apply(upgrade)
+        .on_failed_upgrade(|error| tracing::debug!(%error, "upgrade failed"))
+        .on_upgrade(move |socket| {
+            async move {
+                let _guard = guard;
+                let session = ServerSession::new(accepted, config, Instant::now().into_std());
+                let end =
+                    serve_connection(AxumTransport::new(socket), session, feed, driver).await;
+                log_end(&end);
+            }
+            .instrument(span)
+        })
+}
+
+fn log_end(end: &ConnectionEnd) {
+    match end {
+        ConnectionEnd::Closed(summary) => tracing::info!(
+            cause = ?summary.cause,
+            code = summary.sent_code.map(|c| c.as_u16()),
+            ending = ?summary.ending,
+            events = summary.events_sent,
+            "connection closed"
+        ),
+        ConnectionEnd::WriteTimeout(summary) => tracing::info!(
+            cause = ?summary.cause,
+            events = summary.events_sent,
+            "connection dropped: write timeout"
+        ),
+        ConnectionEnd::TransportError { summary, error } => tracing::info!(
+            cause = ?summary.cause,
+            events = summary.events_sent,
+            %error,
+            "connection dropped: transport error"
+        ),
+        ConnectionEnd::Aborted(summary) => tracing::info!(
+            cause = ?summary.cause,
+            events = summary.events_sent,
+            "connection dropped: shutdown grace over"
+        ),
+        other => tracing::info!(?other, "connection ended"),
+    }
+}
+
+/// `Retry-After` in whole seconds, rounded up, at least 1.
+fn retry_after_secs(retry_after: Duration) -> u32 {
+    let secs = retry_after
+        .as_secs()
+        .saturating_add(u64::from(retry_after.subsec_nanos() > 0));
+    u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
+}
+
+fn shutting_down(hub: &Hub) -> Response {
+    tracing::info!("refused: shutting down");
+    http_response(
+        Rejected::too_many_connections(retry_after_secs(hub.config().retry_after))
+            .into_response(),
+    )
+}
+
+fn http_response(response: http::Response<Bytes>) -> Response {
+    response.map(Body::from)
+}
+
+fn plain_error(status: StatusCode, body: &'static str) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// 426 for an authorized request that is not a WebSocket handshake (RFC 6455 §4.2.2).
+fn upgrade_required() -> Response {
+    let mut response = plain_error(
+        StatusCode::UPGRADE_REQUIRED,
+        r#"{"error":"upgrade_required","message":"this endpoint serves WebSocket upgrades only"}"#,
+    );
+    let headers = response.headers_mut();
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(5)), 5);
+        assert_eq!(retry_after_secs(Duration::MAX), u32::MAX);
+    }
+}

@@ -1,0 +1,168 @@
+//! The [`Broker`] seam: where an encoded event goes between [`Hub::publish_inbox`] /
+//! [`Hub::publish_campaign`] and the subscribers.
+//!
+//! The hub encodes an event once, then hands it to its broker. The broker's job is to get it
+//! to every node's hub (this one included), each of which fans it out to its local
+//! connections through a [`HubDelivery`]. [`LocalBroker`], the default, does that in-process
+//! and at once; a multi-node broker (Redis pub/sub, say) would send the bytes out in
+//! [`Broker::publish`] and call [`HubDelivery::deliver`] from its receiving task, using
+//! [`Broker::stream_opened`] / [`Broker::stream_closed`] to (un)subscribe upstream.
+//!
+//! [`Hub::publish_inbox`]: super::Hub::publish_inbox
+//! [`Hub::publish_campaign`]: super::Hub::publish_campaign
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock, Weak};
+
+use misar_proto::event::EncodedEvent;
+
+use super::{HubInner, PublishReport, StreamKey};
+
+/// The future a [`Broker::publish`] returns.
+pub type BrokerFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<PublishReport, BrokerError>> + Send + 'a>>;
+
+/// Where a hub sends what it publishes; it delivers to the subscribers of every hub attached
+/// to it.
+///
+/// `attach`, `stream_opened` and `stream_closed` are called while the hub holds its internal
+/// lock: they must return quickly, must not block, and must not call back into the hub
+/// (queue the work for a task instead). Calls for one stream come in order (opened, closed,
+/// opened, ...).
+pub trait Broker: Send + Sync + 'static {
+    /// A hub was built on this broker ([`Hub::with_broker`](super::Hub::with_broker));
+    /// events for it go to `delivery`. Called once per hub.
+    fn attach(&self, delivery: HubDelivery);
+
+    /// Sends an event, encoded once, to every attached hub's subscribers of `stream`
+    /// (possibly on other nodes). The report counts the deliveries the broker knows about
+    /// (a remote broker may only know its own node's, or none).
+    fn publish(&self, stream: StreamKey, event: EncodedEvent) -> BrokerFuture<'_>;
+
+    /// The first subscriber of `stream` on an attached hub arrived (a remote broker
+    /// subscribes upstream). Default: nothing.
+    fn stream_opened(&self, stream: &StreamKey) {
+        let _ = stream;
+    }
+
+    /// The last subscriber of `stream` on an attached hub left. Default: nothing.
+    fn stream_closed(&self, stream: &StreamKey) {
+        let _ = stream;
+    }
+}
+
+/// A broker could not publish.
+#[derive(Debug, thiserror::Error)]
+#[error("broker failed: {message}")]
+pub struct BrokerError {
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl BrokerError {
+    /// An error described by `message` (no secrets, please: it may be logged).
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error with an underlying cause.
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+}
+
+/// A hub's receiving side, handed to its broker by [`Broker::attach`].
+///
+/// Holds the hub weakly: a broker does not keep a dropped hub alive, and delivering to one is
+/// a no-op.
+#[derive(Clone)]
+pub struct HubDelivery {
+    pub(super) hub: Weak<HubInner>,
+}
+
+impl HubDelivery {
+    /// Queues `event` for every local subscriber of `stream` (and, for a campaign, remembers
+    /// its latest `progress` or terminal event for late joiners). No per-recipient copy: each
+    /// connection gets a refcounted clone of the same bytes.
+    pub fn deliver(&self, stream: &StreamKey, event: EncodedEvent) -> PublishReport {
+        match self.hub.upgrade() {
+            Some(hub) => hub.deliver(stream, event),
+            None => PublishReport::default(),
+        }
+    }
+
+    /// Whether the hub still exists.
+    pub fn is_alive(&self) -> bool {
+        self.hub.strong_count() > 0
+    }
+}
+
+impl std::fmt::Debug for HubDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubDelivery")
+            .field("alive", &self.is_alive())
+            .finish()
+    }
+}
+
+/// The in-process broker: [`publish`](Broker::publish) delivers at once to every hub attached
+/// to it. [`Hub::new`](super::Hub::new) builds one per hub; share one between several hubs
+/// (with [`Hub::with_broker`](super::Hub::with_broker)) and they behave like nodes of one
+/// deployment.
+#[derive(Debug, Default)]
+pub struct LocalBroker {
+    hubs: RwLock<Vec<HubDelivery>>,
+}
+
+impl LocalBroker {
+    /// A broker with no hub attached yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn deliver_all(&self, stream: &StreamKey, event: EncodedEvent) -> PublishReport {
+        let hubs = self
+            .hubs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut total = PublishReport::default();
+        for hub in hubs.iter() {
+            let report = hub.deliver(stream, event.clone());
+            total.delivered = total.delivered.saturating_add(report.delivered);
+            total.overflowed = total.overflowed.saturating_add(report.overflowed);
+        }
+        total
+    }
+}
+
+impl Broker for LocalBroker {
+    fn attach(&self, delivery: HubDelivery) {
+        let mut hubs = self
+            .hubs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Forget hubs that are gone, so a long-lived broker does not accumulate them.
+        hubs.retain(HubDelivery::is_alive);
+        hubs.push(delivery);
+    }
+
+    fn publish(&self, stream: StreamKey, event: EncodedEvent) -> BrokerFuture<'_> {
+        Box::pin(async move { Ok(self.deliver_all(&stream, event)) })
+    }
+}
+
+/// A new [`LocalBroker`] as a trait object.
+pub(super) fn local() -> Arc<dyn Broker> {
+    Arc::new(LocalBroker::new())
+}
