@@ -413,17 +413,38 @@ pub fn parse(data: &[u8]) -> Option<(ClientSetup, Vec<ClientOp>)> {
 /// The target's body.
 pub fn run(data: &[u8]) {
     if let Some((setup, ops)) = parse(data) {
-        run_scenario(&setup, &ops);
+        let _ = run_scenario(&setup, &ops);
     }
 }
 
+/// How a scenario went (for tests of the seeds themselves).
+#[derive(Clone, Debug)]
+pub struct ClientReport {
+    /// Every outcome, in order: disconnects, refused handshakes, failed connects.
+    pub outcomes: Vec<ClientOutcome>,
+    /// Events delivered (decoded or invalid; not disconnects).
+    pub events: usize,
+    /// Messages transmitted.
+    pub transmitted: Vec<Message>,
+    /// The state before the final close.
+    pub state: ClientState,
+}
+
 /// Runs a parsed scenario, checking every invariant.
-pub fn run_scenario(setup: &ClientSetup, ops: &[ClientOp]) {
+pub fn run_scenario(setup: &ClientSetup, ops: &[ClientOp]) -> ClientReport {
     let mut harness = Harness::new(setup);
     for op in ops {
         harness.apply(op);
     }
+    let state = harness.session.state();
+    let report = ClientReport {
+        outcomes: harness.outcomes.clone(),
+        events: harness.events,
+        transmitted: harness.transmitted.clone(),
+        state,
+    };
     harness.finish();
+    report
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -451,6 +472,10 @@ struct Harness {
     /// What the current operation should produce.
     expected_events: VecDeque<ClientEvent>,
     expected_transmits: VecDeque<Message>,
+    /// For the report.
+    outcomes: Vec<ClientOutcome>,
+    events: usize,
+    transmitted: Vec<Message>,
 }
 
 impl Harness {
@@ -477,6 +502,9 @@ impl Harness {
             request: None,
             expected_events: VecDeque::new(),
             expected_transmits: VecDeque::new(),
+            outcomes: Vec::new(),
+            events: 0,
+            transmitted: Vec::new(),
         }
     }
 
@@ -517,6 +545,7 @@ impl Harness {
     }
 
     fn record(&mut self, outcome: ClientOutcome) -> ClientOutcome {
+        self.outcomes.push(outcome);
         self.phase = match outcome {
             ClientOutcome::Reconnect { .. } => Phase::Idle,
             _ => Phase::Done,
@@ -706,10 +735,13 @@ impl Harness {
         }
     }
 
-    /// `handle_timeout(now)`, repeated while the deadline is not past `now` (a zero close
-    /// grace takes one more round); more than three rounds would be a busy loop.
+    /// `handle_timeout(now)`, then (after draining) again while the deadline is not past `now`:
+    /// a zero close grace takes one more round; more than three would be a busy loop.
     fn timeout(&mut self) {
-        for _ in 0..3 {
+        for round in 0..3 {
+            if round > 0 {
+                self.drain_and_compare();
+            }
             self.session.handle_timeout(self.now);
             match self.phase {
                 Phase::Open { .. } => {
@@ -825,6 +857,7 @@ impl Harness {
             transmits.push(message);
             assert!(transmits.len() <= 4, "poll_transmit does not run dry");
         }
+        self.transmitted.extend(transmits.iter().cloned());
         let expected: Vec<Message> = self.expected_transmits.drain(..).collect();
         match (transmits.as_slice(), expected.as_slice()) {
             // Our own close: the code is the contract, the reason is free.
@@ -840,6 +873,10 @@ impl Harness {
             events.push(event);
             assert!(events.len() <= 4, "poll_event does not run dry");
         }
+        self.events += events
+            .iter()
+            .filter(|e| !matches!(e, ClientEvent::Disconnected { .. }))
+            .count();
         let expected: Vec<ClientEvent> = self.expected_events.drain(..).collect();
         assert_eq!(events, expected, "events");
 

@@ -38,12 +38,12 @@ pub fn run(data: &[u8]) {
 
     let small = Decoder::new(SMALL_LIMIT);
     if data.len() > SMALL_LIMIT {
-        let too_large = Err(DecodeError::TooLarge {
+        let too_large = DecodeError::TooLarge {
             len: data.len(),
             max: SMALL_LIMIT,
-        });
-        assert_eq!(small.inbox(data), too_large.clone());
-        assert_eq!(small.campaign(data), too_large);
+        };
+        assert_eq!(small.inbox(data), Err(too_large.clone()));
+        assert_eq!(small.campaign(data), Err(too_large));
     } else {
         assert_eq!(small.inbox(data), inbox);
         assert_eq!(small.campaign(data), campaign);
@@ -139,14 +139,18 @@ fn check_round_trip(event: Event, input: &[u8]) {
         );
     }
 
-    let value: serde_json::Value = match serde_json::from_slice(bytes) {
-        Ok(value) => value,
-        Err(e) => panic!("encoding is not JSON ({e}): {}", String::from_utf8_lossy(bytes)),
-    };
-    assert_eq!(
-        value.get("type").and_then(serde_json::Value::as_str),
-        Some(event.type_name())
-    );
+    // What we write ourselves must be plain JSON to any parser. (An unknown event is the
+    // sender's text: valid JSON, but possibly beyond serde_json::Value, e.g. `1e400`.)
+    if !unknown {
+        let value: serde_json::Value = match serde_json::from_slice(bytes) {
+            Ok(value) => value,
+            Err(e) => panic!("encoding is not JSON ({e}): {}", String::from_utf8_lossy(bytes)),
+        };
+        assert_eq!(
+            value.get("type").and_then(serde_json::Value::as_str),
+            Some(event.type_name())
+        );
+    }
 
     let channel = event.channel();
     assert_eq!(decode(channel, bytes), Ok(event), "decode(encode(e)) != e");

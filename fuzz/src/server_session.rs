@@ -272,17 +272,40 @@ pub fn parse(data: &[u8]) -> Option<(ServerSetup, Vec<ServerOp>)> {
 /// The target's body.
 pub fn run(data: &[u8]) {
     if let Some((setup, ops)) = parse(data) {
-        run_scenario(&setup, &ops);
+        let _ = run_scenario(&setup, &ops);
     }
 }
 
+/// How a scenario went (for tests of the seeds themselves).
+#[derive(Clone, Debug)]
+pub struct ServerReport {
+    /// The session's summary.
+    pub summary: CloseSummary,
+    /// Whether the scenario itself closed the session (rather than the final shutdown).
+    pub closed_by_scenario: bool,
+    /// Pings transmitted.
+    pub pings: u64,
+    /// Pongs transmitted.
+    pub pongs: u64,
+}
+
 /// Runs a parsed scenario, checking every invariant.
-pub fn run_scenario(setup: &ServerSetup, ops: &[ServerOp]) {
+pub fn run_scenario(setup: &ServerSetup, ops: &[ServerOp]) -> ServerReport {
     let mut harness = Harness::new(setup);
     for op in ops {
         harness.apply(op);
     }
+    let closed_by_scenario = harness.closed.is_some();
     harness.finish();
+    let Some(summary) = harness.closed.clone() else {
+        panic!("finish() left the session open");
+    };
+    ServerReport {
+        summary,
+        closed_by_scenario,
+        pings: harness.pings_sent,
+        pongs: harness.pongs_sent,
+    }
 }
 
 /// The `CloseAfterUpgrade` rejection with `code`, obtained through the public handshake.
@@ -359,6 +382,7 @@ struct Harness {
     terminal_sent: bool,
     texts_sent: u64,
     pings_sent: u64,
+    pongs_sent: u64,
     expected_pong: Option<Bytes>,
     last_pong: Instant,
     counted_messages: u64,
@@ -437,6 +461,7 @@ impl Harness {
             terminal_sent: false,
             texts_sent: 0,
             pings_sent: 0,
+            pongs_sent: 0,
             expected_pong: None,
             last_pong: start,
             counted_messages: 0,
@@ -885,6 +910,7 @@ impl Harness {
                     }
                     Message::Pong(payload) => {
                         assert_eq!(before, SessionState::Open, "pong while {before:?}");
+                        self.pongs_sent += 1;
                         let expected = self.expected_pong.take();
                         assert_eq!(Some(payload), expected, "pong without its ping");
                     }
@@ -978,6 +1004,9 @@ impl Harness {
         self.drain_all();
         if self.state() == SessionState::Closed {
             return;
+        }
+        if self.state() == SessionState::Open {
+            self.shutdown_called = true;
         }
         let at = self.call_time();
         self.session.shutdown(at);

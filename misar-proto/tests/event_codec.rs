@@ -671,8 +671,8 @@ fn malformed_json_is_a_syntax_error_with_a_position() {
         format!("{ok}x").into_bytes(),
         format!("{ok}{ok}").into_bytes(),
         format!("{ok},").into_bytes(),
-        ok[..ok.len() - 1].as_bytes().to_vec(),
-        ok[..10].as_bytes().to_vec(),
+        ok.as_bytes()[..ok.len() - 1].to_vec(),
+        ok.as_bytes()[..10].to_vec(),
         ok.replace("\"email\"", "email").into_bytes(),
         ok.replace(':', "=").into_bytes(),
         ok.replace("a@b", "a\u{1}b").into_bytes(), // raw control character in a string
@@ -708,6 +708,23 @@ fn malformed_json_is_a_syntax_error_with_a_position() {
             other => panic!("{}: {other:?}", String::from_utf8_lossy(&text)),
         }
     }
+    // Invalid UTF-8 is found before parsing, at its own position.
+    assert_eq!(
+        decode_inbox(b"{\"type\":\"x\",\n\"a\":\"\xff\"}"),
+        Err(DecodeError::Syntax {
+            line: 2,
+            column: 6,
+            message: "invalid UTF-8".into()
+        })
+    );
+    assert_eq!(
+        decode_inbox(b"\xc3"),
+        Err(DecodeError::Syntax {
+            line: 1,
+            column: 1,
+            message: "invalid UTF-8".into()
+        })
+    );
     match decode_inbox(b"{\n\"type\":\"bounce\",\n  !}") {
         Err(DecodeError::Syntax { line, column, .. }) => assert_eq!((line, column), (3, 3)),
         other => panic!("{other:?}"),

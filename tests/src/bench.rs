@@ -85,7 +85,8 @@ fn leading_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
     }
     let (number, rest) = bytes.split_at_checked(digits)?;
     let value = number.iter().try_fold(0u64, |acc, &d| {
-        acc.checked_mul(10)?.checked_add(u64::from(d.wrapping_sub(b'0')))
+        acc.checked_mul(10)?
+            .checked_add(u64::from(d.wrapping_sub(b'0')))
     })?;
     Some((value, rest))
 }
@@ -115,7 +116,10 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&frame).expect("valid JSON");
         assert_eq!(value["type"], "email_received");
         assert_eq!(value["messageId"], "bench-7-1716800000000000000");
-        assert!(frame.starts_with(r#"{"type":"#), "type comes first (DESIGN.md §2.4)");
+        assert!(
+            frame.starts_with(r#"{"type":"#),
+            "type comes first (DESIGN.md §2.4)"
+        );
     }
 
     #[test]

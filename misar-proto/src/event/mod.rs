@@ -210,7 +210,9 @@ pub struct Cancelled {
 pub struct UnknownEvent {
     /// The `type` field.
     pub kind: String,
-    /// The whole JSON object as received.
+    /// The whole JSON object as received (the frame's bytes, surrounding whitespace included).
+    /// Encoding writes it back unchecked: a value built by hand must hold one JSON object
+    /// whose `type` is `kind`, or its receivers will not decode it.
     pub raw: Bytes,
 }
 

@@ -182,31 +182,41 @@ fn validate(text: &str) -> Result<(), TimestampError> {
 /// year, month, day, hour, minute, second, offset (hour, minute).
 type Fields = (u16, u16, u16, u16, u16, u16, Option<(u16, u16)>);
 
-/// The fixed-width head of every `date-time`: `d` is a digit, anything else itself (`T` may
-/// also be `t`).
-const HEAD: &[u8; 19] = b"dddd-dd-ddTdd:dd:dd";
-
-fn digit(c: u8) -> u16 {
-    u16::from(c.wrapping_sub(b'0'))
+/// Whether 8 bytes hold digits where `pattern` has `0` and exactly `pattern`'s byte elsewhere,
+/// checked on all eight at once (timestamps are on the decoding hot path).
+///
+/// After `x ^ pattern`, a literal position must be 0 and a digit position must be 0..=9: its
+/// high nibble 0 and no carry into bit 4 when 6 is added. A carry crosses into the next byte
+/// only from a position already found wrong, so it cannot hide an error.
+fn swar_ok(x: u64, pattern: &[u8; 8]) -> bool {
+    let mut digits = 0u64;
+    for (i, &p) in pattern.iter().enumerate() {
+        if p == b'0' {
+            digits |= 0xff << (8 * i);
+        }
+    }
+    let v = x ^ u64::from_le_bytes(*pattern);
+    let high = (v & !digits) | (v & digits & 0xf0f0_f0f0_f0f0_f0f0);
+    let over_nine = v.wrapping_add(digits & 0x0606_0606_0606_0606) & digits & 0x1010_1010_1010_1010;
+    high | over_nine == 0
 }
 
 fn two(a: u8, b: u8) -> u16 {
-    digit(a) * 10 + digit(b)
+    u16::from(a.wrapping_sub(b'0')) * 10 + u16::from(b.wrapping_sub(b'0'))
 }
 
 /// The grammar alone, without positions: `None` if the text does not follow it.
 fn well_formed(b: &[u8]) -> Option<Fields> {
     let (head, rest) = b.split_first_chunk::<19>()?;
-    // Every byte of the head is checked without branching, which is what makes this fast.
-    let mut bad = false;
-    for (&c, &p) in head.iter().zip(HEAD) {
-        bad |= match p {
-            b'd' => !c.is_ascii_digit(),
-            b'T' => c | 0x20 != b't',
-            _ => c != p,
-        };
-    }
-    if bad {
+    let (first, tail) = head.split_first_chunk::<8>()?;
+    let (second, _) = tail.split_first_chunk::<8>()?;
+    let (_, third) = head.split_last_chunk::<8>()?;
+    // `T` may be `t`: set the case bit (0x20) of byte 10, the third of `second`.
+    let second = u64::from_le_bytes(*second) | 0x20 << 16;
+    if !(swar_ok(u64::from_le_bytes(*first), b"0000-00-")
+        && swar_ok(second, b"00t00:00")
+        && swar_ok(u64::from_le_bytes(*third), b"00:00:00"))
+    {
         return None;
     }
     let [

@@ -171,8 +171,7 @@ async fn broadcast_handler(
         // An error only means nobody is subscribed: publishing to no one is not a failure.
         let _ = state.tx.send(frame);
     }
-    Json(serde_json::json!({ "published": params.count, "recipients": recipients }))
-        .into_response()
+    Json(serde_json::json!({ "published": params.count, "recipients": recipients })).into_response()
 }
 
 async fn stats_handler(State(state): State<AppState>) -> Json<serde_json::Value> {

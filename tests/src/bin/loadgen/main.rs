@@ -385,7 +385,8 @@ async fn slow_reader(mut conn: Conn, shared: Arc<Shared>, mut resume: watch::Rec
                 match result {
                     Ok(Batch::Open) => {}
                     Ok(Batch::Closed(code)) => {
-                        break code.map_or_else(|| "close:none".to_owned(), |c| format!("close:{c}"));
+                        break code
+                            .map_or_else(|| "close:none".to_owned(), |c| format!("close:{c}"));
                     }
                     Err(e) => break e.label(),
                 }
@@ -512,13 +513,24 @@ fn header(scenario: &str, common: &Common, conns: usize) -> serde_json::Map<Stri
     map.insert("server".into(), json!(common.server_name));
     map.insert("client".into(), json!(common.client_name()));
     map.insert("conns".into(), json!(conns));
-    map.insert("unix_time".into(), json!(bench::unix_now_ns() / 1_000_000_000));
+    map.insert(
+        "unix_time".into(),
+        json!(bench::unix_now_ns() / 1_000_000_000),
+    );
     map
+}
+
+/// Now plus `limit`, or a year from now for a limit too large to add.
+fn deadline_after(limit: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(limit)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(now)
 }
 
 /// Polls `cond` every 20 ms until it holds or `limit` passes; returns whether it held.
 async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
+    let deadline = deadline_after(limit);
     loop {
         if cond() {
             return true;
@@ -549,14 +561,17 @@ async fn idle(args: IdleArgs) -> Result<(), BoxError> {
     let rss_after = rss_kib(common.pid);
     let pinged = shared.pinged.load(Ordering::Relaxed);
     let growth = rss_before.zip(rss_after).map(|(b, a)| a.saturating_sub(b));
-    let per_conn = growth.and_then(|g| (g * 1024).checked_div(pinged));
+    let per_conn = growth.and_then(|g| g.saturating_mul(1024).checked_div(pinged));
 
     let mut b2 = header("B2", common, args.conns);
     b2.extend([
         ("conns_ok".into(), json!(pool.ok)),
         ("conns_failed".into(), json!(pool.failed)),
         ("connect_errors".into(), json!(pool.errors)),
-        ("connects_per_sec".into(), json!(round1(pool.connects_per_sec()))),
+        (
+            "connects_per_sec".into(),
+            json!(round1(pool.connects_per_sec())),
+        ),
         ("pinged".into(), json!(pinged)),
         ("all_pinged".into(), json!(all_pinged)),
         ("ping_wait_ms".into(), json!(ping_wait.as_millis() as u64)),
@@ -570,7 +585,11 @@ async fn idle(args: IdleArgs) -> Result<(), BoxError> {
         "[{}] B2 idle memory: {pinged} of {} connections pinged ({}); RSS {} -> {} KiB: {} bytes per connection",
         common.server_name,
         pool.ok,
-        if all_pinged { "all" } else { "NOT ALL: timed out" },
+        if all_pinged {
+            "all"
+        } else {
+            "NOT ALL: timed out"
+        },
         show(rss_before),
         show(rss_after),
         show(per_conn),
@@ -583,7 +602,10 @@ async fn idle(args: IdleArgs) -> Result<(), BoxError> {
         tokio::time::sleep(Duration::from_secs(args.cpu_secs)).await;
         let secs = started.elapsed().as_secs_f64();
         let (server_pct, cpu_fields) = probe.finish();
-        let pings = shared.pings.load(Ordering::Relaxed) - pings_before;
+        let pings = shared
+            .pings
+            .load(Ordering::Relaxed)
+            .saturating_sub(pings_before);
         let open = shared.open.load(Ordering::Relaxed);
         let ping_rate = per_sec(pings, secs) / open.max(1) as f64;
         let mut b4 = header("B4", common, args.conns);
@@ -591,7 +613,10 @@ async fn idle(args: IdleArgs) -> Result<(), BoxError> {
             ("conns_ok".into(), json!(pool.ok)),
             ("window_secs".into(), json!(round1(secs))),
             ("pings".into(), json!(pings)),
-            ("pings_per_conn_per_sec".into(), json!((ping_rate * 100.0).round() / 100.0)),
+            (
+                "pings_per_conn_per_sec".into(),
+                json!((ping_rate * 100.0).round() / 100.0),
+            ),
             ("open_at_end".into(), json!(open)),
             ("ended".into(), json!(snapshot(&shared.ended))),
         ]);
@@ -635,11 +660,20 @@ impl CpuProbe {
         let fields = vec![
             ("server_cpu_pct".into(), json!(server.map(round2))),
             ("loadgen_cpu_pct".into(), json!(own.map(round1))),
-            ("server_core_busy_pct".into(), json!(core.map(|c| round1(c.0)))),
-            ("server_core_softirq_pct".into(), json!(core.map(|c| round1(c.1)))),
+            (
+                "server_core_busy_pct".into(),
+                json!(core.map(|c| round1(c.0))),
+            ),
+            (
+                "server_core_softirq_pct".into(),
+                json!(core.map(|c| round1(c.1))),
+            ),
         ];
         if own.is_some_and(|p| p > 90.0) {
-            eprintln!("warning: the load generator used {:.0}% of its core: it may be the limit", own.unwrap_or(0.0));
+            eprintln!(
+                "warning: the load generator used {:.0}% of its core: it may be the limit",
+                own.unwrap_or(0.0)
+            );
         }
         (server, fields)
     }
@@ -669,7 +703,7 @@ async fn fanout(args: FanoutArgs) -> Result<(), BoxError> {
     // The server subscribes a socket after its handshake completes: wait until it counts all of
     // them, or a broadcast could miss the last few.
     let addr = common.addr();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = deadline_after(Duration::from_secs(30));
     loop {
         match control::connections(addr).await {
             Ok(n) if n >= pool.ok => break,
@@ -684,11 +718,13 @@ async fn fanout(args: FanoutArgs) -> Result<(), BoxError> {
         }
     }
 
-    let fast = pool.ok - pool.slow_ok;
-    let expected = fast * u64::from(args.events);
+    let fast = pool.ok.saturating_sub(pool.slow_ok);
+    let expected = fast.saturating_mul(u64::from(args.events));
+    let bursts = args.warmup.saturating_add(args.rounds);
+    let slow_expected = u64::from(bursts).saturating_mul(u64::from(args.events));
     let mut rounds = Vec::new();
     let mut cpu = None;
-    for round in 0..args.warmup + args.rounds {
+    for round in 0..bursts {
         if round == args.warmup {
             shared.latency.reset();
             shared.burst_latency.reset();
@@ -698,7 +734,7 @@ async fn fanout(args: FanoutArgs) -> Result<(), BoxError> {
             cpu = Some(CpuProbe::start(common));
         }
         let base = shared.delivered.load(Ordering::Relaxed);
-        let target = base + expected;
+        let target = base.saturating_add(expected);
         shared.target.store(target, Ordering::Relaxed);
         let started_ns = bench::unix_now_ns();
         shared.burst_start_ns.store(started_ns, Ordering::Relaxed);
@@ -715,7 +751,10 @@ async fn fanout(args: FanoutArgs) -> Result<(), BoxError> {
             .await
             .is_ok()
         };
-        let delivered = shared.delivered.load(Ordering::Relaxed) - base;
+        let delivered = shared
+            .delivered
+            .load(Ordering::Relaxed)
+            .saturating_sub(base);
         let elapsed_ns = shared
             .last_recv_ns
             .load(Ordering::Relaxed)
@@ -739,9 +778,9 @@ async fn fanout(args: FanoutArgs) -> Result<(), BoxError> {
     let total_delivered: u64 = rounds.iter().map(|r| r.delivered).sum();
     let total_ns: u64 = rounds.iter().map(|r| r.elapsed_ns).sum();
     let rate = per_sec(total_delivered, total_ns as f64 / 1e9);
-    let round_rates: Vec<f64> = rounds
+    let round_rates: Vec<u64> = rounds
         .iter()
-        .map(|r| per_sec(r.delivered, r.elapsed_ns as f64 / 1e9).round())
+        .map(|r| per_sec(r.delivered, r.elapsed_ns as f64 / 1e9).round() as u64)
         .collect();
     let lat = &shared.latency;
     let burst = &shared.burst_latency;
@@ -762,10 +801,19 @@ async fn fanout(args: FanoutArgs) -> Result<(), BoxError> {
         ("rounds".into(), json!(args.rounds)),
         ("expected".into(), json!(total_expected)),
         ("delivered".into(), json!(total_delivered)),
-        ("missing".into(), json!(total_expected.saturating_sub(total_delivered))),
-        ("out_of_order".into(), json!(shared.out_of_order.load(Ordering::Relaxed))),
-        ("unmarked".into(), json!(shared.unmarked.load(Ordering::Relaxed))),
-        ("deliveries_per_sec".into(), json!(rate.round())),
+        (
+            "missing".into(),
+            json!(total_expected.saturating_sub(total_delivered)),
+        ),
+        (
+            "out_of_order".into(),
+            json!(shared.out_of_order.load(Ordering::Relaxed)),
+        ),
+        (
+            "unmarked".into(),
+            json!(shared.unmarked.load(Ordering::Relaxed)),
+        ),
+        ("deliveries_per_sec".into(), json!(rate.round() as u64)),
         ("round_rates".into(), json!(round_rates)),
         ("p50_us".into(), json!(micros(lat.quantile(0.5)))),
         ("p99_us".into(), json!(micros(lat.quantile(0.99)))),
@@ -789,8 +837,12 @@ async fn fanout(args: FanoutArgs) -> Result<(), BoxError> {
         .await;
         record.extend([
             ("slow".into(), json!(pool.slow_ok)),
+            ("slow_expected".into(), json!(slow_expected)),
             ("slow_rcvbuf".into(), json!(args.slow_rcvbuf)),
-            ("slow_frames".into(), json!(shared.slow_frames.load(Ordering::Relaxed))),
+            (
+                "slow_frames".into(),
+                json!(shared.slow_frames.load(Ordering::Relaxed)),
+            ),
             ("slow_end".into(), json!(snapshot(&shared.slow_end))),
         ]);
     }
@@ -812,10 +864,11 @@ async fn fanout(args: FanoutArgs) -> Result<(), BoxError> {
     );
     if pool.slow_ok > 0 {
         eprintln!(
-            "[{}] B5 slow consumers: {} read {} frames after resuming; ended {:?}; server RSS peak {} KiB",
+            "[{}] B5 slow consumers: {} read {} frames (of {} published to each) after resuming; ended {:?}; server RSS peak {} KiB",
             common.server_name,
             pool.slow_ok,
             shared.slow_frames.load(Ordering::Relaxed),
+            slow_expected,
             snapshot(&shared.slow_end),
             show(rss_peak),
         );
@@ -841,7 +894,7 @@ async fn upgrades(args: UpgradeArgs) -> Result<(), BoxError> {
     let params = Arc::new(common.params(None));
     let probe = CpuProbe::start(common);
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.secs);
+    let deadline = deadline_after(Duration::from_secs(args.secs));
     let limit = Duration::from_millis(common.connect_timeout_ms);
     let mut workers = Vec::new();
     for worker in 0..args.concurrency.max(1) {
@@ -880,7 +933,7 @@ async fn upgrades(args: UpgradeArgs) -> Result<(), BoxError> {
         ("upgrades".into(), json!(ok)),
         ("failed".into(), json!(failed)),
         ("errors".into(), json!(errors)),
-        ("upgrades_per_sec".into(), json!(rate.round())),
+        ("upgrades_per_sec".into(), json!(rate.round() as u64)),
     ]);
     record.extend(cpu_fields);
     emit(&Value::Object(record));

@@ -137,7 +137,8 @@ mod tests {
 
     #[test]
     fn core_line_is_found_by_its_exact_label() {
-        let text = "cpu  9 9 9 9 9 9 9 9 0 0\ncpu1 1 2 3 40 4 5 6 7 0 0\ncpu10 0 0 0 0 0 0 0 0 0 0\n";
+        let text =
+            "cpu  9 9 9 9 9 9 9 9 0 0\ncpu1 1 2 3 40 4 5 6 7 0 0\ncpu10 0 0 0 0 0 0 0 0 0 0\n";
         let times = parse_core_times(text, 1).expect("cpu1");
         assert_eq!(times.total, 68);
         assert_eq!(times.idle, 44);
@@ -145,7 +146,6 @@ mod tests {
         assert!(parse_core_times(text, 2).is_none());
         assert!(parse_core_times("cpu1 1 2\n", 1).is_none());
     }
-
 
     #[test]
     fn stat_fields_are_counted_after_the_command_name() {

@@ -89,6 +89,7 @@ const SPECS: &[Spec] = &[
             ("burst p99 us", "burst_p99_us"),
             ("missing", "missing"),
             ("slow frames", "slow_frames"),
+            ("of", "slow_expected"),
             ("slow end", "slow_end"),
             ("RSS peak KiB", "rss_peak_kib"),
         ],
@@ -124,7 +125,12 @@ pub fn run(args: &ReportArgs) -> Result<(), BoxError> {
 fn render(records: &[Value], reference: Option<&str>) -> String {
     let reference = reference
         .map(str::to_owned)
-        .or_else(|| records.first().and_then(|r| r["server"].as_str()).map(str::to_owned))
+        .or_else(|| {
+            records
+                .first()
+                .and_then(|r| r["server"].as_str())
+                .map(str::to_owned)
+        })
         .unwrap_or_default();
     let mut out = String::new();
     for spec in SPECS {
@@ -157,7 +163,11 @@ fn render(records: &[Value], reference: Option<&str>) -> String {
 }
 
 fn table(spec: &Spec, size: u64, rows: &[&Value], records: &[Value], reference: &str) -> String {
-    let unit = if spec.scenario == "B6" { "at once" } else { "conns" };
+    let unit = if spec.scenario == "B6" {
+        "at once"
+    } else {
+        "conns"
+    };
     let mut out = format!("{} ({size} {unit})\n", spec.title);
     let ref_value = rows
         .iter()
@@ -177,7 +187,11 @@ fn table(spec: &Spec, size: u64, rows: &[&Value], records: &[Value], reference: 
         let ratio = ref_value
             .zip(row[spec.headline].as_f64())
             .and_then(|(r, v)| {
-                let (num, den) = if spec.higher_is_better { (r, v) } else { (v, r) };
+                let (num, den) = if spec.higher_is_better {
+                    (r, v)
+                } else {
+                    (v, r)
+                };
                 (den > 0.0).then(|| num / den)
             });
         cells.push(ratio.map_or_else(|| "n/a".to_owned(), |x| format!("{x:.2}x")));
@@ -185,14 +199,26 @@ fn table(spec: &Spec, size: u64, rows: &[&Value], records: &[Value], reference: 
     }
     let columns = grid.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| grid.iter().filter_map(|r| r.get(c)).map(String::len).max().unwrap_or(0))
+        .map(|c| {
+            grid.iter()
+                .filter_map(|r| r.get(c))
+                .map(String::len)
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for row in &grid {
         let line: Vec<String> = row
             .iter()
             .zip(&widths)
             .enumerate()
-            .map(|(i, (cell, &w))| if i == 0 { format!("{cell:<w$}") } else { format!("{cell:>w$}") })
+            .map(|(i, (cell, &w))| {
+                if i == 0 {
+                    format!("{cell:<w$}")
+                } else {
+                    format!("{cell:>w$}")
+                }
+            })
             .collect();
         out.push_str("  ");
         out.push_str(line.join("  ").trim_end());
@@ -241,10 +267,19 @@ mod tests {
         ];
         let text = render(&records, None);
         assert!(text.contains("B2 idle memory (100 conns)"), "{text}");
-        assert!(text.contains("15.00x"), "memory: peer uses 15x more\n{text}");
-        assert!(text.contains("3.00x"), "fan-out: ours delivers 3x more\n{text}");
+        assert!(
+            text.contains("15.00x"),
+            "memory: peer uses 15x more\n{text}"
+        );
+        assert!(
+            text.contains("3.00x"),
+            "fan-out: ours delivers 3x more\n{text}"
+        );
         assert!(text.contains("B3 fan-out (500 conns)"), "{text}");
-        assert!(text.contains("n/a"), "no reference row for 500 conns\n{text}");
+        assert!(
+            text.contains("n/a"),
+            "no reference row for 500 conns\n{text}"
+        );
         let flipped = render(&records, Some("peer"));
         assert!(flipped.contains("0.07x"), "{flipped}");
     }
