@@ -33,9 +33,7 @@ use misar_proto::client::{
     InvalidMessage, RequestError,
 };
 use misar_proto::close::{Advice, ChannelKind, CloseCode, Disconnect, advise};
-use misar_proto::event::{
-    CampaignEvent, Cancelled, Completed, Decoder, Event, Failed, Progress,
-};
+use misar_proto::event::{CampaignEvent, Cancelled, Completed, Decoder, Event, Failed, Progress};
 use misar_proto::message::{Incoming, Message, ReceivedClose};
 use misar_proto::route::{CampaignId, Channel, Routes};
 
@@ -221,7 +219,7 @@ impl Frame {
         let frames = samples::frames();
         let pick = |index: u8| {
             frames
-                .get(usize::from(index) % frames.len())
+                .get(usize::from(index) % frames.len().max(1))
                 .cloned()
                 .unwrap_or_default()
         };
@@ -308,8 +306,7 @@ impl Body {
     /// The `error` field, when the body is a valid §2.3 rejection.
     fn expected_error(&self) -> Option<&'static str> {
         match self {
-            Body::Sample { index } => match usize::from(*index) % samples::REJECTION_BODIES.len()
-            {
+            Body::Sample { index } => match usize::from(*index) % samples::REJECTION_BODIES.len() {
                 0 => Some("unauthorized"),
                 1 => Some("forbidden"),
                 2 => Some("unavailable"),
@@ -588,11 +585,12 @@ impl Harness {
                 since,
                 until: self.now + self.config.close_grace,
             };
-            self.expected_transmits
-                .push_back(Message::Close(Some(misar_proto::close::CloseFrame {
+            self.expected_transmits.push_back(Message::Close(Some(
+                misar_proto::close::CloseFrame {
                     code: CloseCode::Normal,
                     reason: Default::default(),
-                })));
+                },
+            )));
         }
     }
 
@@ -619,11 +617,12 @@ impl Harness {
                     self.liveness = Some(self.now + self.window());
                     let item = match self.decoder.decode(self.kind(), &payload) {
                         Ok(event) => {
-                            if let Event::Campaign(campaign) = &event {
-                                if campaign.is_terminal() && !self.terminal_seen {
-                                    self.terminal_seen = true;
-                                    self.terminal_close = Some(self.now + self.config.close_grace);
-                                }
+                            if let Event::Campaign(campaign) = &event
+                                && campaign.is_terminal()
+                                && !self.terminal_seen
+                            {
+                                self.terminal_seen = true;
+                                self.terminal_close = Some(self.now + self.config.close_grace);
                             }
                             ClientEvent::Event(event)
                         }
@@ -633,8 +632,10 @@ impl Harness {
                 }
             }
             ClientOp::Binary { len } => {
-                self.session
-                    .handle_message(Incoming::Binary(Bytes::from(vec![0; usize::from(*len)])), self.now);
+                self.session.handle_message(
+                    Incoming::Binary(Bytes::from(vec![0; usize::from(*len)])),
+                    self.now,
+                );
                 if let Phase::Open { .. } = self.phase {
                     self.liveness = Some(self.now + self.window());
                     self.expected_events
@@ -655,8 +656,10 @@ impl Harness {
                 }
             }
             ClientOp::Pong { len } => {
-                self.session
-                    .handle_message(Incoming::Pong(Bytes::from(vec![b'q'; usize::from(*len)])), self.now);
+                self.session.handle_message(
+                    Incoming::Pong(Bytes::from(vec![b'q'; usize::from(*len)])),
+                    self.now,
+                );
                 if let Phase::Open { .. } = self.phase {
                     self.liveness = Some(self.now + self.window());
                 }
@@ -680,9 +683,9 @@ impl Harness {
                                 code,
                                 reason: Default::default(),
                             }),
-                            Some(Err(_)) => {
-                                Some(misar_proto::close::CloseFrame::new(CloseCode::ProtocolError))
-                            }
+                            Some(Err(_)) => Some(misar_proto::close::CloseFrame::new(
+                                CloseCode::ProtocolError,
+                            )),
                         };
                         self.end(disconnect, false);
                         self.expected_transmits.push_back(Message::Close(echo));
@@ -710,7 +713,10 @@ impl Harness {
                 }
             }
             ClientOp::Advance { amount, unit } => {
-                self.now = self.now.checked_add(unit.duration(*amount)).unwrap_or(self.now);
+                self.now = self
+                    .now
+                    .checked_add(unit.duration(*amount))
+                    .unwrap_or(self.now);
             }
             ClientOp::Timeout => self.timeout(),
             ClientOp::UntilDeadline => {
@@ -810,7 +816,8 @@ impl Harness {
     }
 
     fn response(&mut self, status: u16, body: &Body) {
-        let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
         let code = status.as_u16();
         let result = self
             .session
@@ -903,7 +910,10 @@ impl Harness {
         self.now += self.config.close_grace;
         self.apply(&ClientOp::Timeout);
         assert_eq!(self.session.state(), ClientState::Done);
-        assert_eq!(self.session.handshake_request().err(), Some(RequestError::Ended));
+        assert_eq!(
+            self.session.handshake_request().err(),
+            Some(RequestError::Ended)
+        );
         assert_eq!(self.session.poll_timeout(), None);
     }
 }

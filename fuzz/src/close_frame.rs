@@ -169,7 +169,11 @@ fn check_reason_text(text: &str) {
     } else {
         // The longest prefix that ends on a character boundary: a UTF-8 character is at most
         // four bytes, so at most three bytes short of the limit.
-        assert!(kept.len() > MAX_CLOSE_REASON_BYTES - 4, "kept {} bytes", kept.len());
+        assert!(
+            kept.len() > MAX_CLOSE_REASON_BYTES - 4,
+            "kept {} bytes",
+            kept.len()
+        );
     }
     assert_eq!(CloseReason::new(kept).as_ref(), Ok(&truncated));
 }

@@ -28,11 +28,7 @@ pub fn run(data: &[u8]) {
     let head = request::parse(data);
     check_credentials(&head.parts);
     let path = head.parts.uri.path();
-    let mut prefixes = vec![
-        Routes::default(),
-        Routes::new("/"),
-        Routes::new("/api/v2/"),
-    ];
+    let mut prefixes = vec![Routes::default(), Routes::new("/"), Routes::new("/api/v2/")];
     // A prefix made of the path's own directory, so that odd prefixes get matched too.
     if let Some((dir, _)) = head.raw_target.rsplit_once('/') {
         prefixes.push(Routes::new(dir));
@@ -177,7 +173,11 @@ fn check_route(routes: &Routes, path: &str) {
         Channel::Inbox => assert_eq!(path, format!("{prefix}/inbox")),
         Channel::Campaign(id) => {
             let text = id.as_str();
-            assert!((1..=128).contains(&text.len()), "campaign id of {} bytes", text.len());
+            assert!(
+                (1..=128).contains(&text.len()),
+                "campaign id of {} bytes",
+                text.len()
+            );
             assert!(
                 text.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),

@@ -17,7 +17,8 @@
 
 use misar_proto::close::ChannelKind;
 use misar_proto::event::{
-    Bounce, BounceType, CampaignEvent, DecodeError, Decoder, EmailReceived, Event, Failed, InboxEvent, Timestamp, decode, decode_campaign, decode_inbox,
+    Bounce, BounceType, CampaignEvent, DecodeError, Decoder, EmailReceived, Event, Failed,
+    InboxEvent, Timestamp, decode, decode_campaign, decode_inbox,
 };
 
 /// A limit small enough that the fuzzer crosses it often.
@@ -125,7 +126,11 @@ fn check_round_trip(event: Event, input: &[u8]) {
     assert_eq!(&channel_bytes, bytes);
 
     if unknown {
-        assert_eq!(&bytes[..], input, "an unknown event is written back as received");
+        assert_eq!(
+            &bytes[..],
+            input,
+            "an unknown event is written back as received"
+        );
     } else {
         let head = format!("{{\"type\":\"{}\"", event.type_name());
         assert!(
@@ -144,7 +149,10 @@ fn check_round_trip(event: Event, input: &[u8]) {
     if !unknown {
         let value: serde_json::Value = match serde_json::from_slice(bytes) {
             Ok(value) => value,
-            Err(e) => panic!("encoding is not JSON ({e}): {}", String::from_utf8_lossy(bytes)),
+            Err(e) => panic!(
+                "encoding is not JSON ({e}): {}",
+                String::from_utf8_lossy(bytes)
+            ),
         };
         assert_eq!(
             value.get("type").and_then(serde_json::Value::as_str),
@@ -175,7 +183,10 @@ fn check_timestamp(text: &str) {
         message_id: None,
         to: None,
     });
-    assert_eq!(decode(ChannelKind::Inbox, event.encode().bytes()), Ok(event));
+    assert_eq!(
+        decode(ChannelKind::Inbox, event.encode().bytes()),
+        Ok(event)
+    );
 }
 
 fn check_string_fields(text: &str) {

@@ -105,7 +105,10 @@ pub fn run(data: &[u8]) {
             Step::NeedsAuthentication(question) => {
                 assert_eq!(round, 0, "the key-check hook is asked first, once");
                 record.auth_asked += 1;
-                assert!(method_ok && origin_ok, "asked about a request that fails earlier checks");
+                assert!(
+                    method_ok && origin_ok,
+                    "asked about a request that fails earlier checks"
+                );
                 assert_eq!(route.as_ref(), Ok(question.channel()));
                 let Ok(credentials) = &credentials else {
                     panic!("hook asked about a request without valid credentials");
@@ -249,7 +252,9 @@ fn check_rejection(
         Rejection::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, None),
         Rejection::NotFound(_) => (StatusCode::NOT_FOUND, None),
         Rejection::OriginRefused => (StatusCode::FORBIDDEN, None),
-        Rejection::Unauthenticated(_) | Rejection::UnknownKey => (StatusCode::FORBIDDEN, Some(4401)),
+        Rejection::Unauthenticated(_) | Rejection::UnknownKey => {
+            (StatusCode::FORBIDDEN, Some(4401))
+        }
         Rejection::NotOwned => (StatusCode::FORBIDDEN, Some(4403)),
         Rejection::HookFailed => (StatusCode::SERVICE_UNAVAILABLE, None),
         other => panic!("unexpected rejection {other:?}"),
@@ -276,7 +281,10 @@ fn check_rejection(
     }
     match rejected.action() {
         RejectAction::UpgradeThenClose(close) => {
-            assert!(after_upgrade, "{reason:?} in {style:?} closed after the upgrade");
+            assert!(
+                after_upgrade,
+                "{reason:?} in {style:?} closed after the upgrade"
+            );
             assert_eq!(Some(close.code().as_u16()), close_code);
         }
         RejectAction::Respond(response) => {
@@ -297,7 +305,10 @@ fn check_rejection(
             );
             let text = String::from_utf8_lossy(response.body());
             for secret in &secrets {
-                assert!(!text.contains(secret.as_str()), "body repeats a key: {text}");
+                assert!(
+                    !text.contains(secret.as_str()),
+                    "body repeats a key: {text}"
+                );
             }
         }
         other => panic!("unexpected action {other:?}"),

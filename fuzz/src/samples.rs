@@ -1,9 +1,11 @@
 //! Example frames and bodies: the seeds of `event_decode`, and what the session targets pick
 //! from when they send an event, so the fuzzer reaches valid events without guessing JSON.
 
+use std::sync::OnceLock;
+
 use misar_proto::event::{
     Bounce, BounceType, CampaignCompleted, CampaignStarted, Cancelled, Complaint, Completed,
-    EmailReceived, Event, Failed, Progress, Timestamp, Unsubscribe,
+    EmailReceived, EncodedEvent, Event, Failed, Progress, Timestamp, Unsubscribe,
 };
 
 /// The protocol source's example events, as published (pretty-printed).
@@ -167,12 +169,24 @@ pub fn events() -> Vec<Event> {
 }
 
 /// Every sample frame: the protocol source's examples, the encoded events, the hand-written
-/// corners.
-pub fn frames() -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> = SEED_EXAMPLES.iter().map(|s| s.as_bytes().to_vec()).collect();
-    out.extend(events().iter().map(|e| e.encode().bytes().to_vec()));
-    out.extend(HAND_WRITTEN.iter().map(|s| s.as_bytes().to_vec()));
-    out
+/// corners. Built once (the session targets pick from it on every run).
+pub fn frames() -> &'static [Vec<u8>] {
+    static FRAMES: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    FRAMES.get_or_init(|| {
+        let mut out: Vec<Vec<u8>> = SEED_EXAMPLES
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        out.extend(encoded().iter().map(|e| e.bytes().to_vec()));
+        out.extend(HAND_WRITTEN.iter().map(|s| s.as_bytes().to_vec()));
+        out
+    })
+}
+
+/// [`events`], encoded once.
+pub fn encoded() -> &'static [EncodedEvent] {
+    static ENCODED: OnceLock<Vec<EncodedEvent>> = OnceLock::new();
+    ENCODED.get_or_init(|| events().iter().map(Event::encode).collect())
 }
 
 /// Bodies of refused handshakes (§2.3), valid and not.

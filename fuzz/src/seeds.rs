@@ -172,7 +172,11 @@ fn handshake() -> Vec<Seed> {
         ("accept-inbox-table", "00000", "inbox-bearer"),
         ("accept-campaign-table", "00000", "campaign-bearer"),
         ("campaign-not-owned", "00000", "campaign-percent-encoded"),
-        ("campaign-owned-by-table", "00100", "campaign-percent-encoded"),
+        (
+            "campaign-owned-by-table",
+            "00100",
+            "campaign-percent-encoded",
+        ),
         ("approve-any-inbox", "00100", "inbox-token"),
         ("unknown-key-http", "00200", "inbox-bearer"),
         ("unknown-key-close", "10200", "inbox-bearer"),
@@ -206,9 +210,9 @@ fn handshake() -> Vec<Seed> {
 
 fn event_decode() -> Vec<Seed> {
     let mut out: Vec<Seed> = samples::frames()
-        .into_iter()
+        .iter()
         .enumerate()
-        .map(|(i, frame)| seed("event_decode", format!("frame-{i:02}"), frame))
+        .map(|(i, frame)| seed("event_decode", format!("frame-{i:02}"), frame.clone()))
         .collect();
     for (i, text) in [
         "2026-05-27T10:15:00Z",
@@ -218,7 +222,11 @@ fn event_decode() -> Vec<Seed> {
     .iter()
     .enumerate()
     {
-        out.push(seed("event_decode", format!("timestamp-{i}"), text.as_bytes()));
+        out.push(seed(
+            "event_decode",
+            format!("timestamp-{i}"),
+            text.as_bytes(),
+        ));
     }
     out
 }
@@ -366,10 +374,13 @@ pub fn server_scenarios() -> Vec<(&'static str, ServerSetup, Vec<ServerOp>)> {
         (
             "ping-too-big",
             typical(Serve::Campaign),
-            vec![Ping { len: 126 }, PeerClose {
-                code: Some(1002),
-                reason_len: 0,
-            }],
+            vec![
+                Ping { len: 126 },
+                PeerClose {
+                    code: Some(1002),
+                    reason_len: 0,
+                },
+            ],
         ),
         (
             "revoke-refused-then-accepted",
@@ -594,7 +605,10 @@ pub fn client_scenarios() -> Vec<(&'static str, ClientSetup, Vec<ClientOp>)> {
                     frame: Frame::Cut { index: 6, at: 20 },
                 },
                 Text {
-                    frame: Frame::Junk { len: 70, byte: b'{' },
+                    frame: Frame::Junk {
+                        len: 70,
+                        byte: b'{',
+                    },
                 },
                 sample(1),
                 Ping { len: 4 },
@@ -609,7 +623,10 @@ pub fn client_scenarios() -> Vec<(&'static str, ClientSetup, Vec<ClientOp>)> {
                 },
                 Refuse {
                     status: 429,
-                    body: Body::Junk { len: 5000, byte: b' ' },
+                    body: Body::Junk {
+                        len: 5000,
+                        byte: b' ',
+                    },
                 },
             ],
         ),

@@ -37,7 +37,7 @@ use misar_proto::handshake::{
 use misar_proto::message::{Incoming, Message, ReceivedClose};
 use misar_proto::route::{CampaignId, Channel};
 use misar_proto::server::{
-    CloseCause, CloseSummary, EnqueueError, Ending, ServerConfig, ServerOutput, ServerSession,
+    CloseCause, CloseSummary, Ending, EnqueueError, ServerConfig, ServerOutput, ServerSession,
     SessionState,
 };
 
@@ -418,7 +418,11 @@ impl Harness {
         let config = setup.config();
         let session = match setup.serve {
             Serve::Inbox => ServerSession::new(
-                Accepted::for_tests(AccountId::from("acct"), Channel::Inbox, CredentialSource::Header),
+                Accepted::for_tests(
+                    AccountId::from("acct"),
+                    Channel::Inbox,
+                    CredentialSource::Header,
+                ),
                 config.clone(),
                 start,
             ),
@@ -521,7 +525,8 @@ impl Harness {
             ServerOp::Ping { len } => {
                 let payload = Bytes::from(vec![b'p'; usize::from(len)]);
                 let at = self.call_time();
-                self.session.handle_message(Incoming::Ping(payload.clone()), at);
+                self.session
+                    .handle_message(Incoming::Ping(payload.clone()), at);
                 if before == SessionState::Open {
                     if usize::from(len) > 125 {
                         self.bad_ping_seen = true;
@@ -537,11 +542,17 @@ impl Harness {
             }
             ServerOp::Pong { len } => {
                 let at = self.call_time();
-                self.session
-                    .handle_message(Incoming::Pong(Bytes::from(vec![b'q'; usize::from(len)])), at);
+                self.session.handle_message(
+                    Incoming::Pong(Bytes::from(vec![b'q'; usize::from(len)])),
+                    at,
+                );
                 if before == SessionState::Open {
                     self.last_pong = self.session_now;
-                    assert_eq!(self.state(), SessionState::Open, "a pong closed the session");
+                    assert_eq!(
+                        self.state(),
+                        SessionState::Open,
+                        "a pong closed the session"
+                    );
                 }
             }
             ServerOp::PeerClose { code, reason_len } => {
@@ -568,7 +579,10 @@ impl Harness {
                     self.transport_closed = true;
                 }
                 if before == SessionState::Open {
-                    assert_eq!(self.session.close_cause(), Some(CloseCause::TransportClosed));
+                    assert_eq!(
+                        self.session.close_cause(),
+                        Some(CloseCause::TransportClosed)
+                    );
                 }
             }
             ServerOp::Enqueue { class, len } => {
@@ -580,13 +594,16 @@ impl Harness {
                     Class::Progress => EventClass::Progress,
                     Class::Terminal => EventClass::Terminal,
                 };
-                self.enqueue(EncodedEvent::from_parts_for_tests(Bytes::from(payload), class));
+                self.enqueue(EncodedEvent::from_parts_for_tests(
+                    Bytes::from(payload),
+                    class,
+                ));
             }
             ServerOp::EnqueueEvent { sample } => {
-                let events = samples::events();
-                let index = usize::from(sample) % events.len();
+                let events = samples::encoded();
+                let index = usize::from(sample) % events.len().max(1);
                 if let Some(event) = events.get(index) {
-                    self.enqueue(event.encode());
+                    self.enqueue(event.clone());
                 }
             }
             ServerOp::Shutdown => {
@@ -601,11 +618,21 @@ impl Harness {
                 let code = CloseCode::from_wire(code).unwrap_or(CloseCode::GoingAway);
                 let revocation = matches!(code, CloseCode::Unauthorized | CloseCode::Forbidden);
                 let cause_before = self.session.close_cause();
+                // A refused revocation is a no-op, clock included: only an accepted one tells
+                // the session the time.
+                let session_now = self.session_now;
                 let at = self.call_time();
+                if !revocation {
+                    self.session_now = session_now;
+                }
                 let result = self.session.revoke(code, at);
                 assert_eq!(result.is_ok(), revocation, "revoke({code})");
                 if !revocation {
-                    assert_eq!(self.state(), before, "a refused revocation changed the state");
+                    assert_eq!(
+                        self.state(),
+                        before,
+                        "a refused revocation changed the state"
+                    );
                     assert_eq!(self.session.close_cause(), cause_before);
                 } else if before == SessionState::Open {
                     self.first_revoke = Some(code);
@@ -626,7 +653,10 @@ impl Harness {
                 }
             }
             ServerOp::Advance { amount, unit } => {
-                self.now = self.now.checked_add(unit.duration(amount)).unwrap_or(self.now);
+                self.now = self
+                    .now
+                    .checked_add(unit.duration(amount))
+                    .unwrap_or(self.now);
             }
             ServerOp::Timeout => self.timeout(),
             ServerOp::UntilDeadline => {
@@ -689,7 +719,10 @@ impl Harness {
             .and_then(|i| self.queue.events.get(i))
             .map(|(old, _)| old.len())
         {
-            Some(old) => (self.queue.events.len(), self.queue.bytes - old + bytes.len()),
+            Some(old) => (
+                self.queue.events.len(),
+                self.queue.bytes - old + bytes.len(),
+            ),
             None => (self.queue.events.len() + 1, self.queue.bytes + bytes.len()),
         };
         if events > self.config.max_queued_events || total > self.config.max_queued_bytes {
@@ -704,10 +737,10 @@ impl Harness {
             return;
         }
         assert_eq!(result, Ok(()), "enqueue refused within the bounds");
-        if let Some(index) = superseded {
-            if let Some((old, _)) = self.queue.events.remove(index) {
-                self.queue.bytes -= old.len();
-            }
+        if let Some(index) = superseded
+            && let Some((old, _)) = self.queue.events.remove(index)
+        {
+            self.queue.bytes -= old.len();
         }
         self.queue.bytes += bytes.len();
         self.queue.events.push_back((bytes, class));
@@ -883,10 +916,7 @@ impl Harness {
                 match message {
                     Message::Text(payload) => {
                         assert_eq!(before, SessionState::Open, "text while {before:?}");
-                        assert!(
-                            self.expected_pong.is_none(),
-                            "an event overtook the pong"
-                        );
+                        assert!(self.expected_pong.is_none(), "an event overtook the pong");
                         let Some((expected, class)) = self.queue.events.pop_front() else {
                             panic!("an event the model did not expect went out");
                         };
@@ -915,7 +945,11 @@ impl Harness {
                         assert_eq!(Some(payload), expected, "pong without its ping");
                     }
                     Message::Close(frame) => {
-                        assert_eq!(before, SessionState::Closing, "close frame while {before:?}");
+                        assert_eq!(
+                            before,
+                            SessionState::Closing,
+                            "close frame while {before:?}"
+                        );
                         assert!(!self.transport_closed, "close frame on a dead transport");
                         if let Some(frame) = &frame {
                             assert!(frame.reason.as_str().len() <= MAX_CLOSE_REASON_BYTES);
@@ -938,7 +972,10 @@ impl Harness {
             ServerOutput::DropTransport => {
                 assert_eq!(before, SessionState::Closing);
                 assert!(!self.drop_seen, "DropTransport twice");
-                assert!(!self.transport_closed, "DropTransport after the transport ended");
+                assert!(
+                    !self.transport_closed,
+                    "DropTransport after the transport ended"
+                );
                 self.drop_seen = true;
             }
             ServerOutput::Closed(summary) => {

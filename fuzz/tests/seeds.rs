@@ -226,9 +226,7 @@ fn client_scenarios_do_what_they_say() {
             .map(|(_, report)| report.clone())
             .unwrap_or_else(|| panic!("no scenario {wanted}"))
     };
-    let reconnect = |o: &ClientOutcome, p: Pace| {
-        matches!(o, ClientOutcome::Reconnect { pace, .. } if *pace == p)
-    };
+    let reconnect = |o: &ClientOutcome, p: Pace| matches!(o, ClientOutcome::Reconnect { pace, .. } if *pace == p);
 
     let inbox = get("inbox-events-reconnect-close");
     assert_eq!(inbox.outcomes.len(), 4, "{:?}", inbox.outcomes);
@@ -237,7 +235,12 @@ fn client_scenarios_do_what_they_say() {
     assert!(matches!(inbox.outcomes[3], ClientOutcome::Finish));
     assert_eq!(inbox.state, ClientState::Done);
     assert!(inbox.events >= 4);
-    assert!(inbox.transmitted.iter().any(|m| matches!(m, Message::Pong(_))));
+    assert!(
+        inbox
+            .transmitted
+            .iter()
+            .any(|m| matches!(m, Message::Pong(_)))
+    );
 
     let campaign = get("campaign-progress-then-completed");
     assert_eq!(campaign.outcomes, [ClientOutcome::Finish]);
@@ -265,7 +268,12 @@ fn client_scenarios_do_what_they_say() {
 
     let invalid = get("invalid-frames-and-codes");
     assert_eq!(invalid.events, 3);
-    assert!(!invalid.transmitted.iter().any(|m| matches!(m, Message::Pong(_))));
+    assert!(
+        !invalid
+            .transmitted
+            .iter()
+            .any(|m| matches!(m, Message::Pong(_)))
+    );
     assert_eq!(invalid.outcomes.len(), 3, "{:?}", invalid.outcomes);
     assert!(reconnect(&invalid.outcomes[2], Pace::Longer));
 

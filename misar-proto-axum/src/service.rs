@@ -71,7 +71,8 @@ impl MisarWs {
 
     /// The router serving `{prefix}/inbox` and `{prefix}/campaigns/{id}` (and answering
     /// anything else under the prefix with the protocol's 404), to `merge` into an app, or to
-    /// `nest` under a path (the prefix then counts from there).
+    /// `nest` under a path (the prefix then counts from there). With an empty prefix it serves
+    /// `/` and everything under it that the app's own routes do not match.
     pub fn router(&self) -> Router {
         self.router.clone()
     }
@@ -335,9 +336,9 @@ fn serve<A: Authorizer>(
                 | SubscribeError::ShuttingDown { retry_after } => {
                     Rejected::too_many_connections(retry_after_secs(*retry_after))
                 }
-                _ => Rejected::too_many_connections(retry_after_secs(
-                    inner.hub.config().retry_after,
-                )),
+                _ => {
+                    Rejected::too_many_connections(retry_after_secs(inner.hub.config().retry_after))
+                }
             };
             tracing::info!(
                 account = %accepted.account(),
@@ -371,8 +372,7 @@ fn serve<A: Authorizer>(
             async move {
                 let _guard = guard;
                 let session = ServerSession::new(accepted, config, Instant::now().into_std());
-                let end =
-                    serve_connection(AxumTransport::new(socket), session, feed, driver).await;
+                let end = serve_connection(AxumTransport::new(socket), session, feed, driver).await;
                 log_end(&end);
             }
             .instrument(span)
@@ -419,8 +419,7 @@ fn retry_after_secs(retry_after: Duration) -> u32 {
 fn shutting_down(hub: &Hub) -> Response {
     tracing::info!("refused: shutting down");
     http_response(
-        Rejected::too_many_connections(retry_after_secs(hub.config().retry_after))
-            .into_response(),
+        Rejected::too_many_connections(retry_after_secs(hub.config().retry_after)).into_response(),
     )
 }
 

@@ -50,7 +50,8 @@ struct Tracker {
 pub struct ShutdownReport {
     /// Upgraded connections open when the shutdown began.
     pub connections: usize,
-    /// Connections still open when the grace ran out; their sockets were dropped.
+    /// Connections still open when the grace ran out (no close handshake in time); their
+    /// sockets were dropped.
     pub dropped: usize,
 }
 
@@ -138,11 +139,11 @@ impl ShutdownHandle {
         let drained = tokio::time::timeout_at(deadline, idle.wait_for(|n| *n == 0))
             .await
             .is_ok_and(|result| result.is_ok());
-        let mut dropped = 0;
+        let mut left = 0;
         if !drained {
-            dropped = self.active_connections();
+            left = self.active_connections();
             tracing::warn!(
-                dropped,
+                left,
                 "grace period over: dropping connections that did not close"
             );
             tracker.stop.send_replace(true);
@@ -151,6 +152,9 @@ impl ShutdownHandle {
                 .await
                 .is_ok_and(|result| result.is_ok());
         }
+        // The hub's aborted connections are still counted here until their tasks end, so the
+        // larger of the two counts is the number of connections dropped.
+        let dropped = hub_report.remaining.max(left);
         tracing::info!(
             connections,
             dropped,

@@ -30,15 +30,23 @@ pub enum TransportError {
 /// Receiving maps every axum message to [`Incoming`] (a close frame keeps its raw code, so the
 /// session judges it). Sending maps [`Message`] to axum's; a text payload is checked for UTF-8
 /// once per send, which axum requires (the core's payloads always pass).
+///
+/// The WebSocket library answers pings and the peer's close frame by itself, so the session's
+/// pongs are not sent again, and its echo of a close the peer started is a no-op.
 #[derive(Debug)]
 pub struct AxumTransport {
     socket: WebSocket,
+    /// The peer's close frame arrived: the WebSocket library has already queued the echo.
+    peer_closed: bool,
 }
 
 impl AxumTransport {
     /// Wraps an upgraded socket.
     pub fn new(socket: WebSocket) -> Self {
-        Self { socket }
+        Self {
+            socket,
+            peer_closed: false,
+        }
     }
 
     /// The socket back.
@@ -89,9 +97,11 @@ impl Stream for AxumTransport {
     type Item = Result<Incoming, TransportError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.socket)
-            .poll_next(cx)
-            .map(|item| item.map(|result| result.map(incoming).map_err(TransportError::from)))
+        let item = std::task::ready!(Pin::new(&mut self.socket).poll_next(cx));
+        if let Some(Ok(ws::Message::Close(_))) = &item {
+            self.peer_closed = true;
+        }
+        Poll::Ready(item.map(|result| result.map(incoming).map_err(TransportError::from)))
     }
 }
 
@@ -105,6 +115,12 @@ impl Sink<Message> for AxumTransport {
     }
 
     fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+        match &item {
+            // Already answered by the WebSocket library.
+            Message::Pong(_) => return Ok(()),
+            Message::Close(_) if self.peer_closed => return Ok(()),
+            _ => {}
+        }
         let message = outgoing(item)?;
         Pin::new(&mut self.socket)
             .start_send(message)

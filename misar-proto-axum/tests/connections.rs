@@ -54,7 +54,9 @@ fn text_of(bytes: &bytes::Bytes) -> String {
 #[tokio::test]
 async fn inbox_events_arrive_intact_in_order_and_only_to_their_account() {
     let server = TestServer::start().await;
-    let mut alice_header = server.connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)]).await;
+    let mut alice_header = server
+        .connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)])
+        .await;
     let mut alice_query = server
         .connect(&format!("/mail/ws/inbox?token={ALICE_KEY}"), &[])
         .await;
@@ -96,10 +98,16 @@ async fn a_campaign_channel_ends_with_1000_after_its_terminal_event() {
         .await
         .unwrap();
     let mut socket = server
-        .connect(&format!("/mail/ws/campaigns/{ALICE_CAMPAIGN}"), &[&bearer(ALICE_KEY)])
+        .connect(
+            &format!("/mail/ws/campaigns/{ALICE_CAMPAIGN}"),
+            &[&bearer(ALICE_KEY)],
+        )
         .await;
     let first = next_text(&mut socket).await;
-    assert_eq!(first, text_of(progress(ALICE_CAMPAIGN, 10).encode().bytes()));
+    assert_eq!(
+        first,
+        text_of(progress(ALICE_CAMPAIGN, 10).encode().bytes())
+    );
 
     for sent in [20, 30, 40] {
         server
@@ -120,7 +128,11 @@ async fn a_campaign_channel_ends_with_1000_after_its_terminal_event() {
     // Progress may be coalesced, never reordered.
     let sent: Vec<u64> = progresses
         .iter()
-        .map(|t| serde_json::from_str::<serde_json::Value>(t).unwrap()["sent"].as_u64().unwrap())
+        .map(|t| {
+            serde_json::from_str::<serde_json::Value>(t).unwrap()["sent"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert!(sent.windows(2).all(|w| w[0] < w[1]), "{sent:?}");
     assert!(sent.last().is_none_or(|&s| s == 40), "{sent:?}");
@@ -133,13 +145,18 @@ async fn pings_are_sent_and_an_answering_client_stays_connected() {
             .pong_timeout(Duration::from_millis(60))
     })
     .await;
-    let mut socket = server.connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)]).await;
+    let mut socket = server
+        .connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)])
+        .await;
     // tungstenite answers each ping while we read; ten pings span several pong timeouts.
     let mut pings = 0;
     while pings < 10 {
-        match tokio::time::timeout(Duration::from_secs(5), futures_util::StreamExt::next(&mut socket))
-            .await
-            .expect("a ping within 5 s")
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            futures_util::StreamExt::next(&mut socket),
+        )
+        .await
+        .expect("a ping within 5 s")
         {
             Some(Ok(WsMessage::Ping(_))) => pings += 1,
             Some(Ok(WsMessage::Close(frame))) => panic!("closed: {frame:?}"),
@@ -152,7 +169,10 @@ async fn pings_are_sent_and_an_answering_client_stays_connected() {
 
 /// Reads raw server frames (never masked) without ever answering; returns the opcodes seen
 /// and the close code.
-async fn silent_client(stream: &mut tokio::net::TcpStream, mut buffer: Vec<u8>) -> (Vec<u8>, Option<u16>) {
+async fn silent_client(
+    stream: &mut tokio::net::TcpStream,
+    mut buffer: Vec<u8>,
+) -> (Vec<u8>, Option<u16>) {
     let mut opcodes = Vec::new();
     loop {
         // Parse every complete frame in the buffer.
@@ -162,7 +182,9 @@ async fn silent_client(stream: &mut tokio::net::TcpStream, mut buffer: Vec<u8>) 
             }
             let opcode = buffer[0] & 0x0F;
             let (len, header) = match buffer[1] & 0x7F {
-                126 if buffer.len() >= 4 => (u16::from_be_bytes([buffer[2], buffer[3]]) as usize, 4),
+                126 if buffer.len() >= 4 => {
+                    (u16::from_be_bytes([buffer[2], buffer[3]]) as usize, 4)
+                }
                 126 | 127 => break,
                 n => (n as usize, 2),
             };
@@ -172,7 +194,8 @@ async fn silent_client(stream: &mut tokio::net::TcpStream, mut buffer: Vec<u8>) 
             let payload: Vec<u8> = buffer.drain(..header + len).skip(header).collect();
             opcodes.push(opcode);
             if opcode == 0x8 {
-                let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                let code =
+                    (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
                 return (opcodes, code);
             }
         }
@@ -199,9 +222,10 @@ async fn a_silent_client_is_closed_with_1001() {
     .await;
     assert_eq!(response.status, 101);
     let (mut stream, rest) = upgraded.unwrap();
-    let (opcodes, code) = tokio::time::timeout(Duration::from_secs(5), silent_client(&mut stream, rest))
-        .await
-        .expect("closed within 5 s");
+    let (opcodes, code) =
+        tokio::time::timeout(Duration::from_secs(5), silent_client(&mut stream, rest))
+            .await
+            .expect("closed within 5 s");
     assert_eq!(opcodes.first(), Some(&0x9), "a ping first: {opcodes:?}");
     assert_eq!(code, Some(1001), "{opcodes:?}");
 }
@@ -209,12 +233,22 @@ async fn a_silent_client_is_closed_with_1001() {
 #[tokio::test]
 async fn a_client_message_over_4_kib_is_closed_with_1009() {
     let server = TestServer::start().await;
-    let mut socket = server.connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)]).await;
-    socket.send(WsMessage::text("x".repeat(4097))).await.unwrap();
+    let mut socket = server
+        .connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)])
+        .await;
+    socket
+        .send(WsMessage::text("x".repeat(4097)))
+        .await
+        .unwrap();
     assert_eq!(read_until_close(&mut socket).await.1, Some(1009));
     // At the limit, a message is ignored.
-    let mut socket = server.connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)]).await;
-    socket.send(WsMessage::text("x".repeat(4096))).await.unwrap();
+    let mut socket = server
+        .connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)])
+        .await;
+    socket
+        .send(WsMessage::text("x".repeat(4096)))
+        .await
+        .unwrap();
     socket.close(None).await.unwrap();
     let (_, close) = read_until_close(&mut socket).await;
     assert_ne!(close, Some(1009));
@@ -223,7 +257,9 @@ async fn a_client_message_over_4_kib_is_closed_with_1009() {
 #[tokio::test]
 async fn too_many_client_messages_are_closed_with_1008() {
     let server = TestServer::start().await;
-    let mut socket = server.connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)]).await;
+    let mut socket = server
+        .connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)])
+        .await;
     for _ in 0..40 {
         if socket.feed(WsMessage::text("hi")).await.is_err() {
             break;
@@ -238,11 +274,18 @@ async fn connections_per_account_are_limited_with_429() {
     let mut config = hub_config();
     config.max_connections_per_account = 2;
     let server = TestServer::start_with(config, |b| b).await;
-    let _a = server.connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)]).await;
-    let _b = server
-        .connect(&format!("/mail/ws/campaigns/{ALICE_CAMPAIGN}"), &[&bearer(ALICE_KEY)])
+    let _a = server
+        .connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)])
         .await;
-    let response = server.refused("/mail/ws/inbox", &[&bearer(ALICE_KEY)]).await;
+    let _b = server
+        .connect(
+            &format!("/mail/ws/campaigns/{ALICE_CAMPAIGN}"),
+            &[&bearer(ALICE_KEY)],
+        )
+        .await;
+    let response = server
+        .refused("/mail/ws/inbox", &[&bearer(ALICE_KEY)])
+        .await;
     assert_eq!(response.status, 429);
     assert_eq!(response.header("cache-control"), Some("no-store"));
     assert_eq!(response.json()["error"], "too_many_connections");
@@ -256,7 +299,9 @@ async fn total_connections_are_limited_with_503_and_retry_after() {
     config.max_connections = 2;
     config.retry_after = Duration::from_secs(7);
     let server = TestServer::start_with(config, |b| b).await;
-    let _a = server.connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)]).await;
+    let _a = server
+        .connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)])
+        .await;
     let _b = server.connect("/mail/ws/inbox", &[&bearer(BOB_KEY)]).await;
     let response = server.refused("/mail/ws/inbox", &[&bearer(BOB_KEY)]).await;
     assert_eq!(response.status, 503);
@@ -267,7 +312,9 @@ async fn total_connections_are_limited_with_503_and_retry_after() {
 #[tokio::test]
 async fn an_inbound_message_over_the_websocket_limit_ends_the_connection() {
     let server = TestServer::start().await;
-    let mut socket = server.connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)]).await;
+    let mut socket = server
+        .connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)])
+        .await;
     // Over the 64 KiB max message: the WebSocket layer refuses it without buffering it all.
     let _ = socket.send(WsMessage::binary(vec![0u8; 100 << 10])).await;
     let (_, close) = read_until_close(&mut socket).await;
@@ -277,7 +324,9 @@ async fn an_inbound_message_over_the_websocket_limit_ends_the_connection() {
 #[tokio::test]
 async fn revoking_an_account_closes_its_connections_with_4401() {
     let server = TestServer::start().await;
-    let mut alice = server.connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)]).await;
+    let mut alice = server
+        .connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)])
+        .await;
     let mut bob = server.connect("/mail/ws/inbox", &[&bearer(BOB_KEY)]).await;
     server.hub.revoke(&AccountId::from("alice"));
     assert_eq!(read_until_close(&mut alice).await.1, Some(4401));
@@ -287,5 +336,8 @@ async fn revoking_an_account_closes_its_connections_with_4401() {
         .publish_inbox(&AccountId::from("bob"), &email(1))
         .await
         .unwrap();
-    assert_eq!(next_text(&mut bob).await, text_of(email(1).encode().bytes()));
+    assert_eq!(
+        next_text(&mut bob).await,
+        text_of(email(1).encode().bytes())
+    );
 }

@@ -18,7 +18,10 @@ fn assert_refusal(response: &RawResponse, status: u16, error: &str, close_code: 
     match close_code {
         Some(code) => {
             assert_eq!(body["closeCode"], code, "{body}");
-            assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+            assert!(
+                body["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "{body}"
+            );
         }
         None => assert!(body.get("closeCode").is_none(), "{body}"),
     }
@@ -38,7 +41,10 @@ async fn both_channels_upgrade() {
         .connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)])
         .await;
     server
-        .connect(&format!("/mail/ws/campaigns/{ALICE_CAMPAIGN}"), &[&bearer(ALICE_KEY)])
+        .connect(
+            &format!("/mail/ws/campaigns/{ALICE_CAMPAIGN}"),
+            &[&bearer(ALICE_KEY)],
+        )
         .await;
     assert_eq!(server.auth.checks(), (2, 1));
 }
@@ -97,7 +103,9 @@ async fn the_prefix_is_configurable() {
         .await;
     assert_refusal(&response, 404, "not_found", None);
     // The default prefix is not served any more (axum's own 404: not our route).
-    let response = server.refused("/mail/ws/inbox", &[&bearer(ALICE_KEY)]).await;
+    let response = server
+        .refused("/mail/ws/inbox", &[&bearer(ALICE_KEY)])
+        .await;
     assert_eq!(response.status, 404);
 }
 
@@ -121,7 +129,14 @@ async fn the_router_can_be_nested() {
 #[tokio::test]
 async fn other_methods_get_405() {
     let server = TestServer::start().await;
-    let response = request(server.addr, "POST", "/mail/ws/inbox", &[&bearer(ALICE_KEY)], b"").await;
+    let response = request(
+        server.addr,
+        "POST",
+        "/mail/ws/inbox",
+        &[&bearer(ALICE_KEY)],
+        b"",
+    )
+    .await;
     assert_eq!(response.status, 405);
     assert_eq!(response.header("allow"), Some("GET"));
     assert_eq!(server.auth.checks(), (0, 0));
@@ -130,7 +145,14 @@ async fn other_methods_get_405() {
 #[tokio::test]
 async fn an_authorized_request_that_is_not_an_upgrade_gets_426() {
     let server = TestServer::start().await;
-    let response = request(server.addr, "GET", "/mail/ws/inbox", &[&bearer(ALICE_KEY)], b"").await;
+    let response = request(
+        server.addr,
+        "GET",
+        "/mail/ws/inbox",
+        &[&bearer(ALICE_KEY)],
+        b"",
+    )
+    .await;
     assert_eq!(response.status, 426);
     assert_eq!(response.header("upgrade"), Some("websocket"));
     assert_eq!(server.connections(), 0, "no hub slot taken");
@@ -143,7 +165,10 @@ async fn header_and_query_credentials_are_accepted() {
     let server = TestServer::start().await;
     for scheme in ["Bearer", "bearer", "BEARER"] {
         server
-            .connect("/mail/ws/inbox", &[&format!("Authorization: {scheme} {ALICE_KEY}")])
+            .connect(
+                "/mail/ws/inbox",
+                &[&format!("Authorization: {scheme} {ALICE_KEY}")],
+            )
             .await;
     }
     server
@@ -156,7 +181,10 @@ async fn header_and_query_credentials_are_accepted() {
         .await;
     // The same key in both places.
     server
-        .connect(&format!("/mail/ws/inbox?token={ALICE_KEY}"), &[&bearer(ALICE_KEY)])
+        .connect(
+            &format!("/mail/ws/inbox?token={ALICE_KEY}"),
+            &[&bearer(ALICE_KEY)],
+        )
         .await;
 }
 
@@ -166,14 +194,38 @@ async fn ambiguous_or_malformed_credentials_are_refused_without_asking_the_hook(
     let too_long = format!("msk_{}", "k".repeat(253));
     let cases: Vec<(String, Vec<String>)> = vec![
         ("/mail/ws/inbox".into(), vec![]),
-        (format!("/mail/ws/inbox?token={BOB_KEY}"), vec![bearer(ALICE_KEY)]),
-        ("/mail/ws/inbox".into(), vec![bearer(ALICE_KEY), bearer(ALICE_KEY)]),
-        (format!("/mail/ws/inbox?token={ALICE_KEY}&token={ALICE_KEY}"), vec![]),
-        ("/mail/ws/inbox".into(), vec![format!("Authorization: Basic {ALICE_KEY}")]),
-        ("/mail/ws/inbox".into(), vec!["Authorization: Bearer".into()]),
-        ("/mail/ws/inbox".into(), vec!["Authorization: Bearer sk_live_123".into()]),
-        ("/mail/ws/inbox".into(), vec!["Authorization: Bearer msk_".into()]),
-        ("/mail/ws/inbox".into(), vec!["Authorization: Bearer msk_bad.key".into()]),
+        (
+            format!("/mail/ws/inbox?token={BOB_KEY}"),
+            vec![bearer(ALICE_KEY)],
+        ),
+        (
+            "/mail/ws/inbox".into(),
+            vec![bearer(ALICE_KEY), bearer(ALICE_KEY)],
+        ),
+        (
+            format!("/mail/ws/inbox?token={ALICE_KEY}&token={ALICE_KEY}"),
+            vec![],
+        ),
+        (
+            "/mail/ws/inbox".into(),
+            vec![format!("Authorization: Basic {ALICE_KEY}")],
+        ),
+        (
+            "/mail/ws/inbox".into(),
+            vec!["Authorization: Bearer".into()],
+        ),
+        (
+            "/mail/ws/inbox".into(),
+            vec!["Authorization: Bearer sk_live_123".into()],
+        ),
+        (
+            "/mail/ws/inbox".into(),
+            vec!["Authorization: Bearer msk_".into()],
+        ),
+        (
+            "/mail/ws/inbox".into(),
+            vec!["Authorization: Bearer msk_bad.key".into()],
+        ),
         ("/mail/ws/inbox".into(), vec![bearer(&too_long)]),
         ("/mail/ws/inbox?token=".into(), vec![]),
         ("/mail/ws/inbox?token=msk_a%20b".into(), vec![]),
@@ -194,7 +246,9 @@ async fn an_unknown_key_is_refused_after_the_hook() {
         .refused("/mail/ws/inbox", &[&bearer("msk_unknown_key")])
         .await;
     assert_refusal(&response, 403, "unauthorized", Some(4401));
-    let response = server.refused("/mail/ws/inbox?token=msk_unknown_key", &[]).await;
+    let response = server
+        .refused("/mail/ws/inbox?token=msk_unknown_key", &[])
+        .await;
     assert_refusal(&response, 403, "unauthorized", Some(4401));
     assert_eq!(server.auth.checks(), (2, 0));
 }
@@ -203,7 +257,10 @@ async fn an_unknown_key_is_refused_after_the_hook() {
 async fn foreign_and_unknown_campaigns_get_the_same_answer() {
     let server = TestServer::start().await;
     let foreign = server
-        .refused(&format!("/mail/ws/campaigns/{BOB_CAMPAIGN}"), &[&bearer(ALICE_KEY)])
+        .refused(
+            &format!("/mail/ws/campaigns/{BOB_CAMPAIGN}"),
+            &[&bearer(ALICE_KEY)],
+        )
         .await;
     let unknown = server
         .refused("/mail/ws/campaigns/no-such-campaign", &[&bearer(ALICE_KEY)])
@@ -218,12 +275,17 @@ async fn foreign_and_unknown_campaigns_get_the_same_answer() {
 async fn a_failing_hook_fails_closed_with_503() {
     let server = TestServer::start().await;
     server.auth.fail_keys.store(true, Ordering::SeqCst);
-    let response = server.refused("/mail/ws/inbox", &[&bearer(ALICE_KEY)]).await;
+    let response = server
+        .refused("/mail/ws/inbox", &[&bearer(ALICE_KEY)])
+        .await;
     assert_refusal(&response, 503, "unavailable", None);
     server.auth.fail_keys.store(false, Ordering::SeqCst);
     server.auth.fail_ownership.store(true, Ordering::SeqCst);
     let response = server
-        .refused(&format!("/mail/ws/campaigns/{ALICE_CAMPAIGN}"), &[&bearer(ALICE_KEY)])
+        .refused(
+            &format!("/mail/ws/campaigns/{ALICE_CAMPAIGN}"),
+            &[&bearer(ALICE_KEY)],
+        )
         .await;
     assert_refusal(&response, 503, "unavailable", None);
     // Also in the close style: a failure is never delivered as an upgrade.
@@ -244,15 +306,27 @@ async fn the_origin_allowlist() {
     })
     .await;
     server
-        .connect("/mail/ws/inbox", &[&bearer(ALICE_KEY), "Origin: https://app.example.com"])
+        .connect(
+            "/mail/ws/inbox",
+            &[&bearer(ALICE_KEY), "Origin: https://app.example.com"],
+        )
         .await;
     // Not a browser: no Origin, allowed.
-    server.connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)]).await;
+    server
+        .connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)])
+        .await;
     let response = server
-        .refused("/mail/ws/inbox", &[&bearer(ALICE_KEY), "Origin: https://evil.example"])
+        .refused(
+            "/mail/ws/inbox",
+            &[&bearer(ALICE_KEY), "Origin: https://evil.example"],
+        )
         .await;
     assert_refusal(&response, 403, "origin_forbidden", None);
-    assert_eq!(server.auth.checks(), (2, 0), "a refused origin asks no hook");
+    assert_eq!(
+        server.auth.checks(),
+        (2, 0),
+        "a refused origin asks no hook"
+    );
 }
 
 // ----- §2.3 rejection styles -----
@@ -266,9 +340,21 @@ async fn close_after_upgrade_closes_with_4401_and_4403() {
     for (path, headers, code) in [
         ("/mail/ws/inbox".to_owned(), vec![], 4401),
         ("/mail/ws/inbox?token=msk_unknown".to_owned(), vec![], 4401),
-        ("/mail/ws/inbox".to_owned(), vec![bearer("msk_unknown")], 4401),
-        (format!("/mail/ws/campaigns/{BOB_CAMPAIGN}?token={ALICE_KEY}"), vec![], 4403),
-        (format!("/mail/ws/campaigns/{BOB_CAMPAIGN}"), vec![bearer(ALICE_KEY)], 4403),
+        (
+            "/mail/ws/inbox".to_owned(),
+            vec![bearer("msk_unknown")],
+            4401,
+        ),
+        (
+            format!("/mail/ws/campaigns/{BOB_CAMPAIGN}?token={ALICE_KEY}"),
+            vec![],
+            4403,
+        ),
+        (
+            format!("/mail/ws/campaigns/{BOB_CAMPAIGN}"),
+            vec![bearer(ALICE_KEY)],
+            4403,
+        ),
     ] {
         let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
         let mut socket = server.connect(&path, &headers).await;
@@ -282,7 +368,14 @@ async fn close_after_upgrade_closes_with_4401_and_4403() {
     let response = server.refused("/mail/ws/nope?token=msk_unknown", &[]).await;
     assert_refusal(&response, 404, "not_found", None);
     // A request that cannot be upgraded gets the HTTP form.
-    let response = request(server.addr, "GET", "/mail/ws/inbox?token=msk_unknown", &[], b"").await;
+    let response = request(
+        server.addr,
+        "GET",
+        "/mail/ws/inbox?token=msk_unknown",
+        &[],
+        b"",
+    )
+    .await;
     assert_refusal(&response, 403, "unauthorized", Some(4401));
 }
 
@@ -290,16 +383,26 @@ async fn close_after_upgrade_closes_with_4401_and_4403() {
 async fn auto_style_closes_for_query_clients_and_answers_http_to_header_clients() {
     let server =
         TestServer::start_with(hub_config(), |b| b.rejection_style(RejectionStyle::Auto)).await;
-    let mut socket = server.connect("/mail/ws/inbox?token=msk_unknown", &[]).await;
+    let mut socket = server
+        .connect("/mail/ws/inbox?token=msk_unknown", &[])
+        .await;
     assert_eq!(read_until_close(&mut socket).await.1, Some(4401));
     let mut socket = server
-        .connect(&format!("/mail/ws/campaigns/{BOB_CAMPAIGN}?token={ALICE_KEY}"), &[])
+        .connect(
+            &format!("/mail/ws/campaigns/{BOB_CAMPAIGN}?token={ALICE_KEY}"),
+            &[],
+        )
         .await;
     assert_eq!(read_until_close(&mut socket).await.1, Some(4403));
-    let response = server.refused("/mail/ws/inbox", &[&bearer("msk_unknown")]).await;
+    let response = server
+        .refused("/mail/ws/inbox", &[&bearer("msk_unknown")])
+        .await;
     assert_refusal(&response, 403, "unauthorized", Some(4401));
     let response = server
-        .refused(&format!("/mail/ws/campaigns/{BOB_CAMPAIGN}"), &[&bearer(ALICE_KEY)])
+        .refused(
+            &format!("/mail/ws/campaigns/{BOB_CAMPAIGN}"),
+            &[&bearer(ALICE_KEY)],
+        )
         .await;
     assert_refusal(&response, 403, "forbidden", Some(4403));
     // No credentials at all: nothing says it is a browser, so HTTP.

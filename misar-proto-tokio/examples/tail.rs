@@ -151,6 +151,8 @@ async fn run(mut updates: Updates, target: &Target, json: bool) -> ExitCode {
         }
     });
     let mut connections = 0u64;
+    // Whether the hint about a failed connection's reason was given.
+    let mut hinted = false;
     loop {
         let update = tokio::select! {
             biased;
@@ -180,13 +182,23 @@ async fn run(mut updates: Updates, target: &Target, json: bool) -> ExitCode {
                 cause,
                 after,
                 attempt,
-            })) => out.note(&format!(
-                "{}; reconnecting in {} (attempt {attempt})",
-                describe_disconnect(&cause),
-                seconds(after)
-            )),
+            })) => {
+                let hint = if cause == Disconnect::ConnectFailed && !hinted {
+                    hinted = true;
+                    " (RUST_LOG=misar_proto_tokio=debug shows why)"
+                } else {
+                    ""
+                };
+                out.note(&format!(
+                    "{}{hint}; reconnecting in {} (attempt {attempt})",
+                    describe_disconnect(&cause),
+                    seconds(after)
+                ));
+            }
             Some(Ok(Update::Invalid { error, .. })) => {
-                out.note(&format!("ignoring a message that is not a valid event: {error}"));
+                out.note(&format!(
+                    "ignoring a message that is not a valid event: {error}"
+                ));
             }
             Some(Ok(Update::Event { event, raw })) => {
                 if let Err(error) = out.event(&event, &raw) {
@@ -262,16 +274,13 @@ impl Output {
 
     fn show_progress(&mut self, progress: &Progress) {
         let bar = self.bar.get_or_insert_with(|| {
-            let style = ProgressStyle::with_template(
-                "{msg} [{bar:30}] {pos}/{len} ({percent}%)",
-            )
-            .map(|style| style.progress_chars("=> "))
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            let style = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({percent}%)")
+                .map(|style| style.progress_chars("=> "))
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
             ProgressBar::with_draw_target(Some(progress.total), ProgressDrawTarget::stdout())
                 .with_style(style)
         });
-        bar.set_length(progress.total);
-        bar.set_position(progress.sent);
+        // Message first, position last: each call may redraw.
         bar.set_message(format!(
             "{}: delivered {}, bounced {}, opened {}",
             clean(&progress.campaign_id),
@@ -279,6 +288,8 @@ impl Output {
             progress.bounced,
             progress.opened
         ));
+        bar.set_length(progress.total);
+        bar.set_position(progress.sent);
     }
 
     fn finish(&mut self) {
@@ -519,7 +530,9 @@ fn describe_error(error: &SubscriptionError) -> String {
             } else {
                 ""
             };
-            format!("the server refused the connection with HTTP {status}{detail}; not retrying.{hint}")
+            format!(
+                "the server refused the connection with HTTP {status}{detail}; not retrying.{hint}"
+            )
         }
         SubscriptionError::Closed {
             code,
@@ -540,7 +553,9 @@ fn describe_error(error: &SubscriptionError) -> String {
             } else {
                 format!(" (server said: {})", clean(reason))
             };
-            format!("the server closed the connection with {code} — {meaning}{reason}; not retrying.")
+            format!(
+                "the server closed the connection with {code} — {meaning}{reason}; not retrying."
+            )
         }
         other => format!("{other}"),
     }

@@ -421,7 +421,11 @@ async fn undecodable_messages_do_not_end_the_stream() {
     // As updates: each one is reported, with what was received.
     let mut updates = client.subscribe_inbox().updates();
     expect_connected(&mut updates).await;
-    for expected in [&b"not json"[..], br#"{"type":"email_received","from":1}"#, b"\x00\x01"] {
+    for expected in [
+        &b"not json"[..],
+        br#"{"type":"email_received","from":1}"#,
+        b"\x00\x01",
+    ] {
         match updates.next().await {
             Some(Ok(Update::Invalid { raw, .. })) => assert_eq!(raw.as_ref(), expected),
             other => panic!("expected Invalid, got {other:?}"),
@@ -501,7 +505,12 @@ async fn reconnect_policy_up_to_counts_attempts_in_a_row() {
         for _ in 0..3 {
             server.reject(502, "").await;
         }
-        assert!(server.next_attempt(Duration::from_secs(120)).await.is_none());
+        assert!(
+            server
+                .next_attempt(Duration::from_secs(120))
+                .await
+                .is_none()
+        );
     });
 
     let mut updates = client.subscribe_inbox().updates();

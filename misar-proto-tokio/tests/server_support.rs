@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -79,10 +80,12 @@ pub fn campaign_request(account: &str, campaign: &str) -> Accepted {
     .unwrap()
 }
 
+/// A campaign id (must be valid).
 pub fn campaign(id: &str) -> CampaignId {
     CampaignId::new(id).unwrap()
 }
 
+/// An account id.
 pub fn account(id: &str) -> AccountId {
     AccountId::new(id)
 }
@@ -102,6 +105,7 @@ pub fn email(i: usize, pad: usize) -> InboxEvent {
     })
 }
 
+/// A `progress` of `campaign` with `sent` sent.
 pub fn progress(campaign: &str, sent: u64) -> CampaignEvent {
     CampaignEvent::Progress(Progress {
         campaign_id: campaign.into(),
@@ -113,6 +117,7 @@ pub fn progress(campaign: &str, sent: u64) -> CampaignEvent {
     })
 }
 
+/// The `completed` of `campaign`.
 pub fn completed(campaign: &str) -> CampaignEvent {
     CampaignEvent::Completed(Completed {
         campaign_id: campaign.into(),
@@ -129,6 +134,7 @@ pub fn inbox_text(event: &InboxEvent) -> String {
     String::from_utf8(event.encode().bytes().to_vec()).unwrap()
 }
 
+/// The text a campaign event is sent as.
 pub fn campaign_text(event: &CampaignEvent) -> String {
     String::from_utf8(event.encode().bytes().to_vec()).unwrap()
 }
@@ -143,11 +149,13 @@ pub fn now() -> std::time::Instant {
 /// A tokio-tungstenite server on 127.0.0.1 that runs the handshake, subscribes to the hub
 /// before completing the upgrade, and serves each connection with `serve_connection`.
 pub struct TestServer {
+    /// Where it listens.
     pub addr: SocketAddr,
     ends: mpsc::UnboundedReceiver<ConnectionEnd>,
 }
 
 impl TestServer {
+    /// Listens on an ephemeral port and serves every connection in its own task.
     pub async fn start(hub: Hub, config: ServerConfig, driver: DriverConfig) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -179,6 +187,8 @@ async fn serve_one(
     driver: DriverConfig,
 ) -> Option<ConnectionEnd> {
     let mut admitted: Option<(Accepted, Feed)> = None;
+    // The signature is tungstenite's.
+    #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
         let mut builder = http::Request::builder()
             .method(request.method().clone())
@@ -217,6 +227,7 @@ fn refuse(status: u16) -> ErrorResponse {
     response
 }
 
+/// A tokio-tungstenite client.
 pub type Client = WebSocketStream<TcpStream>;
 
 /// Connects to `path` with key `msk_<account>`.
@@ -248,7 +259,9 @@ pub async fn connect_with(
 /// What a client read, up to the end of the connection.
 #[derive(Debug, Default)]
 pub struct Transcript {
+    /// The text messages, in order.
     pub texts: Vec<String>,
+    /// How many pings came.
     pub pings: usize,
     /// The close code received, if a close frame came.
     pub close: Option<u16>,
@@ -302,8 +315,12 @@ struct MemState {
     /// Writes fail while this is set.
     failing: bool,
     waker: Option<Waker>,
+    /// A write is waiting for `blocked` to clear.
+    writer_waiting: bool,
     sent: VecDeque<Message>,
     flushes: usize,
+    /// Each flush takes this long (a slow link).
+    flush_delay: Option<std::time::Duration>,
 }
 
 #[derive(Default)]
@@ -316,6 +333,8 @@ struct MemShared {
 pub struct MemTransport {
     incoming: mpsc::UnboundedReceiver<Result<Incoming, MemError>>,
     shared: Arc<MemShared>,
+    /// The flush in progress on a slow link.
+    delay: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// The test's end.
@@ -324,6 +343,7 @@ pub struct MemPeer {
     shared: Arc<MemShared>,
 }
 
+/// A connected in-memory transport and its peer.
 pub fn mem_pair() -> (MemTransport, MemPeer) {
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(MemShared::default());
@@ -331,6 +351,7 @@ pub fn mem_pair() -> (MemTransport, MemPeer) {
         MemTransport {
             incoming: rx,
             shared: Arc::clone(&shared),
+            delay: None,
         },
         MemPeer {
             outgoing: Some(tx),
@@ -340,6 +361,7 @@ pub fn mem_pair() -> (MemTransport, MemPeer) {
 }
 
 impl MemPeer {
+    /// Sends a message to the server.
     pub fn send(&self, message: Incoming) {
         if let Some(tx) = &self.outgoing {
             let _ = tx.send(Ok(message));
@@ -351,6 +373,7 @@ impl MemPeer {
         self.outgoing = None;
     }
 
+    /// Stops (or resumes) accepting the server's writes.
     pub fn set_blocked(&self, blocked: bool) {
         let mut state = self.shared.state.lock().unwrap();
         state.blocked = blocked;
@@ -361,6 +384,12 @@ impl MemPeer {
         }
     }
 
+    /// Makes every flush take `delay` (tokio's clock).
+    pub fn set_flush_delay(&self, delay: std::time::Duration) {
+        self.shared.state.lock().unwrap().flush_delay = Some(delay);
+    }
+
+    /// Makes the server's writes fail.
     pub fn set_failing(&self, failing: bool) {
         self.shared.state.lock().unwrap().failing = failing;
     }
@@ -378,10 +407,28 @@ impl MemPeer {
         }
     }
 
+    /// The next message the server sent, if any.
     pub fn try_recv(&self) -> Option<Message> {
         self.shared.state.lock().unwrap().sent.pop_front()
     }
 
+    /// Lets other tasks run until the server's writer is stuck on the blocked transport.
+    pub async fn until_writer_waits(&self) {
+        for _ in 0..10_000 {
+            if self.shared.state.lock().unwrap().writer_waiting {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the writer never blocked");
+    }
+
+    /// Everything sent so far.
+    pub fn drain(&self) -> Vec<Message> {
+        self.shared.state.lock().unwrap().sent.drain(..).collect()
+    }
+
+    /// How many flushes completed.
     pub fn flushes(&self) -> usize {
         self.shared.state.lock().unwrap().flushes
     }
@@ -402,8 +449,10 @@ impl MemTransport {
         }
         if state.blocked {
             state.waker = Some(cx.waker().clone());
+            state.writer_waiting = true;
             return Poll::Pending;
         }
+        state.writer_waiting = false;
         Poll::Ready(Ok(()))
     }
 }
@@ -418,7 +467,17 @@ impl Sink<Message> for MemTransport {
         self.shared.sent.notify_one();
         Ok(())
     }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), MemError>> {
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), MemError>> {
+        let delay = self.shared.state.lock().unwrap().flush_delay;
+        if let Some(delay) = delay {
+            let sleep = self
+                .delay
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.delay = None;
+        }
         let ready = self.poll_writable(cx);
         if let Poll::Ready(Ok(())) = ready {
             self.shared.state.lock().unwrap().flushes += 1;
@@ -463,12 +522,36 @@ pub fn close_code(message: &Message) -> u16 {
 /// Whether `sub` is a subsequence of `all`.
 pub fn is_subsequence<T: PartialEq>(sub: &[T], all: &[T]) -> bool {
     let mut all = all.iter();
-    sub.iter().all(|item| all.any(|candidate| candidate == item))
+    sub.iter()
+        .all(|item| all.any(|candidate| candidate == item))
 }
 
 /// Sends `messages` on a client (unused helper kept for symmetry with `read_to_end`).
 pub async fn send_all(client: &mut Client, messages: Vec<WsMessage>) {
     for message in messages {
         client.send(message).await.unwrap();
+    }
+}
+
+/// Fails the test instead of hanging it (real time: 30 s).
+pub async fn within<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(std::time::Duration::from_secs(30), future)
+        .await
+        .expect("the test took too long")
+}
+
+/// Like [`within`], for tests on tokio's paused clock (the bound is virtual time).
+pub async fn within_virtual<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(std::time::Duration::from_secs(3600), future)
+        .await
+        .expect("the test ran for an hour of virtual time")
+}
+
+/// A server config with room for `events` queued events.
+pub fn roomy(events: usize) -> ServerConfig {
+    ServerConfig {
+        max_queued_events: events,
+        max_queued_bytes: 256 << 20,
+        ..ServerConfig::default()
     }
 }

@@ -27,11 +27,21 @@ fn tail_binary() -> &'static Path {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut build = std::process::Command::new(cargo);
         build
-            .args(["build", "--quiet", "-p", "misar-proto-tokio", "--example", "tail"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "misar-proto-tokio",
+                "--example",
+                "tail",
+            ])
             .arg("--target-dir")
             .arg(target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|name| name == "release") {
+        if profile_dir
+            .file_name()
+            .is_some_and(|name| name == "release")
+        {
             build.arg("--release");
         }
         let status = build.status().unwrap();
@@ -132,7 +142,12 @@ async fn http_403_exits_2_with_the_servers_reason_and_no_retry() {
     assert!(!stderr.contains(KEY));
     assert!(stdout.is_empty());
     // The process is gone; a retry would already be waiting in the backlog.
-    assert!(server.next_attempt(Duration::from_millis(100)).await.is_none());
+    assert!(
+        server
+            .next_attempt(Duration::from_millis(100))
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -143,7 +158,10 @@ async fn close_4401_exits_2_and_query_token_sends_the_key_in_the_url() {
     let child = tail(&["--url", &url, "--key", KEY, "--query-token"]);
 
     let mut conn = within(server.accept()).await;
-    assert_eq!(conn.seen.path_and_query, format!("/mail/ws/inbox?token={KEY}"));
+    assert_eq!(
+        conn.seen.path_and_query,
+        format!("/mail/ws/inbox?token={KEY}")
+    );
     assert_eq!(conn.seen.authorization, None);
     conn.close(4401, "key revoked").await;
     let (status, _, stderr) = finish(child).await;
@@ -151,7 +169,12 @@ async fn close_4401_exits_2_and_query_token_sends_the_key_in_the_url() {
     assert!(stderr.contains("4401"), "{stderr}");
     assert!(stderr.contains("key revoked"), "{stderr}");
     assert!(!stderr.contains(KEY));
-    assert!(server.next_attempt(Duration::from_millis(100)).await.is_none());
+    assert!(
+        server
+            .next_attempt(Duration::from_millis(100))
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -174,15 +197,31 @@ async fn bad_arguments_exit_2_without_echoing_the_key() {
     tail_binary();
     let cases: [(&[&str], &str); 5] = [
         (
-            &["--url", "ws://127.0.0.1:9/mail/ws/inbox", "--key", "msk_bad key!"],
+            &[
+                "--url",
+                "ws://127.0.0.1:9/mail/ws/inbox",
+                "--key",
+                "msk_bad key!",
+            ],
             "--key",
         ),
         (
-            &["--url", "ws://127.0.0.1:9/mail/ws/inbox", "--key", "sk_live_123"],
+            &[
+                "--url",
+                "ws://127.0.0.1:9/mail/ws/inbox",
+                "--key",
+                "sk_live_123",
+            ],
             "--key",
         ),
-        (&["--url", "http://127.0.0.1:9/mail/ws/inbox", "--key", KEY], "--url"),
-        (&["--url", "ws://127.0.0.1:9/mail/ws", "--key", KEY], "--url"),
+        (
+            &["--url", "http://127.0.0.1:9/mail/ws/inbox", "--key", KEY],
+            "--url",
+        ),
+        (
+            &["--url", "ws://127.0.0.1:9/mail/ws", "--key", KEY],
+            "--url",
+        ),
         (&["--url", "ws://127.0.0.1:9/mail/ws/inbox"], "--key"),
     ];
     for (args, mentions) in cases {
@@ -211,9 +250,7 @@ async fn reconnect_is_reported_and_ctrl_c_closes_with_1000() {
     second.send(&email(2)).await;
 
     let readable = |n: usize| {
-        format!(
-            "2026-05-27T10:15:00Z  email_received  from sender{n}@example.com: Message {n}"
-        )
+        format!("2026-05-27T10:15:00Z  email_received  from sender{n}@example.com: Message {n}")
     };
     assert_eq!(within(stdout.next_line()).await.unwrap(), Some(readable(1)));
     assert_eq!(within(stdout.next_line()).await.unwrap(), Some(readable(2)));

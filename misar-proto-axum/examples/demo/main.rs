@@ -129,6 +129,7 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -136,19 +137,22 @@ async fn main() -> ExitCode {
         .init();
 
     // Signal handlers first: a SIGTERM right after the "listening" line must already be ours.
-    let (mut interrupt, mut terminate) =
-        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-            (Ok(i), Ok(t)) => (i, t),
-            (Err(e), _) | (_, Err(e)) => {
-                eprintln!("cannot install signal handlers: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let (mut interrupt, mut terminate) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(i), Ok(t)) => (i, t),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     let grace = Duration::from_millis(args.shutdown_grace_ms);
-    let mut hub_config = HubConfig::default();
-    hub_config.shutdown_grace = grace;
-    let hub = Hub::new(hub_config);
+    let hub = Hub::new(HubConfig {
+        shutdown_grace: grace,
+        ..HubConfig::default()
+    });
     let authorizer = Arc::new(
         MemoryAuthorizer::new()
             .with_key("msk_demo_alice", "alice")

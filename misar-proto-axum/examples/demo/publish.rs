@@ -34,16 +34,26 @@ fn accepted(report: PublishReport) -> Response {
 
 fn bad_event(e: &DecodeError) -> Response {
     match e {
-        DecodeError::TooLarge { .. } => error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
-        DecodeError::WrongChannel { .. } => error(StatusCode::BAD_REQUEST, "wrong_channel", e.to_string()),
+        DecodeError::TooLarge { .. } => {
+            error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+        }
+        DecodeError::WrongChannel { .. } => {
+            error(StatusCode::BAD_REQUEST, "wrong_channel", e.to_string())
+        }
         _ => error(StatusCode::BAD_REQUEST, "invalid_event", e.to_string()),
     }
 }
 
 fn publish_failed(e: &PublishError) -> Response {
     match e {
-        PublishError::Broker(_) => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
-        PublishError::UnknownType { .. } => error(StatusCode::BAD_REQUEST, "unknown_type", e.to_string()),
+        PublishError::Broker(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+        PublishError::UnknownType { .. } => {
+            error(StatusCode::BAD_REQUEST, "unknown_type", e.to_string())
+        }
         _ => error(StatusCode::BAD_REQUEST, "invalid_event", e.to_string()),
     }
 }
@@ -98,7 +108,11 @@ pub async fn campaign(
         .ok()
         .filter(|c| demo.authorizer.campaign_owner(c).is_some())
     else {
-        return error(StatusCode::NOT_FOUND, "unknown_campaign", "no such campaign");
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_campaign",
+            "no such campaign",
+        );
     };
     let event = match decode_campaign(&body) {
         Ok(misar_proto::event::CampaignEvent::Unknown(unknown)) => {
@@ -111,6 +125,13 @@ pub async fn campaign(
         Ok(event) => event,
         Err(e) => return bad_event(&e),
     };
+    if event.campaign_id() != Some(campaign.as_str()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "campaign_mismatch",
+            "the event's campaignId is not the campaign of the path",
+        );
+    }
     match demo.hub.publish_campaign(&campaign, &event).await {
         Ok(report) => accepted(report),
         Err(e) => publish_failed(&e),

@@ -61,7 +61,9 @@ impl Browser {
             // Its own process group, so the helpers it starts are ended with it.
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = command.spawn().map_err(|e| format!("spawn chromium: {e}"))?;
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("spawn chromium: {e}"))?;
         let stderr = child.stderr.take().ok_or("no stderr")?;
         let mut lines = BufReader::new(stderr).lines();
         let url = tokio::time::timeout(Duration::from_secs(30), async {

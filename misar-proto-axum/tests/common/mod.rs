@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cdp;
+pub mod demo;
 pub mod http;
 
 use std::net::SocketAddr;
@@ -13,7 +14,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use misar_proto::auth::{AccountId, ApiKey};
 use misar_proto::route::CampaignId;
-use misar_proto_axum::{Authorizer, AuthorizerError, MemoryAuthorizer, MisarWs, MisarWsBuilder, ShutdownHandle};
+use misar_proto_axum::{
+    Authorizer, AuthorizerError, MemoryAuthorizer, MisarWs, MisarWsBuilder, ShutdownHandle,
+};
 use misar_proto_tokio::hub::{Hub, HubConfig};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -21,6 +24,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
+#[allow(unused_imports)]
 pub use self::http::{RawResponse, exchange, request, upgrade_request};
 
 pub const ALICE_KEY: &str = "msk_test_alice_0123456789";
@@ -95,9 +99,10 @@ pub struct TestServer {
 
 /// Hub settings for tests: short grace so nothing waits long.
 pub fn hub_config() -> HubConfig {
-    let mut config = HubConfig::default();
-    config.shutdown_grace = Duration::from_secs(2);
-    config
+    HubConfig {
+        shutdown_grace: Duration::from_secs(2),
+        ..HubConfig::default()
+    }
 }
 
 impl TestServer {
@@ -161,9 +166,9 @@ impl TestServer {
         let (response, upgraded) =
             exchange(self.addr, upgrade_request(path, headers).as_bytes()).await;
         let socket = match upgraded {
-            Some((stream, rest)) => Some(
-                WebSocketStream::from_partially_read(stream, rest, Role::Client, None).await,
-            ),
+            Some((stream, rest)) => {
+                Some(WebSocketStream::from_partially_read(stream, rest, Role::Client, None).await)
+            }
             None => None,
         };
         (response, socket)
@@ -210,13 +215,20 @@ pub fn bearer(key: &str) -> String {
 
 /// What a client saw until the server closed: the text messages, then the close code
 /// (`None`: the connection ended without a close frame).
-pub async fn read_until_close(socket: &mut WebSocketStream<TcpStream>) -> (Vec<String>, Option<u16>) {
+pub async fn read_until_close(
+    socket: &mut WebSocketStream<TcpStream>,
+) -> (Vec<String>, Option<u16>) {
     let mut texts = Vec::new();
     let outcome = tokio::time::timeout(http::IO_TIMEOUT, async {
         while let Some(message) = socket.next().await {
             match message {
                 Ok(WsMessage::Text(text)) => texts.push(text.as_str().to_owned()),
-                Ok(WsMessage::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+                Ok(WsMessage::Close(frame)) => {
+                    // Keep polling until the end: that sends tungstenite's echo of the close,
+                    // completing the handshake as a real client does.
+                    while let Some(Ok(_)) = socket.next().await {}
+                    return frame.map(|f| u16::from(f.code));
+                }
                 Ok(_) => {}
                 Err(_) => return None,
             }

@@ -119,13 +119,20 @@ impl Driver {
         }
     }
 
-    /// Resolves when a close is requested (or can no longer be: the handle is gone, which
-    /// only happens while the whole subscription is being dropped).
+    /// Resolves when a close is requested; never when `watching` is off (the close was
+    /// applied already).
     async fn close_request(close_requested: &mut watch::Receiver<bool>, watching: bool) {
         if !watching {
             return std::future::pending().await;
         }
-        let _ = close_requested.wait_for(|requested| *requested).await;
+        if close_requested
+            .wait_for(|requested| *requested)
+            .await
+            .is_err()
+        {
+            // The handle is gone: nobody can ask any more, so never wake for it.
+            std::future::pending::<()>().await;
+        }
     }
 
     async fn wait_on_connection(&mut self) {
@@ -244,8 +251,14 @@ impl Driver {
                 self.fail(SubscriptionError::Request(RequestError::UnsupportedScheme));
             }
             Ok(Err(error)) => {
-                // Not the error's text: some variants carry the URL, and with it a `?token=`.
-                tracing::debug!(kind = error_kind(&error), "connection attempt failed");
+                // Not every error's text: some variants carry the URL, and with it a
+                // `?token=`. An I/O error's text is the operating system's.
+                match &error {
+                    WsError::Io(io) => tracing::debug!(error = %io, "connection attempt failed"),
+                    other => {
+                        tracing::debug!(kind = error_kind(other), "connection attempt failed");
+                    }
+                }
                 let outcome = self.session.handle_connect_failed(now);
                 self.conclude(Disconnect::ConnectFailed, outcome, None);
             }
@@ -357,7 +370,12 @@ impl Driver {
                         cause: disconnect,
                     });
                 }
-                tracing::warn!(?disconnect, ?delay, attempt, "connection ended; reconnecting");
+                tracing::warn!(
+                    ?disconnect,
+                    ?delay,
+                    attempt,
+                    "connection ended; reconnecting"
+                );
                 let now = Instant::now();
                 // Delays are capped by the backoff; an absurd cap just retries at once.
                 self.reconnect_at = Some(now.checked_add(delay).unwrap_or(now));

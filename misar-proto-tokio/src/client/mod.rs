@@ -328,7 +328,8 @@ fn describe_rejection(rejection: Option<&RejectionBody>) -> String {
     match rejection {
         None => String::new(),
         Some(body) => {
-            let mut text = format!(": {}", body.error);
+            let mut text = String::from(": ");
+            text.extend(body.error.chars().filter(|c| !c.is_control()));
             if let Some(message) = &body.message {
                 text.push_str(" — ");
                 text.extend(message.chars().filter(|c| !c.is_control()));
@@ -356,7 +357,9 @@ struct DescribeFatal(Fatal);
 impl fmt::Display for DescribeFatal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            Fatal::Unauthorized => f.write_str("unauthorized: the API key is missing, invalid or revoked"),
+            Fatal::Unauthorized => {
+                f.write_str("unauthorized: the API key is missing, invalid or revoked")
+            }
             Fatal::Forbidden => f.write_str("forbidden: the campaign is not this account's"),
             Fatal::HandshakeForbidden => f.write_str("forbidden before the upgrade"),
             Fatal::HandshakeRefused(status) => write!(f, "refused with HTTP {status}"),
@@ -375,7 +378,9 @@ mod tests {
 
     #[test]
     fn build_checks_the_url() {
-        let err = Client::builder("https://h/mail/ws", key()).build().unwrap_err();
+        let err = Client::builder("https://h/mail/ws", key())
+            .build()
+            .unwrap_err();
         assert_eq!(err, BuildError::Url(RequestError::UnsupportedScheme));
         assert!(Client::builder("ws://h/mail/ws", key()).build().is_ok());
     }
@@ -386,7 +391,8 @@ mod tests {
             .auth(AuthStyle::Query)
             .build()
             .unwrap();
-        let text = format!("{client:?} {:?}", client.subscribe_inbox());
+        let builder = Client::builder("ws://h/mail/ws", key());
+        let text = format!("{builder:?} {client:?} {:?}", client.subscribe_inbox());
         assert!(!text.contains("msk_secret_unit_key_9876"), "{text}");
         assert!(text.contains("msk_…9876"), "{text}");
     }

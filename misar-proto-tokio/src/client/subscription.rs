@@ -60,7 +60,11 @@ struct Inner {
 }
 
 impl Inner {
-    fn start(session: ClientSession, reconnect: ReconnectPolicy, connect_timeout: Duration) -> Self {
+    fn start(
+        session: ClientSession,
+        reconnect: ReconnectPolicy,
+        connect_timeout: Duration,
+    ) -> Self {
         let channel = session.channel().clone();
         let (close, close_requested) = watch::channel(false);
         let driver = Driver::new(session, reconnect, connect_timeout, close_requested);
@@ -90,8 +94,11 @@ impl Inner {
 /// reconnects per §2.6. See the [module docs](super) for what it yields and when it ends.
 ///
 /// It connects on the first poll and does nothing unless polled (a consumer that stops
-/// polling stops reading, and the server's queue for it fills: §2.7). Dropping it drops the
-/// connection without a close frame; [`close`](Self::close) closes with 1000.
+/// polling stops reading, and the server's queue for it fills: §2.7); poll it inside a tokio
+/// runtime with time and I/O enabled. No task is spawned: dropping it drops the connection
+/// without a close frame; [`close`](Self::close) closes with 1000.
+///
+/// `Send`, not `Sync`.
 pub struct Subscription {
     inner: Inner,
 }
@@ -112,8 +119,9 @@ impl Subscription {
         &self.inner.channel
     }
 
-    /// Closes with 1000 and waits (at most the close grace) for the server's close. Items not
-    /// yet taken are dropped; afterwards the stream yields `None`.
+    /// Closes with 1000 and waits for the server's close, bounded by the close grace (one
+    /// grace for writing the close, one for the answer). Items not yet taken are dropped;
+    /// afterwards the stream yields `None`. While no connection is up, it ends at once.
     pub async fn close(&mut self) {
         self.inner.close().await;
     }

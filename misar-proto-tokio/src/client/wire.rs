@@ -109,7 +109,10 @@ mod tests {
         assert_eq!(a.headers()[UPGRADE], "websocket");
         assert_eq!(a.headers()[CONNECTION], "Upgrade");
         assert_eq!(a.headers()[SEC_WEBSOCKET_VERSION], "13");
-        assert_ne!(a.headers()[SEC_WEBSOCKET_KEY], b.headers()[SEC_WEBSOCKET_KEY]);
+        assert_ne!(
+            a.headers()[SEC_WEBSOCKET_KEY],
+            b.headers()[SEC_WEBSOCKET_KEY]
+        );
     }
 
     #[test]

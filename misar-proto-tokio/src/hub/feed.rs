@@ -237,9 +237,7 @@ impl Feed {
             return self.shared.session.get_or_init(move || Mutex::new(session));
         }
         drop(waiting);
-        self.shared
-            .session
-            .get_or_init(move || Mutex::new(session))
+        self.shared.session.get_or_init(move || Mutex::new(session))
     }
 
     /// Whether the hub aborted the connection.

@@ -87,9 +87,9 @@ pub enum StreamKey {
     Campaign(CampaignId),
 }
 
-/// Settings of a [`Hub`]. `Default` gives safe values; change fields on a default value.
+/// Settings of a [`Hub`]. `Default` gives safe values (write `HubConfig { max_connections: 50_000,
+/// ..HubConfig::default() }`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct HubConfig {
     /// Events a [`Feed`] keeps between [`Hub::subscribe`] and `serve_connection` (the upgrade
     /// window), 256. More → the connection closes with 1013 once served. After that the
@@ -424,7 +424,12 @@ impl Hub {
         let now = now();
         let state = lock(&self.inner.state);
         let key = StreamKey::Campaign(campaign.clone());
-        for connection in state.streams.get(&key).into_iter().flat_map(|s| &s.subscribers) {
+        for connection in state
+            .streams
+            .get(&key)
+            .into_iter()
+            .flat_map(|s| &s.subscribers)
+        {
             connection.command(Control::Revoke(CloseCode::Forbidden), now);
         }
     }
@@ -481,7 +486,10 @@ impl Hub {
 
     /// Connections `account` holds now.
     pub fn account_connection_count(&self, account: &AccountId) -> usize {
-        lock(&self.inner.state).accounts.get(account).map_or(0, Vec::len)
+        lock(&self.inner.state)
+            .accounts
+            .get(account)
+            .map_or(0, Vec::len)
     }
 
     /// The counters.
@@ -525,7 +533,12 @@ impl HubInner {
             }
         }
         let mut report = PublishReport::default();
-        for connection in state.streams.get(stream).into_iter().flat_map(|s| &s.subscribers) {
+        for connection in state
+            .streams
+            .get(stream)
+            .into_iter()
+            .flat_map(|s| &s.subscribers)
+        {
             match connection.deliver(&event, limits, now) {
                 Outcome::Queued => report.delivered = report.delivered.saturating_add(1),
                 Outcome::Overflowed => report.overflowed = report.overflowed.saturating_add(1),
@@ -546,10 +559,14 @@ impl HubInner {
         let state = &mut *state;
         if let Some(stream) = state.streams.get_mut(&shared.stream) {
             let pos = shared.stream_pos.load(Ordering::Relaxed);
-            if remove_at(&mut stream.subscribers, pos, shared, FeedShared::set_stream_pos) {
-                if stream.subscribers.is_empty() {
-                    self.broker.stream_closed(&shared.stream);
-                }
+            let removed = remove_at(
+                &mut stream.subscribers,
+                pos,
+                shared,
+                FeedShared::set_stream_pos,
+            );
+            if removed && stream.subscribers.is_empty() {
+                self.broker.stream_closed(&shared.stream);
             }
             if stream.subscribers.is_empty() && stream.last.is_none() {
                 state.streams.remove(&shared.stream);

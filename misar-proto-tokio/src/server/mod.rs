@@ -46,7 +46,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use misar_proto::message::{Incoming, Message};
 use misar_proto::server::{CloseSummary, ServerOutput, ServerSession};
 use tokio::time::Sleep;
@@ -57,7 +57,6 @@ pub use self::tungstenite::{TungsteniteTransport, recommended_websocket_config};
 
 /// Settings of [`serve_connection`]. `Default` gives the values below.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct DriverConfig {
     /// Writing one batch (its `feed`s and its flush) taking longer than this ends the
     /// connection (10 s).
@@ -144,6 +143,8 @@ where
     // What the timer is set to (`None`: it is stale and must be reset before use).
     let mut armed: Option<Instant> = None;
     let mut failure: Option<Failure<E>> = None;
+    // The stream said it ended: it is not polled again (a stream need not be fused).
+    let mut transport_ended = false;
 
     loop {
         // 1. Drain the session's outputs.
@@ -158,21 +159,34 @@ where
         }
 
         // 2. Write them: `feed` each, one flush.
-        if !batch.is_empty() {
+        let wrote = !batch.is_empty();
+        if wrote {
             armed = None;
             let written =
                 write_batch(&mut transport, &mut batch, &feed, timer.as_mut(), &config).await;
             batch.clear();
             if let Err(error) = written {
+                if closed.is_none() {
+                    lock(session).handle_transport_closed(now());
+                }
                 failure = Some(error);
-                lock(session).handle_transport_closed(now());
             }
-            // Events may have been queued meanwhile, and the close may have been decided:
-            // drain again before waiting.
-            continue;
         }
         if let Some(summary) = closed {
+            // The last batch held the close frame; the session asked to drop the transport.
             return finish(summary, failure);
+        }
+        if wrote {
+            // Busy writing (events may keep coming): take what the peer already sent and fire
+            // due timers without waiting, so a steady stream of events can starve neither the
+            // peer's pongs and close nor the heartbeat; then drain again.
+            take_ready_input(&mut transport, session, &mut transport_ended, &mut failure);
+            let mut session = lock(session);
+            let now = now();
+            if session.poll_timeout().is_some_and(|due| due <= now) {
+                session.handle_timeout(now);
+            }
+            continue;
         }
 
         // 3. Wait for the next input.
@@ -189,15 +203,60 @@ where
             // sending cannot starve the heartbeat or the close grace.
             biased;
             () = feed.notified() => {}
-            () = &mut timer, if armed.is_some() => lock(session).handle_timeout(now()),
-            incoming = transport.next() => match incoming {
-                Some(Ok(message)) => lock(session).handle_message(message, now()),
-                Some(Err(error)) => {
-                    failure = Some(Failure::Transport(error));
-                    lock(session).handle_transport_closed(now());
-                }
-                None => lock(session).handle_transport_closed(now()),
-            },
+            () = &mut timer, if armed.is_some() => {
+                // A pong that is already here counts before the pong deadline is judged.
+                take_ready_input(&mut transport, session, &mut transport_ended, &mut failure);
+                lock(session).handle_timeout(now());
+            }
+            incoming = transport.next(), if !transport_ended => {
+                take_input(incoming, session, &mut transport_ended, &mut failure);
+            }
+        }
+    }
+}
+
+/// At most this many ready messages are taken from the peer at a time without waiting.
+const READY_INPUTS: usize = 16;
+
+/// Hands the session up to [`READY_INPUTS`] messages the transport has ready, without waiting.
+fn take_ready_input<T, E>(
+    transport: &mut T,
+    session: &Mutex<ServerSession>,
+    transport_ended: &mut bool,
+    failure: &mut Option<Failure<E>>,
+) where
+    T: Stream<Item = Result<Incoming, E>> + Unpin,
+{
+    for _ in 0..READY_INPUTS {
+        if *transport_ended {
+            return;
+        }
+        match transport.next().now_or_never() {
+            Some(incoming) => take_input(incoming, session, transport_ended, failure),
+            None => return,
+        }
+    }
+}
+
+/// Hands the session what the transport produced.
+fn take_input<E>(
+    incoming: Option<Result<Incoming, E>>,
+    session: &Mutex<ServerSession>,
+    transport_ended: &mut bool,
+    failure: &mut Option<Failure<E>>,
+) {
+    match incoming {
+        Some(Ok(message)) => lock(session).handle_message(message, now()),
+        Some(Err(error)) => {
+            *transport_ended = true;
+            if failure.is_none() {
+                *failure = Some(Failure::Transport(error));
+            }
+            lock(session).handle_transport_closed(now());
+        }
+        None => {
+            *transport_ended = true;
+            lock(session).handle_transport_closed(now());
         }
     }
 }

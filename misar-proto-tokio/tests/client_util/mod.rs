@@ -1,6 +1,9 @@
 //! A scriptable WebSocket server on loopback for the client and `tail` tests: plain
 //! tokio-tungstenite, so these tests do not depend on this crate's server driver.
-#![allow(dead_code)] // each test crate uses a different part
+// Each test crate uses a different part.
+#![allow(dead_code)]
+// The handshake callback's `Result<Response, ErrorResponse>` is tungstenite's signature.
+#![allow(clippy::result_large_err)]
 
 use std::time::Duration;
 
@@ -120,7 +123,10 @@ impl Conn {
     }
 
     pub async fn ping(&mut self) {
-        self.ws.send(Message::Ping(Vec::new().into())).await.unwrap();
+        self.ws
+            .send(Message::Ping(Vec::new().into()))
+            .await
+            .unwrap();
     }
 
     /// Sends a close frame with `code` and `reason`.

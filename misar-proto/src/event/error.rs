@@ -4,7 +4,9 @@ use super::TimestampError;
 
 /// Why a text frame is not an event of the expected channel.
 ///
-/// Fields are named by their wire name (`"receivedAt"`, not `received_at`).
+/// Fields are named by their wire name (`"receivedAt"`, not `received_at`). The first problem
+/// met while reading the frame is the one reported; a type of the other channel is refused as
+/// soon as `type` is read, without looking at the rest.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {

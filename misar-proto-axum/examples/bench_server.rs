@@ -1,0 +1,165 @@
+//! Our server under the benchmark control API of `bench/README.md`: the misar-proto-axum
+//! router and hub, as an embedder would mount them, plus `/bench/broadcast` and `/bench/stats`.
+//!
+//! ```text
+//! BENCH_PORT=9000 BENCH_PING_MS=1000 cargo run --release -p misar-proto-axum --example bench_server
+//! ```
+//!
+//! Every connection uses the key `msk_bench_0123456789abcdef`, which the authorizer maps to one
+//! account, so one publish reaches every subscriber.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use axum::{Json, Router};
+use clap::Parser;
+use misar_proto::auth::AccountId;
+use misar_proto::event::{EmailReceived, InboxEvent, Timestamp};
+use misar_proto_axum::{MemoryAuthorizer, MisarWs, WsBuffers};
+use misar_proto_tokio::hub::{Hub, HubConfig};
+use serde_json::json;
+
+const KEY: &str = "msk_bench_0123456789abcdef";
+const ACCOUNT: &str = "bench";
+const MAX_COUNT: u32 = 1_000_000;
+const MAX_SIZE: usize = 1 << 20;
+const RECEIVED_AT: &str = "2026-05-27T10:15:00Z";
+
+/// Command line; the environment variables are the benchmark runner's convention.
+#[derive(Debug, Parser)]
+#[command(about = "misar-proto-axum server under the benchmark control API")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "BENCH_HOST", default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port to listen on.
+    #[arg(long, env = "BENCH_PORT", default_value_t = 9000)]
+    port: u16,
+    /// Interval between server pings, in milliseconds.
+    #[arg(long, env = "BENCH_PING_MS", default_value_t = 30_000)]
+    ping_ms: u64,
+}
+
+struct Bench {
+    hub: Hub,
+    account: AccountId,
+    seq: AtomicU64,
+    /// Length of an event with an empty subject and one-digit `seq` and `sentAtNs`.
+    bare_len: usize,
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    let hub = Hub::new(HubConfig {
+        max_connections_per_account: 1_000_000,
+        max_connections: 1_000_000,
+        ..HubConfig::default()
+    });
+    let authorizer = MemoryAuthorizer::new().with_key(KEY, ACCOUNT);
+    let misar = MisarWs::builder(hub.clone(), authorizer)
+        .ping_interval(Duration::from_millis(args.ping_ms.max(1)))
+        // Events up to the control API's 1 MiB must fit the bounded write buffer.
+        .websocket_buffers(WsBuffers {
+            max_write_buffer_size: MAX_SIZE + (8 << 10),
+            ..WsBuffers::default()
+        })
+        .build();
+    let bench = Arc::new(Bench {
+        hub,
+        account: AccountId::from(ACCOUNT),
+        seq: AtomicU64::new(0),
+        bare_len: event(0, 0, 0).encode().len(),
+    });
+    let app = Router::new()
+        .route("/bench/broadcast", post(broadcast))
+        .route("/bench/stats", get(stats))
+        .with_state(bench)
+        .merge(misar.router());
+    let addr = SocketAddr::new(args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    eprintln!(
+        "misar-axum listening on {addr}, ping every {} ms",
+        args.ping_ms
+    );
+    // The driver flushes once per batch, so Nagle's algorithm would only add latency.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let shutdown = misar.shutdown_handle();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.on_signal(async {
+            let _ = tokio::signal::ctrl_c().await;
+        }))
+        .await
+}
+
+fn event(seq: u64, sent_at_ns: u64, pad: usize) -> InboxEvent {
+    InboxEvent::EmailReceived(EmailReceived {
+        from: "bench@example.com".into(),
+        subject: "x".repeat(pad),
+        received_at: Timestamp::parse(RECEIVED_AT).unwrap_or_else(|_| unreachable!()),
+        message_id: Some(format!("bench-{seq}-{sent_at_ns}")),
+        to: None,
+    })
+}
+
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+#[derive(serde::Deserialize)]
+struct BroadcastParams {
+    count: Option<u32>,
+    size: Option<usize>,
+}
+
+async fn broadcast(
+    State(bench): State<Arc<Bench>>,
+    Query(params): Query<BroadcastParams>,
+) -> Response {
+    let count = params.count.unwrap_or(100);
+    let size = params.size.unwrap_or(200);
+    if count > MAX_COUNT || size > MAX_SIZE {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "count <= 1000000 and size <= 1048576" })),
+        )
+            .into_response();
+    }
+    let mut recipients = 0;
+    for _ in 0..count {
+        let seq = bench.seq.fetch_add(1, Ordering::Relaxed);
+        let sent_at_ns = unix_now_ns();
+        let bare = bench.bare_len - 2 + digits(seq) + digits(sent_at_ns);
+        let event = event(seq, sent_at_ns, size.saturating_sub(bare));
+        match bench.hub.publish_inbox(&bench.account, &event).await {
+            Ok(report) => recipients = recipients.max(report.delivered),
+            Err(e) => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({ "error": e.to_string() })),
+                )
+                    .into_response();
+            }
+        }
+    }
+    Json(json!({ "published": count, "recipients": recipients })).into_response()
+}
+
+async fn stats(State(bench): State<Arc<Bench>>) -> Response {
+    Json(json!({ "connections": bench.hub.connection_count() })).into_response()
+}

@@ -1,0 +1,137 @@
+//! The demo page in headless Chromium (Debian's `chromium`), driven over the DevTools
+//! protocol: the page connects with `?token=`, a published event appears in the DOM, and a
+//! simulated campaign's bar reaches 100 %.
+//!
+//! Without Chromium the test prints a notice and passes, unless `MISAR_REQUIRE_SERVICES=1`
+//! (as in CI), where it fails.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cdp::{Browser, CHROMIUM};
+use common::demo::DemoProcess;
+use common::request;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_shows_events_and_campaign_progress() {
+    let required = std::env::var("MISAR_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
+    let mut browser = match Browser::launch().await {
+        Ok(Some(browser)) => browser,
+        Ok(None) if !required => {
+            eprintln!(
+                "NOTICE: {CHROMIUM} not found; skipping the browser test (apt-get install chromium)"
+            );
+            return;
+        }
+        Ok(None) => panic!("{CHROMIUM} is required (MISAR_REQUIRE_SERVICES=1)"),
+        Err(e) => panic!("could not start Chromium: {e}"),
+    };
+    let mut demo = DemoProcess::start(&[
+        "--tick-ms",
+        "60",
+        "--ping-interval-ms",
+        "200",
+        "--pong-timeout-ms",
+        "1000",
+    ])
+    .await;
+    let url = format!("http://{}/", demo.addr);
+    let page = browser.open(&url).await.expect("open the page");
+
+    // The page connects by itself with the preselected key.
+    let key = browser
+        .wait_for(&page, "document.getElementById('key').value", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(key, "msk_demo_alice");
+    browser
+        .wait_for(
+            &page,
+            "document.getElementById('status').dataset.state === 'open'",
+            WAIT,
+        )
+        .await
+        .expect("the inbox connects");
+
+    // A published event appears in the list.
+    let subject = format!("browser test {}", std::process::id());
+    let body = format!(
+        r#"{{"type":"email_received","from":"carol@example.com","subject":"{subject}","receivedAt":"2026-05-27T10:15:00Z"}}"#
+    );
+    let published = request(
+        demo.addr,
+        "POST",
+        "/dev/publish/inbox/alice",
+        &["Content-Type: application/json"],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(published.status, 202);
+    let condition = format!(
+        "[...document.querySelectorAll('#events li[data-type=email_received] .summary')].some(e => e.textContent.includes({}))",
+        serde_json::json!(subject)
+    );
+    browser
+        .wait_for(&page, &condition, WAIT)
+        .await
+        .expect("the published event appears");
+
+    // A simulated campaign starts, its socket opens, and its bar reaches 100 %.
+    let id = browser
+        .wait_for(
+            &page,
+            "(() => { const c = document.querySelector('.campaign[data-state=completed][data-percent=\"100\"]'); return c && c.dataset.campaignId; })()",
+            WAIT,
+        )
+        .await
+        .expect("a campaign completes at 100 %");
+    let width = browser
+        .eval(
+            &page,
+            &format!(
+                "document.querySelector('.campaign[data-campaign-id={}] .fill').style.width",
+                serde_json::json!(id)
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(width, "100%");
+    // Its socket was closed by the server with 1000 after the terminal event.
+    browser
+        .wait_for(
+            &page,
+            &format!(
+                "document.querySelector('.campaign[data-campaign-id={}]').dataset.closeCode === '1000'",
+                serde_json::json!(id)
+            ),
+            WAIT,
+        )
+        .await
+        .expect("the campaign socket closed with 1000");
+
+    if let Ok(path) = std::env::var("MISAR_SCREENSHOT") {
+        let png = browser.screenshot(&page).await.unwrap();
+        std::fs::write(&path, png).unwrap();
+    }
+
+    // Shutdown: the page sees close 1001 and starts reconnecting.
+    demo.signal("TERM");
+    browser
+        .wait_for(
+            &page,
+            "[...document.querySelectorAll('#log li')].some(e => e.textContent.includes('inbox closed: code 1001'))",
+            WAIT,
+        )
+        .await
+        .expect("the page shows the 1001");
+    assert!(demo.wait(Duration::from_secs(10)).await.success());
+    let logs = demo.stderr();
+    assert!(
+        !logs.contains("msk_demo_alice") && !logs.contains("token="),
+        "{logs}"
+    );
+    browser.close().await;
+}
