@@ -277,6 +277,13 @@ fn refuse<A: Authorizer>(
         tracing::info!(status, %reason, "refused");
         return http_response(rejected.into_response());
     };
+    // A close-after-upgrade rejection holds a socket for up to the close grace without taking
+    // a hub slot; past the hub's total limit such clients get the HTTP form instead, so
+    // unauthenticated upgrades cannot pile up.
+    if inner.shutdown.active_connections() >= inner.hub.config().max_connections {
+        tracing::info!(status, %reason, "refused over HTTP: at the connection limit");
+        return http_response(rejected.into_response());
+    }
     match rejected.action() {
         RejectAction::Respond(response) => {
             tracing::info!(status, %reason, "refused before the upgrade");

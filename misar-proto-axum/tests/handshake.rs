@@ -409,3 +409,22 @@ async fn auto_style_closes_for_query_clients_and_answers_http_to_header_clients(
     let response = server.refused("/mail/ws/inbox", &[]).await;
     assert_refusal(&response, 403, "unauthorized", Some(4401));
 }
+
+#[tokio::test]
+async fn close_style_rejections_fall_back_to_http_at_the_connection_limit() {
+    let config = misar_proto_tokio::hub::HubConfig {
+        max_connections: 1,
+        ..hub_config()
+    };
+    let server = TestServer::start_with(config, |b| {
+        b.rejection_style(RejectionStyle::CloseAfterUpgrade)
+    })
+    .await;
+    let _held = server
+        .connect("/mail/ws/inbox", &[&bearer(ALICE_KEY)])
+        .await;
+    let response = server
+        .refused("/mail/ws/inbox?token=msk_unknown", &[])
+        .await;
+    assert_refusal(&response, 403, "unauthorized", Some(4401));
+}

@@ -46,8 +46,8 @@
 //!   (which cannot skip a message), so they count as a dropped connection and the client
 //!   reconnects with backoff.
 //! - tungstenite answers pings itself; the session is told not to (one pong per ping).
-//! - `wss://` needs tokio-tungstenite's TLS support, which this crate does not enable: such a
-//!   subscription ends with [`SubscriptionError::TlsUnavailable`].
+//! - `wss://` needs the `rustls-tls` feature (rustls with the webpki root certificates). Without
+//!   it, such a subscription ends with [`SubscriptionError::TlsUnavailable`].
 //! - tungstenite logs the whole handshake request (the `Authorization` header included) at
 //!   `trace` level of the `log` target `tungstenite::handshake::client`. Keep that target at
 //!   `debug` or below in any log setup that bridges `log` records.
@@ -290,8 +290,8 @@ pub enum SubscriptionError {
     /// The handshake request could not be built (a URL problem).
     #[error(transparent)]
     Request(#[from] RequestError),
-    /// A `wss://` URL, but this build has no TLS support.
-    #[error("wss:// needs TLS support, which this build of misar-proto-tokio does not include")]
+    /// A `wss://` URL, but this build has no TLS support (enable the `rustls-tls` feature).
+    #[error("wss:// needs TLS support: build misar-proto-tokio with the `rustls-tls` feature")]
     TlsUnavailable,
 }
 
