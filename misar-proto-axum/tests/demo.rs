@@ -69,7 +69,7 @@ fn assert_no_keys(logs: &str) {
 
 #[tokio::test]
 async fn fixtures_publish_endpoints_and_sigterm() {
-    let mut demo = DemoProcess::start(&["--no-simulation"]).await;
+    let mut demo = DemoProcess::start(&["--no-simulation", "--shutdown-grace-ms", "1000"]).await;
     let addr = demo.addr;
 
     // The page.
@@ -203,6 +203,8 @@ async fn close_style_heartbeat_and_sigint() {
         "50",
         "--pong-timeout-ms",
         "100",
+        "--shutdown-grace-ms",
+        "1000",
     ])
     .await;
     let addr = demo.addr;
@@ -258,7 +260,7 @@ async fn close_style_heartbeat_and_sigint() {
 
 #[tokio::test]
 async fn simulated_campaigns_start_progress_and_complete() {
-    let mut demo = DemoProcess::start(&["--tick-ms", "40"]).await;
+    let mut demo = DemoProcess::start(&["--tick-ms", "40", "--shutdown-grace-ms", "1000"]).await;
     let addr = demo.addr;
     let mut inbox = connect(addr, &format!("/mail/ws/inbox?token={ALICE}"), &[]).await;
     // Wait for a campaign to start; then follow it to its end on its own channel.

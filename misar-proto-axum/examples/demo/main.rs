@@ -55,7 +55,13 @@ const MAX_RUNTIME_CAMPAIGNS: usize = 256;
 
 /// The MisarMail real-time demo server.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about = "The MisarMail real-time demo server: open http://ADDR/ in a browser.",
+    after_help = "Keys: msk_demo_alice (account alice, campaign 11111111-1111-4111-8111-111111111111), \
+msk_demo_bob (account bob, campaign 22222222-2222-4222-8222-222222222222).\n\
+Publish: POST /dev/publish/inbox/{account}, POST /dev/publish/campaigns/{id} with a JSON event."
+)]
 struct Args {
     /// Address to listen on (port 0 picks a free port; the line printed says which).
     #[arg(long, default_value = "127.0.0.1:8080")]

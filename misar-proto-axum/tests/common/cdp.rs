@@ -1,6 +1,7 @@
 //! A minimal Chrome DevTools Protocol client: launches headless Chromium, opens a page, and
 //! evaluates JavaScript in it (awaiting promises, so waiting for the DOM is event-driven).
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -22,6 +23,8 @@ pub struct Browser {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
     next_id: u64,
     profile: PathBuf,
+    /// Events that arrived while waiting for a reply, for [`Browser::wait_event`].
+    events: VecDeque<Value>,
 }
 
 impl Browser {
@@ -87,6 +90,7 @@ impl Browser {
             socket,
             next_id: 0,
             profile,
+            events: VecDeque::new(),
         }))
     }
 
@@ -119,8 +123,15 @@ impl Browser {
             };
             let reply: Value =
                 serde_json::from_str(text.as_str()).map_err(|e| format!("DevTools JSON: {e}"))?;
+            if reply.get("method").is_some() {
+                if self.events.len() >= 1000 {
+                    self.events.pop_front();
+                }
+                self.events.push_back(reply);
+                continue;
+            }
             if reply["id"] != json!(id) {
-                continue; // an event, or another call's reply
+                continue; // another call's reply
             }
             if let Some(error) = reply.get("error") {
                 return Err(format!("{method} failed: {error}"));
@@ -129,10 +140,12 @@ impl Browser {
         }
     }
 
-    /// Opens `url` in a new tab; returns the session to talk to it.
+    /// Opens `url` in a new tab and waits for its `load` event; returns the session to talk
+    /// to it. (Evaluating before the load could run in the initial blank document, whose
+    /// context the navigation destroys.)
     pub async fn open(&mut self, url: &str) -> Result<String, String> {
         let target = self
-            .call(None, "Target.createTarget", json!({ "url": url }))
+            .call(None, "Target.createTarget", json!({ "url": "about:blank" }))
             .await?;
         let target_id = target["targetId"].as_str().ok_or("no targetId")?.to_owned();
         let attached = self
@@ -142,10 +155,52 @@ impl Browser {
                 json!({ "targetId": target_id, "flatten": true }),
             )
             .await?;
-        Ok(attached["sessionId"]
+        let session = attached["sessionId"]
             .as_str()
             .ok_or("no sessionId")?
-            .to_owned())
+            .to_owned();
+        self.call(Some(&session), "Page.enable", json!({})).await?;
+        self.events.clear();
+        self.call(Some(&session), "Page.navigate", json!({ "url": url }))
+            .await?;
+        self.wait_event(&session, "Page.loadEventFired", Duration::from_secs(30))
+            .await?;
+        Ok(session)
+    }
+
+    /// Waits for the event `method` of `session` (or takes it from those already received).
+    pub async fn wait_event(
+        &mut self,
+        session: &str,
+        method: &str,
+        timeout: Duration,
+    ) -> Result<Value, String> {
+        let matches = |event: &Value| {
+            event["method"] == json!(method) && event["sessionId"] == json!(session)
+        };
+        if let Some(at) = self.events.iter().position(matches) {
+            return self.events.remove(at).ok_or_else(|| "gone".to_owned());
+        }
+        tokio::time::timeout(timeout, async {
+            loop {
+                let message = self
+                    .socket
+                    .next()
+                    .await
+                    .ok_or_else(|| format!("DevTools closed while waiting for {method}"))?
+                    .map_err(|e| format!("DevTools read: {e}"))?;
+                let WsMessage::Text(text) = message else {
+                    continue;
+                };
+                let event: Value = serde_json::from_str(text.as_str())
+                    .map_err(|e| format!("DevTools JSON: {e}"))?;
+                if matches(&event) {
+                    return Ok(event);
+                }
+            }
+        })
+        .await
+        .map_err(|_| format!("no {method} within {timeout:?}"))?
     }
 
     /// Evaluates `expression` in the page (awaiting it if it is a promise) and returns its
@@ -220,8 +275,9 @@ impl Drop for Browser {
     fn drop(&mut self) {
         // End the whole process group (Chromium's helpers too), then the profile.
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
+            // bash's builtin `kill`: no dependency on a `kill` binary being installed.
+            let _ = std::process::Command::new("bash")
+                .args(["-c", "kill -KILL -- \"-$0\"", &pid.to_string()])
                 .stderr(Stdio::null())
                 .status();
         }

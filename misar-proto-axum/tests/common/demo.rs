@@ -96,8 +96,9 @@ impl DemoProcess {
     /// Sends SIGTERM (or SIGINT).
     pub fn signal(&self, name: &str) {
         let pid = self.child.id().expect("still running");
-        let status = std::process::Command::new("kill")
-            .args([format!("-{name}"), pid.to_string()])
+        // bash's builtin `kill`: no dependency on a `kill` binary being installed.
+        let status = std::process::Command::new("bash")
+            .args(["-c", "kill -\"$0\" \"$1\"", name, &pid.to_string()])
             .status()
             .expect("run kill");
         assert!(status.success());
