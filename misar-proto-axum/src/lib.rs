@@ -87,3 +87,9 @@ pub use buffers::WsBuffers;
 pub use service::{MisarWs, MisarWsBuilder};
 pub use shutdown::{ShutdownHandle, ShutdownReport};
 pub use transport::{AxumTransport, TransportError};
+
+// The README's Rust snippets are compiled (not run) as doc tests of this crate, which depends
+// on everything they use.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

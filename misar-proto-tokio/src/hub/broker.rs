@@ -15,13 +15,30 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock, Weak};
 
+use misar_proto::auth::AccountId;
 use misar_proto::event::EncodedEvent;
+use misar_proto::route::CampaignId;
 
 use super::{HubInner, PublishReport, StreamKey};
 
 /// The future a [`Broker::publish`] returns.
 pub type BrokerFuture<'a> =
     Pin<Box<dyn Future<Output = Result<PublishReport, BrokerError>> + Send + 'a>>;
+
+/// The future a [`Broker::revoke`] returns.
+pub type RevokeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BrokerError>> + Send + 'a>>;
+
+/// A revocation that must reach every node ([`Hub::revoke_everywhere`](super::Hub::revoke_everywhere)).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Revocation {
+    /// The account's key was revoked: its connections close with 4401
+    /// (as [`Hub::revoke`](super::Hub::revoke)).
+    Account(AccountId),
+    /// The campaign's ownership changed: its connections close with 4403
+    /// (as [`Hub::revoke_campaign`](super::Hub::revoke_campaign)).
+    Campaign(CampaignId),
+}
 
 /// Where a hub sends what it publishes; it delivers to the subscribers of every hub attached
 /// to it.
@@ -49,6 +66,21 @@ pub trait Broker: Send + Sync + 'static {
     /// The last subscriber of `stream` on an attached hub left. Default: nothing.
     fn stream_closed(&self, stream: &StreamKey) {
         let _ = stream;
+    }
+
+    /// Sends a revocation to every attached hub (on every node), each of which applies it
+    /// with [`HubDelivery::revoke`]. Called by [`Hub::revoke_everywhere`](super::Hub::revoke_everywhere)
+    /// after it revoked locally.
+    ///
+    /// Default: an error, so a broker that spans nodes but forgot this method does not let a
+    /// revocation pass for propagated when it was not.
+    fn revoke(&self, revocation: Revocation) -> RevokeFuture<'_> {
+        let _ = revocation;
+        Box::pin(async {
+            Err(BrokerError::new(
+                "this broker does not propagate revocations",
+            ))
+        })
     }
 }
 
@@ -99,6 +131,36 @@ impl HubDelivery {
         match self.hub.upgrade() {
             Some(hub) => hub.deliver(stream, event),
             None => PublishReport::default(),
+        }
+    }
+
+    /// Like [`deliver`](Self::deliver), for an event fetched from a shared cache rather than
+    /// received in stream order (a multi-node broker catching a hub up on a campaign's latest
+    /// `progress` or terminal event): skipped when the hub already caches exactly these bytes
+    /// as the campaign's latest event, so its subscribers do not get it twice.
+    pub fn deliver_latest(&self, stream: &StreamKey, event: EncodedEvent) -> PublishReport {
+        match self.hub.upgrade() {
+            Some(hub) => hub.deliver_inner(stream, event, true),
+            None => PublishReport::default(),
+        }
+    }
+
+    /// Applies a revocation to this hub's connections (what [`Hub::revoke`] or
+    /// [`Hub::revoke_campaign`] do locally).
+    ///
+    /// [`Hub::revoke`]: super::Hub::revoke
+    /// [`Hub::revoke_campaign`]: super::Hub::revoke_campaign
+    pub fn revoke(&self, revocation: &Revocation) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.revoke(revocation);
+        }
+    }
+
+    /// Tells the hub that events may have been lost on the way to it (a multi-node broker lost
+    /// its subscription and re-established it): counted in [`HubStats::gaps`](super::HubStats::gaps).
+    pub fn report_gap(&self) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.gaps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -159,6 +221,17 @@ impl Broker for LocalBroker {
 
     fn publish(&self, stream: StreamKey, event: EncodedEvent) -> BrokerFuture<'_> {
         Box::pin(async move { Ok(self.deliver_all(&stream, event)) })
+    }
+
+    fn revoke(&self, revocation: Revocation) -> RevokeFuture<'_> {
+        let hubs = self
+            .hubs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for hub in hubs.iter() {
+            hub.revoke(&revocation);
+        }
+        Box::pin(async { Ok(()) })
     }
 }
 

@@ -66,7 +66,9 @@ use misar_proto::handshake::Accepted;
 use misar_proto::route::{CampaignId, Channel};
 use tokio::sync::Notify;
 
-pub use broker::{Broker, BrokerError, BrokerFuture, HubDelivery, LocalBroker};
+pub use broker::{
+    Broker, BrokerError, BrokerFuture, HubDelivery, LocalBroker, Revocation, RevokeFuture,
+};
 pub use feed::Feed;
 
 pub(crate) use feed::lock;
@@ -220,6 +222,10 @@ pub struct HubStats {
     pub streams: usize,
     /// Campaigns with a cached latest event.
     pub cached_campaigns: usize,
+    /// Times the broker reported that events may have been lost on their way to this hub
+    /// ([`HubDelivery::report_gap`]; e.g. a Redis subscription dropped and was re-established).
+    /// Always 0 with the in-process broker.
+    pub gaps: u64,
 }
 
 /// The fan-out hub: cheap to clone (an `Arc` inside), share it between the publisher and the
@@ -240,6 +246,7 @@ pub(crate) struct HubInner {
     delivered: AtomicU64,
     overflowed: AtomicU64,
     refused: AtomicU64,
+    gaps: AtomicU64,
 }
 
 #[derive(Default)]
@@ -280,6 +287,7 @@ impl Hub {
             delivered: AtomicU64::new(0),
             overflowed: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            gaps: AtomicU64::new(0),
         });
         broker.attach(HubDelivery {
             hub: Arc::downgrade(&inner),
@@ -411,27 +419,26 @@ impl Hub {
 
     /// Closes every connection of `account` with 4401 (its key was revoked). Queued events
     /// are discarded: nothing more reaches a client that lost its rights.
+    ///
+    /// This hub only; [`revoke_everywhere`](Self::revoke_everywhere) reaches every node.
     pub fn revoke(&self, account: &AccountId) {
-        let now = now();
-        let state = lock(&self.inner.state);
-        for connection in state.accounts.get(account).into_iter().flatten() {
-            connection.command(Control::Revoke(CloseCode::Unauthorized), now);
-        }
+        self.inner.revoke(&Revocation::Account(account.clone()));
     }
 
     /// Closes every connection to `campaign` with 4403 (its ownership changed).
+    ///
+    /// This hub only; [`revoke_everywhere`](Self::revoke_everywhere) reaches every node.
     pub fn revoke_campaign(&self, campaign: &CampaignId) {
-        let now = now();
-        let state = lock(&self.inner.state);
-        let key = StreamKey::Campaign(campaign.clone());
-        for connection in state
-            .streams
-            .get(&key)
-            .into_iter()
-            .flat_map(|s| &s.subscribers)
-        {
-            connection.command(Control::Revoke(CloseCode::Forbidden), now);
-        }
+        self.inner.revoke(&Revocation::Campaign(campaign.clone()));
+    }
+
+    /// Applies `revocation` here at once (as [`revoke`](Self::revoke) /
+    /// [`revoke_campaign`](Self::revoke_campaign)), then sends it through the broker to every
+    /// node's hub. An error means the other nodes may not have it (this hub did apply it):
+    /// retry, or make sure the key check refuses the key, so reconnects fail anyway.
+    pub async fn revoke_everywhere(&self, revocation: Revocation) -> Result<(), BrokerError> {
+        self.inner.revoke(&revocation);
+        self.inner.broker.revoke(revocation).await
     }
 
     /// Graceful shutdown (§2.9): refuses new subscriptions, tells every connection to close
@@ -504,6 +511,7 @@ impl Hub {
             connections: state.total,
             streams: state.streams.len(),
             cached_campaigns: state.cache_order.len(),
+            gaps: inner.gaps.load(Ordering::Relaxed),
         }
     }
 }
@@ -521,12 +529,29 @@ impl HubInner {
     /// Fans an encoded event out to the local subscribers of `stream` (the broker calls this
     /// through [`HubDelivery`]).
     fn deliver(&self, stream: &StreamKey, event: EncodedEvent) -> PublishReport {
+        self.deliver_inner(stream, event, false)
+    }
+
+    /// [`deliver`](Self::deliver); with `unless_cached`, nothing happens when `event` is
+    /// already the campaign's cached latest event (same bytes).
+    fn deliver_inner(
+        &self,
+        stream: &StreamKey,
+        event: EncodedEvent,
+        unless_cached: bool,
+    ) -> PublishReport {
         let now = now();
         let limits = Limits {
             events: self.config.pending_events,
             bytes: self.config.pending_bytes,
         };
         let mut state = lock(&self.state);
+        if unless_cached {
+            let cached = state.streams.get(stream).and_then(|s| s.last.as_ref());
+            if cached.is_some_and(|(last, _)| last.bytes() == event.bytes()) {
+                return PublishReport::default();
+            }
+        }
         if let StreamKey::Campaign(campaign) = stream {
             if matches!(event.class(), EventClass::Progress | EventClass::Terminal) {
                 state.remember(campaign, &event, self.config.last_progress_cache);
@@ -551,6 +576,30 @@ impl HubInner {
         self.overflowed
             .fetch_add(report.overflowed as u64, Ordering::Relaxed);
         report
+    }
+
+    /// Closes the connections a revocation targets (4401 for an account, 4403 for a campaign).
+    fn revoke(&self, revocation: &Revocation) {
+        let now = now();
+        let state = lock(&self.state);
+        match revocation {
+            Revocation::Account(account) => {
+                for connection in state.accounts.get(account).into_iter().flatten() {
+                    connection.command(Control::Revoke(CloseCode::Unauthorized), now);
+                }
+            }
+            Revocation::Campaign(campaign) => {
+                let key = StreamKey::Campaign(campaign.clone());
+                for connection in state
+                    .streams
+                    .get(&key)
+                    .into_iter()
+                    .flat_map(|s| &s.subscribers)
+                {
+                    connection.command(Control::Revoke(CloseCode::Forbidden), now);
+                }
+            }
+        }
     }
 
     /// Removes a connection (its [`Feed`] is being dropped).
