@@ -200,6 +200,8 @@ impl Driver {
             Ok(request) => request,
             Err(error) => return self.fail(SubscriptionError::Request(error)),
         };
+        #[cfg(feature = "rustls-tls")]
+        install_tls_provider();
         let attempt = tokio::time::timeout(
             self.connect_timeout,
             connect_async_with_config(request, Some(self.ws_config), true),
@@ -440,4 +442,14 @@ fn error_kind(error: &WsError) -> &'static str {
         WsError::Http(_) => "http status",
         WsError::HttpFormat(_) => "http format",
     }
+}
+
+/// rustls needs a process-wide crypto provider. Install *ring* unless the application already
+/// chose one (then `install_default` fails and the application's choice stands).
+#[cfg(feature = "rustls-tls")]
+fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }

@@ -53,6 +53,8 @@
 
 mod broker;
 mod feed;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,472 @@
+//! Multi-node fan-out through Redis pub/sub: a [`Broker`] for deployments of several servers
+//! behind a load balancer (cargo feature `redis`).
+//!
+//! Every node builds its [`Hub`](super::Hub) on a [`RedisBroker`] connected to the same Redis
+//! (version 6 or later: the broker speaks RESP3). An event published on any node reaches the
+//! subscribers of every node:
+//!
+//! ```text
+//!  node A: hub.publish_inbox ── encode once ──► PUBLISH misar:inbox:alice <event JSON>
+//!                                                          │ Redis
+//!        ┌─────────────────────────────────────────────────┴──────────────┐
+//!        ▼ (node A is subscribed too)                                      ▼
+//!  node A: check (one decode), deliver the same bytes     node B: check, deliver the same bytes
+//! ```
+//!
+//! - **One channel per stream** (`{prefix}:inbox:{account}`, `{prefix}:campaign:{id}`), and
+//!   the message is the event's JSON and nothing else: the channel names the stream. A node
+//!   subscribes to a stream's channel while it has subscribers of it
+//!   ([`Broker::stream_opened`] / [`Broker::stream_closed`], batched), so it receives only
+//!   the events it delivers. 10,000 connected accounts are 10,000 channels on the node's one
+//!   subscriber connection, which Redis handles as a hash lookup per publish; `PSUBSCRIBE
+//!   misar:*` would instead send every event to every node and cost every publish a pattern
+//!   match per pattern.
+//! - **Encoded once per node at most**: the publishing node encodes ([`HubStats::encodes`]);
+//!   every node, the publisher included, receives the bytes from Redis, checks them with one
+//!   decode ([`EncodedEvent::from_inbox_json`] / [`from_campaign_json`]) and hands the same
+//!   buffer to all its connections. Publishing goes through Redis even for the local
+//!   subscribers, so every node sees a stream's events in the one order Redis gave them.
+//! - **Shared last-progress cache**: publishing a `progress` or terminal event also sets
+//!   `{prefix}:last:{id}` (with [`RedisConfig::cache_ttl`]) in the same transaction. The hub's
+//!   `subscribe` is synchronous, so a late joiner first gets what its node's hub caches (the
+//!   events this node delivered while it had subscribers of the campaign); when a node gets
+//!   its first subscriber of a campaign, the broker fetches the shared key right after
+//!   subscribing and delivers it if it is newer. The trade-off: that event arrives a round
+//!   trip after the upgrade rather than with it, and a client may see a stale `progress`
+//!   (its node's) just before the current one; never out of order, never twice (see
+//!   `subscriber.rs`).
+//! - **Revocation**: [`Hub::revoke_everywhere`](super::Hub::revoke_everywhere) revokes locally,
+//!   then publishes on `{prefix}:revoke`; every node closes the account's connections with
+//!   4401 (or a campaign's with 4403).
+//! - **Connection loss**: a publish fails with a [`BrokerError`] whose source is a
+//!   [`RedisBrokerError`] (nothing is dropped silently); the publishing connection is
+//!   re-established on demand, with backoff between attempts. The subscriber task reconnects
+//!   with the core's jittered [`Backoff`] and resubscribes every open stream (and fetches the
+//!   latest event of every open campaign). Connected WebSocket clients are not touched. Events
+//!   published while a node was cut off are not replayed: each loss counts as a gap
+//!   ([`RedisStats::gaps`], [`HubStats::gaps`](super::HubStats::gaps)) with a warning in the
+//!   logs. A revocation published meanwhile is missed too: keep the key check refusing a
+//!   revoked key, so the clients of a node that missed it cannot reconnect.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use misar_proto_tokio::hub::redis::{RedisBroker, RedisConfig};
+//! use misar_proto_tokio::hub::{Hub, HubConfig};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let broker = RedisBroker::connect("redis://127.0.0.1:6379", RedisConfig::default()).await?;
+//! let hub = Hub::with_broker(HubConfig::default(), broker.clone());
+//! // Use `hub` exactly as with the in-process broker; `broker.stats()` for the Redis side.
+//! # let _ = hub;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Redis Cluster is not supported (a single Redis, or one behind Sentinel / a proxy, is). Give
+//! deployments that share a Redis distinct [`RedisConfig::prefix`]es.
+//!
+//! [`HubStats::encodes`]: super::HubStats::encodes
+//! [`EncodedEvent::from_inbox_json`]: misar_proto::event::EncodedEvent::from_inbox_json
+//! [`from_campaign_json`]: misar_proto::event::EncodedEvent::from_campaign_json
+
+mod names;
+mod publisher;
+mod subscriber;
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use ::redis::{Client, IntoConnectionInfo, ProtocolVersion, RedisError};
+use misar_proto::backoff::{Backoff, BackoffConfig};
+use misar_proto::event::{EncodedEvent, EventClass};
+use tokio::sync::{Notify, watch};
+
+use super::{
+    Broker, BrokerError, BrokerFuture, HubDelivery, PublishReport, Revocation, RevokeFuture,
+    StreamKey, lock,
+};
+use names::Names;
+use publisher::{Op, Publisher};
+use subscriber::{Interest, Progress};
+
+/// Settings of a [`RedisBroker`]. `Default` gives sensible values; every node of a deployment
+/// must use the same `prefix`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// The first part of every channel and key name (`"misar"`): `{prefix}:inbox:{account}`,
+    /// `{prefix}:campaign:{id}`, `{prefix}:last:{id}`, `{prefix}:revoke`.
+    pub prefix: String,
+    /// How long a campaign's latest `progress` or terminal event stays in Redis after it was
+    /// published (1 hour): a client joining later gets nothing from the shared cache.
+    pub cache_ttl: Duration,
+    /// The longest a connection attempt may take (2 s).
+    pub connect_timeout: Duration,
+    /// The longest Redis may take to answer a command (2 s): a publish that waits longer fails
+    /// with [`RedisBrokerError::Timeout`].
+    pub command_timeout: Duration,
+    /// How often the subscriber connection is checked with a `PING` when nothing else happens
+    /// (10 s), so a Redis that vanished without closing the TCP connection is noticed.
+    pub health_check_interval: Duration,
+    /// The reconnect backoff (full jitter; 100 ms base, 5 s cap): between subscriber
+    /// reconnection attempts, and between connection attempts of the publishing side.
+    pub backoff: BackoffConfig,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "misar".to_owned(),
+            cache_ttl: Duration::from_secs(3600),
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(2),
+            health_check_interval: Duration::from_secs(10),
+            backoff: BackoffConfig {
+                base: Duration::from_millis(100),
+                cap: Duration::from_secs(5),
+            },
+        }
+    }
+}
+
+/// What went wrong talking to Redis. Reaches a publisher as the
+/// [`source`](std::error::Error::source) of the [`BrokerError`] in
+/// [`PublishError::Broker`](super::PublishError::Broker); downcast to inspect it.
+///
+/// Texts never include the Redis URL (it may hold a password).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisBrokerError {
+    /// The URL is not a Redis URL.
+    #[error("invalid Redis URL")]
+    InvalidUrl(#[source] RedisError),
+    /// Connecting failed (refused, unreachable, authentication, ...).
+    #[error("could not connect to Redis")]
+    Connect(#[source] RedisError),
+    /// The last connection attempt failed and the backoff does not allow a new one yet.
+    #[error("not connected to Redis (next attempt in {retry_in:?})")]
+    Disconnected {
+        /// When the next attempt may be made.
+        retry_in: Duration,
+    },
+    /// The connection broke while a command was under way.
+    #[error("the connection to Redis was lost")]
+    ConnectionLost,
+    /// Redis did not answer (or accept a connection) within the configured timeout.
+    #[error("Redis did not answer in time")]
+    Timeout,
+    /// Redis refused or failed a command.
+    #[error("a Redis command failed")]
+    Command(#[source] RedisError),
+}
+
+impl RedisBrokerError {
+    fn from_command(error: RedisError) -> Self {
+        if error.is_timeout() {
+            RedisBrokerError::Timeout
+        } else if error.is_connection_dropped() || error.is_unrecoverable_error() {
+            RedisBrokerError::ConnectionLost
+        } else {
+            RedisBrokerError::Command(error)
+        }
+    }
+}
+
+impl From<RedisBrokerError> for BrokerError {
+    fn from(error: RedisBrokerError) -> Self {
+        BrokerError::with_source(format!("redis: {error}"), error)
+    }
+}
+
+/// The broker's counters. A [`RedisStats::gaps`] that grows means events were missed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisStats {
+    /// Events (and revocations) this node sent to Redis.
+    pub published: u64,
+    /// Publishes (and revocations) that failed and were reported to their caller.
+    pub publish_errors: u64,
+    /// Events received from Redis and delivered to the attached hubs.
+    pub received: u64,
+    /// Campaign events fetched from the shared cache and delivered (late joiners, catch-up
+    /// after a reconnection).
+    pub fetched: u64,
+    /// Revocations received from Redis and applied.
+    pub revocations: u64,
+    /// Messages received that were not valid (not an event of the stream, unknown type,
+    /// foreign channel): dropped with a warning.
+    pub rejected: u64,
+    /// Subscriber connections lost after being established: each is a window in which
+    /// events were not delivered on this node.
+    pub gaps: u64,
+    /// Subscriber connections re-established after a loss.
+    pub reconnects: u64,
+    /// Subscriber connection attempts that failed.
+    pub connect_failures: u64,
+    /// Streams subscribed upstream now.
+    pub subscribed_streams: usize,
+    /// Whether the subscriber connection is up with its subscriptions in place.
+    pub connected: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    publish_errors: AtomicU64,
+    received: AtomicU64,
+    fetched: AtomicU64,
+    revocations: AtomicU64,
+    rejected: AtomicU64,
+    gaps: AtomicU64,
+    reconnects: AtomicU64,
+    connect_failures: AtomicU64,
+    subscribed: AtomicUsize,
+}
+
+/// What the broker handle, its hooks and its subscriber task share.
+struct Shared {
+    config: RedisConfig,
+    client: Client,
+    names: Names,
+    hubs: RwLock<Vec<HubDelivery>>,
+    interest: Mutex<Interest>,
+    /// Wakes the subscriber task when the interest changed.
+    wake: Notify,
+    progress: watch::Sender<Progress>,
+    stats: Counters,
+    publisher: Publisher,
+}
+
+/// A [`Broker`] over Redis pub/sub. See the [module docs](self).
+///
+/// Build it with [`connect`](Self::connect) and hand it to
+/// [`Hub::with_broker`](super::Hub::with_broker) (an `Arc<RedisBroker>` is an
+/// `Arc<dyn Broker>`). It owns a background task (the subscriber), which stops when the last
+/// `Arc` is dropped.
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    task: tokio::task::AbortHandle,
+}
+
+impl RedisBroker {
+    /// Connects to Redis at `url` (`redis://[user:password@]host:port[/db]`; RESP3 is
+    /// requested whatever the URL says) and starts the subscriber task.
+    ///
+    /// Fails if Redis cannot be reached within [`RedisConfig::connect_timeout`]; once
+    /// connected, losses are survived (see the module docs).
+    pub async fn connect(
+        url: &str,
+        config: RedisConfig,
+    ) -> Result<Arc<RedisBroker>, RedisBrokerError> {
+        let info = url
+            .into_connection_info()
+            .map_err(RedisBrokerError::InvalidUrl)?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = Client::open(info.set_redis_settings(settings))
+            .map_err(RedisBrokerError::InvalidUrl)?;
+        let (progress, _) = watch::channel(Progress::default());
+        let publisher = Publisher::new(
+            client.clone(),
+            config.connect_timeout,
+            config.command_timeout,
+            Backoff::new(config.backoff, seed()),
+        );
+        // The publishing side first: its error says why Redis cannot be reached.
+        publisher.check().await?;
+        let shared = Arc::new(Shared {
+            names: Names::new(&config.prefix),
+            client,
+            hubs: RwLock::new(Vec::new()),
+            interest: Mutex::new(Interest::default()),
+            wake: Notify::new(),
+            progress,
+            stats: Counters::default(),
+            publisher,
+            config,
+        });
+        let backoff = Backoff::new(shared.config.backoff, seed());
+        let task = tokio::spawn(subscriber::run(Arc::clone(&shared), backoff)).abort_handle();
+        let broker = Arc::new(RedisBroker { shared, task });
+        let connect_timeout = broker.shared.config.connect_timeout;
+        match tokio::time::timeout(connect_timeout, broker.connected()).await {
+            Ok(()) => Ok(broker),
+            Err(_) => Err(RedisBrokerError::Timeout),
+        }
+    }
+
+    /// Resolves once the upstream subscriptions reflect every stream opened or closed on the
+    /// attached hubs before the call (and the shared latest event of newly opened campaigns
+    /// was fetched and delivered). Waits through reconnections: bound it with a timeout.
+    ///
+    /// An event published on another node after `sync` returned reaches this node's
+    /// subscribers of those streams; one published between a subscribe and the upstream
+    /// subscription may not (pub/sub has no history).
+    pub async fn sync(&self) {
+        let target = lock(&self.shared.interest).generation;
+        let mut progress = self.shared.progress.subscribe();
+        // The sender lives as long as `self`, so this cannot fail while we wait.
+        let _ = progress
+            .wait_for(|p| p.connected && generation_reached(p.applied, target))
+            .await;
+    }
+
+    /// Resolves when the subscriber connection is up with its subscriptions in place (at
+    /// once if it is). For readiness checks, and to wait for the recovery after an outage.
+    pub async fn connected(&self) {
+        self.wait_connected(true).await;
+    }
+
+    /// Resolves when the subscriber connection is down (at once if it is): the gap has been
+    /// counted by then.
+    pub async fn disconnected(&self) {
+        self.wait_connected(false).await;
+    }
+
+    async fn wait_connected(&self, up: bool) {
+        let mut progress = self.shared.progress.subscribe();
+        // The sender lives as long as `self`, so this cannot fail while we wait.
+        let _ = progress.wait_for(|p| p.connected == up).await;
+    }
+
+    /// Whether the subscriber connection is up with its subscriptions in place.
+    pub fn is_connected(&self) -> bool {
+        self.shared.progress.borrow().connected
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> RedisStats {
+        let s = &self.shared.stats;
+        RedisStats {
+            published: s.published.load(Ordering::Relaxed),
+            publish_errors: s.publish_errors.load(Ordering::Relaxed),
+            received: s.received.load(Ordering::Relaxed),
+            fetched: s.fetched.load(Ordering::Relaxed),
+            revocations: s.revocations.load(Ordering::Relaxed),
+            rejected: s.rejected.load(Ordering::Relaxed),
+            gaps: s.gaps.load(Ordering::Relaxed),
+            reconnects: s.reconnects.load(Ordering::Relaxed),
+            connect_failures: s.connect_failures.load(Ordering::Relaxed),
+            subscribed_streams: s.subscribed.load(Ordering::Relaxed),
+            connected: self.is_connected(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RedisConfig {
+        &self.shared.config
+    }
+
+    async fn send(&self, op: Op<'_>) -> Result<u64, BrokerError> {
+        let counters = &self.shared.stats;
+        match self.shared.publisher.send(op).await {
+            Ok(receivers) => {
+                counters.published.fetch_add(1, Ordering::Relaxed);
+                Ok(receivers)
+            }
+            Err(error) => {
+                counters.publish_errors.fetch_add(1, Ordering::Relaxed);
+                Err(error.into())
+            }
+        }
+    }
+}
+
+/// Whether generation `applied` is at or past `target` (generations wrap; they never get
+/// 2⁶³ apart).
+fn generation_reached(applied: u64, target: u64) -> bool {
+    applied.wrapping_sub(target) < (1 << 63)
+}
+
+/// A per-broker seed for the backoff's jitter, so the nodes of a deployment that lost the
+/// same Redis do not come back in step. `RandomState` is seeded by the OS per process and
+/// varied per instance.
+fn seed() -> u64 {
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+impl Broker for RedisBroker {
+    fn attach(&self, delivery: HubDelivery) {
+        let mut hubs = self
+            .shared
+            .hubs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        hubs.retain(HubDelivery::is_alive);
+        hubs.push(delivery);
+    }
+
+    fn publish(&self, stream: StreamKey, event: EncodedEvent) -> BrokerFuture<'_> {
+        Box::pin(async move {
+            let names = &self.shared.names;
+            let channel = names.channel(&stream);
+            let message = event.bytes().as_ref();
+            // A campaign's `progress` and terminal events also become its shared latest event.
+            let key = match (&stream, event.class()) {
+                (StreamKey::Campaign(campaign), EventClass::Progress | EventClass::Terminal) => {
+                    Some(names.last(campaign))
+                }
+                _ => None,
+            };
+            let op = match &key {
+                Some(key) => Op::CacheAndPublish {
+                    key,
+                    ttl: self.shared.config.cache_ttl,
+                    channel: &channel,
+                    message,
+                },
+                None => Op::Publish {
+                    channel: &channel,
+                    message,
+                },
+            };
+            // Deliveries happen on each node when Redis hands the event back: this node
+            // cannot count them here.
+            self.send(op).await.map(|_| PublishReport::default())
+        })
+    }
+
+    fn stream_opened(&self, stream: &StreamKey) {
+        lock(&self.shared.interest).opened(stream);
+        self.shared.wake.notify_one();
+    }
+
+    fn stream_closed(&self, stream: &StreamKey) {
+        lock(&self.shared.interest).closed(stream);
+        self.shared.wake.notify_one();
+    }
+
+    fn revoke(&self, revocation: Revocation) -> RevokeFuture<'_> {
+        Box::pin(async move {
+            let message = names::encode_revocation(&revocation);
+            self.send(Op::Publish {
+                channel: self.shared.names.revoke(),
+                message: &message,
+            })
+            .await
+            .map(|_| ())
+        })
+    }
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the URL: it may hold a password.
+        f.debug_struct("RedisBroker")
+            .field("prefix", &self.shared.config.prefix)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}

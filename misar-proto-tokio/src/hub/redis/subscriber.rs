@@ -1,0 +1,446 @@
+//! The receiving side: one task per broker owning one RESP3 connection that holds the node's
+//! subscriptions, delivers what arrives to the attached hubs, fetches the shared latest event
+//! of campaigns that open, and reconnects with backoff when the connection is lost.
+//!
+//! # Why one RESP3 connection, and why a fetch is ordered
+//!
+//! A late joiner's fetch (`MGET {prefix}:last:{id}`) goes over the *same* connection as the
+//! subscription. Redis executes commands one at a time and writes a connection's replies and
+//! pushes in execution order, and a publish of a `progress`/terminal event sets the key and
+//! publishes in one transaction. So, reading the connection in order, after `SUBSCRIBE` was
+//! confirmed:
+//!
+//! - a message that arrives before the fetch's reply was published before the fetch ran, and
+//!   the key then holds the last such message (already delivered, or about to be, in order);
+//! - a message that arrives after it is newer than the fetched value.
+//!
+//! Hence the rule applied here: a fetched value is delivered only if no message of its
+//! campaign arrived between sending the fetch and reading its reply (if one did, the value is
+//! not newer than what was delivered), and the hub skips it when it already caches those
+//! exact bytes ([`HubDelivery::deliver_latest`]). A client therefore never sees a campaign's
+//! events out of order, and sees the fetched event once.
+//!
+//! # Interest
+//!
+//! The hooks ([`Broker::stream_opened`] / [`Broker::stream_closed`], called under a hub's
+//! lock) only count subscribers per stream and mark the stream dirty; this task turns the
+//! dirty set into `SUBSCRIBE` / `UNSUBSCRIBE` batches. A stream that closes and reopens
+//! before the task looks costs no command at all.
+//!
+//! [`Broker::stream_opened`]: crate::hub::Broker::stream_opened
+//! [`Broker::stream_closed`]: crate::hub::Broker::stream_closed
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use ::redis::aio::MultiplexedConnection;
+use ::redis::{AsyncConnectionConfig, PushInfo, PushKind, RedisError, Value};
+use bytes::Bytes;
+use misar_proto::backoff::Backoff;
+use misar_proto::close::Pace;
+use misar_proto::event::EncodedEvent;
+use misar_proto::route::CampaignId;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
+
+use super::names::{Target, decode_revocation};
+use super::{RedisBrokerError, Shared};
+use crate::hub::{HubDelivery, StreamKey, lock};
+
+/// Channels (or keys) per `SUBSCRIBE` / `UNSUBSCRIBE` / `MGET`: large enough to resubscribe
+/// thousands of streams in a few round trips, small enough to keep each reply modest.
+const BATCH: usize = 512;
+
+/// Pushes handled in one go before the task looks at its other duties again.
+const DRAIN_BATCH: usize = 256;
+
+/// What the hooks tell the task.
+#[derive(Default)]
+pub(super) struct Interest {
+    /// Subscribers per stream, over every attached hub.
+    counts: HashMap<StreamKey, usize>,
+    /// Streams whose count crossed zero (either way) since the task last looked.
+    dirty: HashSet<StreamKey>,
+    /// Campaigns opened since the task last looked: their shared latest event is fetched.
+    fetch: HashSet<CampaignId>,
+    /// Bumped on every change ([`RedisBroker::sync`](super::RedisBroker::sync) waits for it).
+    pub(super) generation: u64,
+}
+
+impl Interest {
+    pub(super) fn opened(&mut self, stream: &StreamKey) {
+        let count = self.counts.entry(stream.clone()).or_insert(0);
+        *count = count.saturating_add(1);
+        if *count == 1 {
+            self.dirty.insert(stream.clone());
+        }
+        if let StreamKey::Campaign(campaign) = stream {
+            // Also when another hub already had the stream open: the newcomer has no cache.
+            self.fetch.insert(campaign.clone());
+        }
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    pub(super) fn closed(&mut self, stream: &StreamKey) {
+        if let Some(count) = self.counts.get_mut(stream) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.counts.remove(stream);
+                self.dirty.insert(stream.clone());
+            }
+        }
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// After a reconnection nothing is subscribed: every stream is dirty and every campaign
+    /// is fetched (to catch up on a `progress` or terminal event missed meanwhile).
+    fn reset(&mut self) {
+        self.dirty = self.counts.keys().cloned().collect();
+        self.fetch = self
+            .counts
+            .keys()
+            .filter_map(|stream| match stream {
+                StreamKey::Campaign(campaign) => Some(campaign.clone()),
+                StreamKey::Inbox(_) => None,
+            })
+            .collect();
+    }
+}
+
+/// What [`RedisBroker::sync`](super::RedisBroker::sync) and `connect` watch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Progress {
+    /// The interest generation the upstream subscriptions reflect.
+    pub(super) applied: u64,
+    /// The subscriber connection is up and its subscriptions are in place.
+    pub(super) connected: bool,
+}
+
+/// The connection was lost (or a command on it failed): reconnect.
+#[derive(Debug)]
+struct Lost(Option<RedisError>);
+
+impl From<RedisError> for Lost {
+    fn from(error: RedisError) -> Self {
+        Lost(Some(error))
+    }
+}
+
+/// The task: connect, serve until the connection is lost, report the gap, back off, again.
+pub(super) async fn run(shared: Arc<Shared>, mut backoff: Backoff) {
+    let mut established = false;
+    loop {
+        match Session::open(&shared).await {
+            Ok(mut session) => {
+                backoff.reset();
+                // Redis is back: the publishing side need not wait out its own backoff.
+                shared.publisher.redis_is_back();
+                if established {
+                    shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        streams = session.subscribed.len(),
+                        "redis broker: subscription re-established"
+                    );
+                }
+                established = true;
+                shared.progress.send_modify(|p| p.connected = true);
+                let lost = session.serve(&shared).await;
+                shared.publisher.redis_is_gone();
+                shared.stats.subscribed.store(0, Ordering::Relaxed);
+                shared.stats.gaps.fetch_add(1, Ordering::Relaxed);
+                shared.each_hub(HubDelivery::report_gap);
+                tracing::warn!(
+                    error = lost.0.as_ref().map(tracing::field::display),
+                    "redis broker: lost the subscription connection; events published until it \
+                     is re-established are not delivered on this node (a gap)"
+                );
+                // Last, so whoever waits for the disconnection sees the gap counted.
+                shared.progress.send_modify(|p| p.connected = false);
+            }
+            Err(error) => {
+                shared.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %error, "redis broker: could not connect the subscriber");
+            }
+        }
+        tokio::time::sleep(backoff.next_delay(Pace::Normal)).await;
+    }
+}
+
+struct Session {
+    connection: MultiplexedConnection,
+    pushes: mpsc::UnboundedReceiver<PushInfo>,
+    /// Streams subscribed upstream on this connection.
+    subscribed: HashSet<StreamKey>,
+}
+
+impl Session {
+    /// Connects and subscribes to the revocation channel and every stream with subscribers.
+    async fn open(shared: &Shared) -> Result<Session, RedisBrokerError> {
+        let (tx, pushes) = mpsc::unbounded_channel();
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(shared.config.connect_timeout))
+            .set_response_timeout(Some(shared.config.command_timeout))
+            .set_push_sender(tx);
+        let attempt = tokio::time::timeout(
+            shared.config.connect_timeout,
+            shared
+                .client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await;
+        let mut connection = match attempt {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => return Err(RedisBrokerError::Connect(error)),
+            Err(_) => return Err(RedisBrokerError::Timeout),
+        };
+        connection
+            .subscribe(shared.names.revoke())
+            .await
+            .map_err(RedisBrokerError::from_command)?;
+        lock(&shared.interest).reset();
+        let mut session = Session {
+            connection,
+            pushes,
+            subscribed: HashSet::new(),
+        };
+        session
+            .sync_interest(shared)
+            .await
+            .map_err(|lost| match lost.0 {
+                Some(error) => RedisBrokerError::from_command(error),
+                None => RedisBrokerError::ConnectionLost,
+            })?;
+        Ok(session)
+    }
+
+    /// Delivers what arrives and follows the interest until the connection is lost.
+    async fn serve(&mut self, shared: &Shared) -> Lost {
+        let mut health = tokio::time::interval(shared.config.health_check_interval);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        health.reset();
+        loop {
+            let step = tokio::select! {
+                push = self.pushes.recv() => match push {
+                    Some(push) => self
+                        .handle(shared, push, None)
+                        .and_then(|()| self.drain(shared, None, DRAIN_BATCH)),
+                    None => Err(Lost(None)),
+                },
+                () = shared.wake.notified() => self.sync_interest(shared).await,
+                _ = health.tick() => {
+                    // A half-open TCP connection (Redis host gone without a reset) is only
+                    // noticed by asking: PING, bounded by the command timeout.
+                    ::redis::cmd("PING")
+                        .query_async::<()>(&mut self.connection)
+                        .await
+                        .map_err(Lost::from)
+                }
+            };
+            if let Err(lost) = step {
+                return lost;
+            }
+        }
+    }
+
+    /// Brings the upstream subscriptions in line with the interest, and fetches the latest
+    /// event of campaigns that opened.
+    async fn sync_interest(&mut self, shared: &Shared) -> Result<(), Lost> {
+        let (dirty, fetch, generation) = {
+            let mut interest = lock(&shared.interest);
+            let dirty = std::mem::take(&mut interest.dirty);
+            let fetch: Vec<CampaignId> = std::mem::take(&mut interest.fetch)
+                .into_iter()
+                .filter(|c| interest.counts.contains_key(&StreamKey::Campaign(c.clone())))
+                .collect();
+            let mut subscribe = Vec::new();
+            let mut unsubscribe = Vec::new();
+            for stream in dirty {
+                let wanted = interest.counts.contains_key(&stream);
+                match (wanted, self.subscribed.contains(&stream)) {
+                    (true, false) => subscribe.push(stream),
+                    (false, true) => unsubscribe.push(stream),
+                    _ => {}
+                }
+            }
+            ((subscribe, unsubscribe), fetch, interest.generation)
+        };
+        let (subscribe, unsubscribe) = dirty;
+        for batch in unsubscribe.chunks(BATCH) {
+            let channels: Vec<Vec<u8>> = batch.iter().map(|s| shared.names.channel(s)).collect();
+            self.connection.unsubscribe(channels).await?;
+            for stream in batch {
+                self.subscribed.remove(stream);
+            }
+        }
+        for batch in subscribe.chunks(BATCH) {
+            let channels: Vec<Vec<u8>> = batch.iter().map(|s| shared.names.channel(s)).collect();
+            self.connection.subscribe(channels).await?;
+            self.subscribed.extend(batch.iter().cloned());
+        }
+        shared
+            .stats
+            .subscribed
+            .store(self.subscribed.len(), Ordering::Relaxed);
+        if !fetch.is_empty() {
+            self.fetch_latest(shared, &fetch).await?;
+        }
+        shared.progress.send_if_modified(|p| {
+            let changed = p.applied != generation;
+            p.applied = generation;
+            changed
+        });
+        Ok(())
+    }
+
+    /// Fetches the shared latest event of `campaigns` and delivers each one that is newer than
+    /// what arrived on the channel (see the module docs for why this is ordered).
+    async fn fetch_latest(&mut self, shared: &Shared, campaigns: &[CampaignId]) -> Result<(), Lost> {
+        // Whatever arrived so far was published before the fetch runs: deliver it first, so
+        // it is not mistaken for a message that raced the fetch.
+        self.drain(shared, None, usize::MAX)?;
+        let mut values: Vec<Option<Vec<u8>>> = Vec::with_capacity(campaigns.len());
+        for batch in campaigns.chunks(BATCH) {
+            let keys: Vec<Vec<u8>> = batch.iter().map(|c| shared.names.last(c)).collect();
+            let batch_values: Vec<Option<Vec<u8>>> = ::redis::cmd("MGET")
+                .arg(keys)
+                .query_async(&mut self.connection)
+                .await?;
+            values.extend(batch_values);
+        }
+        // Everything read before the replies: messages that raced the fetch.
+        let mut raced: HashSet<CampaignId> = HashSet::new();
+        self.drain(shared, Some(&mut raced), usize::MAX)?;
+        for (campaign, value) in campaigns.iter().zip(values) {
+            let Some(value) = value else { continue };
+            if raced.contains(campaign) {
+                continue;
+            }
+            match EncodedEvent::from_campaign_json(Bytes::from(value), campaign) {
+                Ok(event) => {
+                    let stream = StreamKey::Campaign(campaign.clone());
+                    shared.each_hub(|hub| {
+                        let report = hub.deliver_latest(&stream, event.clone());
+                        if report.delivered > 0 {
+                            shared.stats.fetched.fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                }
+                Err(error) => {
+                    shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        campaign = campaign.as_str(),
+                        error = %error,
+                        "redis broker: the cached latest event is not valid; ignored"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles up to `max` pushes already received, without waiting.
+    fn drain(
+        &mut self,
+        shared: &Shared,
+        mut raced: Option<&mut HashSet<CampaignId>>,
+        max: usize,
+    ) -> Result<(), Lost> {
+        for _ in 0..max {
+            match self.pushes.try_recv() {
+                Ok(push) => self.handle(shared, push, raced.as_deref_mut())?,
+                Err(TryRecvError::Empty) => return Ok(()),
+                Err(TryRecvError::Disconnected) => return Err(Lost(None)),
+            }
+        }
+        Ok(())
+    }
+
+    /// One push from Redis: a message to deliver, or the library saying the connection died.
+    fn handle(
+        &mut self,
+        shared: &Shared,
+        push: PushInfo,
+        raced: Option<&mut HashSet<CampaignId>>,
+    ) -> Result<(), Lost> {
+        match push.kind {
+            PushKind::Message => {}
+            PushKind::Disconnection => return Err(Lost(None)),
+            // Subscription confirmations (the commands' own replies) and anything newer.
+            _ => return Ok(()),
+        }
+        let mut data = push.data.into_iter();
+        let (Some(Value::BulkString(channel)), Some(Value::BulkString(message))) =
+            (data.next(), data.next())
+        else {
+            shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        };
+        match shared.names.parse(&channel) {
+            Some(Target::Stream(stream)) => {
+                if let (Some(raced), StreamKey::Campaign(campaign)) = (raced, &stream) {
+                    raced.insert(campaign.clone());
+                }
+                deliver(shared, &stream, Bytes::from(message));
+            }
+            Some(Target::Revoke) => match decode_revocation(&message) {
+                Some(revocation) => {
+                    shared.stats.revocations.fetch_add(1, Ordering::Relaxed);
+                    shared.each_hub(|hub| hub.revoke(&revocation));
+                }
+                None => {
+                    shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("redis broker: unreadable revocation message; ignored");
+                }
+            },
+            None => {
+                shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a received event (one decode, no re-encoding) and hands the same bytes to every
+/// attached hub.
+fn deliver(shared: &Shared, stream: &StreamKey, message: Bytes) {
+    let event = match stream {
+        StreamKey::Inbox(_) => EncodedEvent::from_inbox_json(message),
+        StreamKey::Campaign(campaign) => EncodedEvent::from_campaign_json(message, campaign),
+    };
+    match event {
+        Ok(event) => {
+            shared.stats.received.fetch_add(1, Ordering::Relaxed);
+            shared.each_hub(|hub| {
+                hub.deliver(stream, event.clone());
+            });
+        }
+        Err(error) => {
+            shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            // The stream is named by kind only: an account id is not for the logs.
+            tracing::warn!(
+                stream = match stream {
+                    StreamKey::Inbox(_) => "inbox",
+                    StreamKey::Campaign(_) => "campaign",
+                },
+                error = %error,
+                "redis broker: a message is not a valid event; dropped"
+            );
+        }
+    }
+}
+
+impl Shared {
+    /// Calls `f` for every attached hub. (The list's read lock is held meanwhile; that is
+    /// safe because a hub never calls back into the broker's list while delivering, and
+    /// `attach` is not called under a hub's lock.)
+    fn each_hub(&self, mut f: impl FnMut(&HubDelivery)) {
+        let hubs = self
+            .hubs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for hub in hubs.iter() {
+            f(hub);
+        }
+    }
+}
