@@ -46,7 +46,8 @@ struct Args {
     #[arg(long, value_name = "WS_URL")]
     url: String,
     /// The API key (msk_…). Sent as `Authorization: Bearer <key>` unless --query-token.
-    #[arg(long, value_name = "KEY")]
+    /// May come from the MISAR_KEY environment variable instead, which keeps it out of `ps`.
+    #[arg(long, value_name = "KEY", env = "MISAR_KEY", hide_env_values = true)]
     key: String,
     /// Send the key as the `token` query parameter instead of a header (as browsers must).
     #[arg(long)]
