@@ -1,6 +1,6 @@
 //! WebSocket buffer sizes: small by default, so many idle connections cost little memory.
 
-use axum::extract::ws::WebSocketUpgrade;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Buffer and size limits applied to every upgraded socket.
 ///
@@ -9,11 +9,17 @@ use axum::extract::ws::WebSocketUpgrade;
 ///
 /// | field | default | what it bounds |
 /// |---|---|---|
-/// | `read_buffer_size` | 4 KiB | the read buffer (grows only for a frame larger than it) |
-/// | `write_buffer_size` | 4 KiB | bytes gathered before a write to the socket |
-/// | `max_write_buffer_size` | 4 KiB + 64 KiB + 16 | bytes held when the socket does not take them; a larger outbound event cannot be sent |
+/// | `read_buffer_size` | 256 B | the read buffer, and the most read per system call (a larger inbound frame grows it to the frame's size) |
+/// | `write_buffer_size` | 64 KiB | outbound bytes gathered into one write to the socket; the buffer is released once flushed, so an idle connection holds none |
+/// | `max_write_buffer_size` | 4 KiB + 64 KiB + 16 | outbound frames held beyond that when the socket does not take them; a larger outbound event cannot be sent |
 /// | `max_message_size` | 64 KiB | an inbound message (the session closes with 1009 far below, at 4 KiB) |
 /// | `max_frame_size` | 64 KiB | an inbound frame |
+///
+/// The read buffer is small because the protocol is server-push: a client sends pongs and its
+/// close frame (a few bytes each) and rarely anything else, and every connection keeps its read
+/// buffer for its whole life. Writes are gathered by a
+/// [`WriteCoalescer`](misar_proto_tokio::server::WriteCoalescer), which frees its buffer at
+/// every flush, so the write buffer costs memory only while a batch is being written.
 ///
 /// ```
 /// use misar_proto_axum::WsBuffers;
@@ -22,13 +28,13 @@ use axum::extract::ws::WebSocketUpgrade;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WsBuffers {
-    /// Initial capacity of the read buffer.
+    /// Initial capacity of the read buffer, and the most bytes read per system call.
     pub read_buffer_size: usize,
     /// Outbound bytes gathered before they are written to the socket (0: write each frame at
-    /// once). A flush always writes everything.
+    /// once). A flush always writes everything, and releases the buffer.
     pub write_buffer_size: usize,
-    /// The most outbound bytes held; raised to `write_buffer_size + 1` if set lower (the
-    /// WebSocket library requires it).
+    /// The most outbound bytes held, beyond `write_buffer_size`, when the socket does not take
+    /// them (at least 1); a frame larger than this cannot be sent.
     pub max_write_buffer_size: usize,
     /// Largest inbound message.
     pub max_message_size: usize,
@@ -39,8 +45,8 @@ pub struct WsBuffers {
 impl Default for WsBuffers {
     fn default() -> Self {
         Self {
-            read_buffer_size: 4 << 10,
-            write_buffer_size: 4 << 10,
+            read_buffer_size: 256,
+            write_buffer_size: 64 << 10,
             max_write_buffer_size: (4 << 10) + (64 << 10) + 16,
             max_message_size: 64 << 10,
             max_frame_size: 64 << 10,
@@ -49,17 +55,33 @@ impl Default for WsBuffers {
 }
 
 impl WsBuffers {
-    /// Applies the sizes to an upgrade.
-    pub(crate) fn apply<F>(&self, upgrade: WebSocketUpgrade<F>) -> WebSocketUpgrade<F> {
-        upgrade
+    /// tungstenite's configuration: its own write buffer is off (0), since the
+    /// `WriteCoalescer` under it gathers the writes.
+    pub(crate) fn config(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
             .read_buffer_size(self.read_buffer_size)
-            .write_buffer_size(self.write_buffer_size)
-            // tungstenite panics when the maximum is not above the target.
-            .max_write_buffer_size(
-                self.max_write_buffer_size
-                    .max(self.write_buffer_size.saturating_add(1)),
-            )
-            .max_message_size(self.max_message_size)
-            .max_frame_size(self.max_frame_size)
+            .write_buffer_size(0)
+            // tungstenite panics when the maximum is not above the target (0).
+            .max_write_buffer_size(self.max_write_buffer_size.max(1))
+            .max_message_size(Some(self.max_message_size))
+            .max_frame_size(Some(self.max_frame_size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_websocket_library_does_not_buffer_writes_itself() {
+        let config = WsBuffers::default().config();
+        assert_eq!(config.write_buffer_size, 0);
+        assert_eq!(config.read_buffer_size, 256);
+        assert_eq!(config.max_message_size, Some(64 << 10));
+        let zero = WsBuffers {
+            max_write_buffer_size: 0,
+            ..WsBuffers::default()
+        };
+        assert_eq!(zero.config().max_write_buffer_size, 1);
     }
 }

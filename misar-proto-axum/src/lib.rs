@@ -81,6 +81,7 @@ mod reject;
 mod service;
 mod shutdown;
 mod transport;
+mod upgrade;
 
 pub use authorizer::{Authorizer, AuthorizerError, MemoryAuthorizer};
 pub use buffers::WsBuffers;

@@ -5,23 +5,25 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use misar_proto::handshake::CloseAfterUpgrade;
+use misar_proto::message::{Incoming, Message};
 use misar_proto::server::{ServerConfig, ServerOutput, ServerSession};
 use tokio::time::Instant;
 
 use crate::shutdown::ShutdownHandle;
-use crate::transport::AxumTransport;
 
 /// Sends the rejection's close code, waits (bounded by `close_grace`) for the peer's close,
 /// and drops the socket. Ends early when the shutdown's grace runs out.
-pub(crate) async fn close_after_upgrade(
-    mut transport: AxumTransport,
+pub(crate) async fn close_after_upgrade<T, E>(
+    mut transport: T,
     reject: CloseAfterUpgrade,
     config: ServerConfig,
     write_timeout: Duration,
     shutdown: ShutdownHandle,
-) {
+) where
+    T: Stream<Item = Result<Incoming, E>> + Sink<Message, Error = E> + Unpin,
+{
     let mut session = ServerSession::rejected(reject, config, Instant::now().into_std());
     let stopped = shutdown.stopped();
     tokio::pin!(stopped);

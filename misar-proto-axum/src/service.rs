@@ -11,8 +11,11 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::response::Response;
 use axum::routing::any;
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, SEC_WEBSOCKET_VERSION, UPGRADE};
+use http::header::{
+    CACHE_CONTROL, CONTENT_TYPE, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
 use http::{HeaderValue, StatusCode};
+use hyper::upgrade::OnUpgrade;
 use misar_proto::handshake::{
     self, Accepted, HandshakeConfig, RejectAction, Rejected, RejectionStyle, Step,
 };
@@ -27,7 +30,7 @@ use crate::authorizer::Authorizer;
 use crate::buffers::WsBuffers;
 use crate::reject::close_after_upgrade;
 use crate::shutdown::ShutdownHandle;
-use crate::transport::AxumTransport;
+use crate::upgrade::Upgrade;
 
 /// Builds a [`MisarWs`]: the hub to fan out through, the hooks, and the settings.
 ///
@@ -206,8 +209,18 @@ async fn handle<A: Authorizer>(State(inner): State<Arc<Inner<A>>>, request: Requ
     let span = tracing::info_span!("misar_ws", path = %parts.uri.path());
     async move {
         // Taken first, but only used after the handshake accepted: a request that is not an
-        // upgrade still gets the protocol's 404/403, not axum's 400/426.
-        let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &()).await;
+        // upgrade still gets the protocol's 404/403, not axum's 400/426. axum's extractor
+        // validates the handshake and takes hyper's pending upgrade; we keep a clone of it and
+        // serve the socket ourselves (see `upgrade.rs`).
+        let on_upgrade = parts.extensions.get::<OnUpgrade>().cloned();
+        let key = parts.headers.get(SEC_WEBSOCKET_KEY).cloned();
+        let upgrade = match (
+            WebSocketUpgrade::from_request_parts(&mut parts, &()).await,
+            on_upgrade,
+        ) {
+            (Ok(_validated), Some(on_upgrade)) => Ok(Upgrade::new(on_upgrade, key)),
+            _ => Err(()),
+        };
         let decision = decide(&inner, &parts).await;
         drop(parts);
         match decision {
@@ -268,7 +281,7 @@ async fn decide<A: Authorizer>(
 fn refuse<A: Authorizer>(
     inner: Arc<Inner<A>>,
     rejected: Rejected,
-    upgrade: Option<WebSocketUpgrade>,
+    upgrade: Option<Upgrade>,
 ) -> Response {
     let status = rejected.status().as_u16();
     let reason = rejected.reason().to_string();
@@ -298,20 +311,9 @@ fn refuse<A: Authorizer>(
             let config = inner.server.clone();
             let write_timeout = inner.driver.write_timeout;
             let shutdown = inner.shutdown.clone();
-            let span = tracing::Span::current();
-            inner.buffers.apply(upgrade).on_upgrade(move |socket| {
-                async move {
-                    let _guard = guard;
-                    close_after_upgrade(
-                        AxumTransport::new(socket),
-                        close,
-                        config,
-                        write_timeout,
-                        shutdown,
-                    )
-                    .await;
-                }
-                .instrument(span)
+            upgrade.respond(inner.buffers, move |socket| async move {
+                let _guard = guard;
+                close_after_upgrade(socket, close, config, write_timeout, shutdown).await;
             })
         }
         // A delivery this version does not know: refuse plainly rather than guess.
@@ -329,7 +331,7 @@ fn refuse<A: Authorizer>(
 fn serve<A: Authorizer>(
     inner: Arc<Inner<A>>,
     accepted: Accepted,
-    upgrade: WebSocketUpgrade,
+    upgrade: Upgrade,
 ) -> Response {
     if inner.shutdown.is_shutting_down() {
         return shutting_down(&inner.hub);
@@ -370,20 +372,12 @@ fn serve<A: Authorizer>(
     let guard = inner.shutdown.enter();
     let config = inner.server.clone();
     let driver = inner.driver.clone();
-    let span = tracing::Span::current();
-    inner
-        .buffers
-        .apply(upgrade)
-        .on_failed_upgrade(|error| tracing::debug!(%error, "upgrade failed"))
-        .on_upgrade(move |socket| {
-            async move {
-                let _guard = guard;
-                let session = ServerSession::new(accepted, config, Instant::now().into_std());
-                let end = serve_connection(AxumTransport::new(socket), session, feed, driver).await;
-                log_end(&end);
-            }
-            .instrument(span)
-        })
+    upgrade.respond(inner.buffers, move |socket| async move {
+        let _guard = guard;
+        let session = ServerSession::new(accepted, config, Instant::now().into_std());
+        let end = serve_connection(socket, session, feed, driver).await;
+        log_end(&end);
+    })
 }
 
 fn log_end(end: &ConnectionEnd) {

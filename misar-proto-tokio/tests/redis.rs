@@ -3,9 +3,9 @@
 //! real WebSocket clients. Without `redis-server` installed these tests print a notice and
 //! pass, unless `MISAR_REQUIRE_SERVICES=1`.
 
+mod redis_util;
 #[path = "server_support.rs"]
 mod support;
-mod redis_util;
 
 use std::error::Error as _;
 use std::sync::Arc;
@@ -95,10 +95,7 @@ async fn events_published_on_any_node_reach_the_subscribers_of_every_node() {
 
         // A campaign published on A reaches its subscriber on B, and its end closes it.
         let p = progress("c1", 10);
-        a.hub
-            .publish_campaign(&campaign("c1"), &p)
-            .await
-            .unwrap();
+        a.hub.publish_campaign(&campaign("c1"), &p).await.unwrap();
         assert_eq!(next_text(&mut c1_b).await, campaign_text(&p));
         let done = completed("c1");
         a.hub
@@ -117,10 +114,7 @@ async fn events_published_on_any_node_reach_the_subscribers_of_every_node() {
         assert_eq!(a.broker.stats().received, 20);
         assert_eq!(b.broker.stats().received, 22);
         assert_eq!(a.broker.stats().published, 12);
-        assert_eq!(
-            (a.hub.stats().delivered, b.hub.stats().delivered),
-            (20, 22)
-        );
+        assert_eq!((a.hub.stats().delivered, b.hub.stats().delivered), (20, 22));
 
         // The last subscriber leaving a node unsubscribes it upstream.
         close(&mut alice_a).await;
@@ -172,10 +166,7 @@ async fn a_revocation_on_one_node_closes_the_connections_of_every_node() {
 
         // Bob, on the same node, is untouched.
         let event = email(1, 0);
-        a.hub
-            .publish_inbox(&account("bob"), &event)
-            .await
-            .unwrap();
+        a.hub.publish_inbox(&account("bob"), &event).await.unwrap();
         assert_eq!(next_text(&mut bob_b).await, inbox_text(&event));
 
         // An ownership change: 4403 for the campaign's subscribers on every node.
@@ -204,10 +195,7 @@ async fn a_late_joiner_on_any_node_gets_the_latest_progress_then_the_terminal_ev
 
         // Published on A while nobody anywhere listens to c1.
         let p1 = progress("c1", 100);
-        a.hub
-            .publish_campaign(&campaign("c1"), &p1)
-            .await
-            .unwrap();
+        a.hub.publish_campaign(&campaign("c1"), &p1).await.unwrap();
         // Kept in Redis with a TTL.
         let mut direct = raw(&redis.url()).await;
         let ttl: i64 = redis::cmd("PTTL")
@@ -223,10 +211,7 @@ async fn a_late_joiner_on_any_node_gets_the_latest_progress_then_the_terminal_ev
         b.broker.sync().await;
         assert_eq!(b.broker.stats().fetched, 1);
         let p2 = progress("c1", 200);
-        a.hub
-            .publish_campaign(&campaign("c1"), &p2)
-            .await
-            .unwrap();
+        a.hub.publish_campaign(&campaign("c1"), &p2).await.unwrap();
         assert_eq!(next_text(&mut first).await, campaign_text(&p2));
 
         // A second joiner on B gets p2 from B's own hub (the stream is open there: no fetch).
@@ -273,10 +258,7 @@ async fn a_redis_restart_fails_publishes_keeps_clients_and_recovers_with_a_count
         let mut c1_b = connect(b.server.addr, "/mail/ws/campaigns/c1", "alice").await;
         b.broker.sync().await;
         let e1 = email(1, 0);
-        a.hub
-            .publish_inbox(&account("alice"), &e1)
-            .await
-            .unwrap();
+        a.hub.publish_inbox(&account("alice"), &e1).await.unwrap();
         assert_eq!(next_text(&mut alice_b).await, inbox_text(&e1));
 
         redis.kill().await;
@@ -334,16 +316,10 @@ async fn a_redis_restart_fails_publishes_keeps_clients_and_recovers_with_a_count
         // Delivery resumes on the same sockets; the event that failed to publish never
         // shows up.
         let e3 = email(3, 0);
-        a.hub
-            .publish_inbox(&account("alice"), &e3)
-            .await
-            .unwrap();
+        a.hub.publish_inbox(&account("alice"), &e3).await.unwrap();
         assert_eq!(next_text(&mut alice_b).await, inbox_text(&e3));
         let p = progress("c1", 5);
-        a.hub
-            .publish_campaign(&campaign("c1"), &p)
-            .await
-            .unwrap();
+        a.hub.publish_campaign(&campaign("c1"), &p).await.unwrap();
         assert_eq!(next_text(&mut c1_b).await, campaign_text(&p));
         assert_eq!(b.hub.stats().gaps, 1);
         assert_eq!(b.hub.connection_count(), 2);
@@ -364,7 +340,10 @@ async fn connecting_to_nothing_fails_with_a_typed_error() {
     let error = RedisBroker::connect("http://example.com", config())
         .await
         .unwrap_err();
-    assert!(matches!(error, RedisBrokerError::InvalidUrl(_)), "{error:?}");
+    assert!(
+        matches!(error, RedisBrokerError::InvalidUrl(_)),
+        "{error:?}"
+    );
     // A password in the URL never shows in an error.
     let error = RedisBroker::connect(
         &format!("redis://user:s3cret-pass@127.0.0.1:{port}"),

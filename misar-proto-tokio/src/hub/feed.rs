@@ -135,17 +135,20 @@ impl FeedShared {
     }
 
     fn deliver_inner(&self, event: &EncodedEvent, limits: Limits, now: Instant) -> Outcome {
+        // Fast path, the common case: the session is attached, so `waiting` is done with.
+        // `attach` sets the cell under the `waiting` lock after replaying what waited, so an
+        // event that sees the cell set comes after those (and deliveries are serialized by the
+        // hub's lock anyway). This saves a lock per connection per event in the fan-out loop.
+        if let Some(session) = self.session.get() {
+            return enqueue(session, event, now);
+        }
         let mut waiting = lock(&self.waiting);
         if waiting.attached {
             drop(waiting);
             let Some(session) = self.session.get() else {
                 return Outcome::Refused;
             };
-            return match lock(session).enqueue(event.clone(), now) {
-                Ok(()) => Outcome::Queued,
-                Err(EnqueueError::Overflow { .. }) => Outcome::Overflowed,
-                Err(_) => Outcome::Refused,
-            };
+            return enqueue(session, event, now);
         }
         if waiting.control.is_some() || waiting.overflowed {
             return Outcome::Refused;
@@ -189,6 +192,14 @@ impl FeedShared {
 
     pub(super) fn set_account_pos(&self, pos: usize) {
         self.account_pos.store(pos, Ordering::Relaxed);
+    }
+}
+
+fn enqueue(session: &Mutex<ServerSession>, event: &EncodedEvent, now: Instant) -> Outcome {
+    match lock(session).enqueue(event.clone(), now) {
+        Ok(()) => Outcome::Queued,
+        Err(EnqueueError::Overflow { .. }) => Outcome::Overflowed,
+        Err(_) => Outcome::Refused,
     }
 }
 

@@ -40,10 +40,13 @@
 //! }
 //! ```
 
+mod coalesce;
 mod tungstenite;
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
@@ -53,6 +56,7 @@ use tokio::time::Sleep;
 
 use crate::hub::{Feed, lock, now};
 
+pub use self::coalesce::WriteCoalescer;
 pub use self::tungstenite::{TungsteniteTransport, recommended_websocket_config};
 
 /// Settings of [`serve_connection`]. `Default` gives the values below.
@@ -161,9 +165,15 @@ where
         // 2. Write them: `feed` each, one flush.
         let wrote = !batch.is_empty();
         if wrote {
-            armed = None;
-            let written =
-                write_batch(&mut transport, &mut batch, &feed, timer.as_mut(), &config).await;
+            let written = write_batch(
+                &mut transport,
+                &mut batch,
+                &feed,
+                timer.as_mut(),
+                &mut armed,
+                &config,
+            )
+            .await;
             batch.clear();
             if let Err(error) = written {
                 if closed.is_none() {
@@ -293,23 +303,22 @@ fn drain(session: &Mutex<ServerSession>, batch: &mut Vec<Message>, max_batch: us
 
 /// Writes `batch` with one flush, within the write timeout; gives up at once if the hub
 /// aborts the connection meanwhile.
+///
+/// The write timeout is armed only if the batch does not complete at its first attempt (the
+/// socket is full). Most batches complete at once, and each arming costs two updates of the
+/// timer wheel (setting the write deadline, then restoring the session's); `armed` is cleared
+/// when the timer is taken over.
 async fn write_batch<T, E>(
     transport: &mut T,
     batch: &mut Vec<Message>,
     feed: &Feed,
     mut timer: Pin<&mut Sleep>,
+    armed: &mut Option<Instant>,
     config: &DriverConfig,
 ) -> Result<(), Failure<E>>
 where
     T: Sink<Message, Error = E> + Unpin,
 {
-    match tokio::time::Instant::now().checked_add(config.write_timeout) {
-        Some(deadline) => timer.as_mut().reset(deadline),
-        // A timeout too large to represent never expires: park the timer a year away.
-        None => timer
-            .as_mut()
-            .reset(tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600)),
-    }
     let write = async {
         for message in batch.drain(..) {
             transport.feed(message).await?;
@@ -317,6 +326,18 @@ where
         transport.flush().await
     };
     tokio::pin!(write);
+    if let Poll::Ready(result) = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await
+    {
+        return result.map_err(Failure::Transport);
+    }
+    *armed = None;
+    match tokio::time::Instant::now().checked_add(config.write_timeout) {
+        Some(deadline) => timer.as_mut().reset(deadline),
+        // A timeout too large to represent never expires: park the timer a year away.
+        None => timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600)),
+    }
     loop {
         tokio::select! {
             biased;

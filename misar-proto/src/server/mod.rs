@@ -686,7 +686,7 @@ impl ServerSession {
                 now,
             );
         }
-        Some(ServerOutput::Transmit(Message::Text(event.bytes().clone())))
+        Some(ServerOutput::Transmit(Message::Text(event.into_bytes())))
     }
 
     fn poll_closing(&mut self) -> Option<ServerOutput> {

@@ -33,8 +33,8 @@
 //!   its first subscriber of a campaign, the broker fetches the shared key right after
 //!   subscribing and delivers it if it is newer. The trade-off: that event arrives a round
 //!   trip after the upgrade rather than with it, and a client may see a stale `progress`
-//!   (its node's) just before the current one; never out of order, never twice (see
-//!   `subscriber.rs`).
+//!   (its node's) just before the current one; never out of order, and not twice unless the
+//!   node's hub evicted the campaign from its cache in between (see `subscriber.rs`).
 //! - **Revocation**: [`Hub::revoke_everywhere`](super::Hub::revoke_everywhere) revokes locally,
 //!   then publishes on `{prefix}:revoke`; every node closes the account's connections with
 //!   4401 (or a campaign's with 4403).

@@ -18,7 +18,8 @@
 //! campaign arrived between sending the fetch and reading its reply (if one did, the value is
 //! not newer than what was delivered), and the hub skips it when it already caches those
 //! exact bytes ([`HubDelivery::deliver_latest`]). A client therefore never sees a campaign's
-//! events out of order, and sees the fetched event once.
+//! events out of order, and sees the fetched event once (unless its hub's bounded cache
+//! dropped the campaign in between, when a harmless repeat is possible).
 //!
 //! # Interest
 //!
@@ -159,7 +160,10 @@ pub(super) async fn run(shared: Arc<Shared>, mut backoff: Backoff) {
                 shared.progress.send_modify(|p| p.connected = false);
             }
             Err(error) => {
-                shared.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .stats
+                    .connect_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %error, "redis broker: could not connect the subscriber");
             }
         }
@@ -251,7 +255,11 @@ impl Session {
             let dirty = std::mem::take(&mut interest.dirty);
             let fetch: Vec<CampaignId> = std::mem::take(&mut interest.fetch)
                 .into_iter()
-                .filter(|c| interest.counts.contains_key(&StreamKey::Campaign(c.clone())))
+                .filter(|c| {
+                    interest
+                        .counts
+                        .contains_key(&StreamKey::Campaign(c.clone()))
+                })
                 .collect();
             let mut subscribe = Vec::new();
             let mut unsubscribe = Vec::new();
@@ -295,7 +303,11 @@ impl Session {
 
     /// Fetches the shared latest event of `campaigns` and delivers each one that is newer than
     /// what arrived on the channel (see the module docs for why this is ordered).
-    async fn fetch_latest(&mut self, shared: &Shared, campaigns: &[CampaignId]) -> Result<(), Lost> {
+    async fn fetch_latest(
+        &mut self,
+        shared: &Shared,
+        campaigns: &[CampaignId],
+    ) -> Result<(), Lost> {
         // Whatever arrived so far was published before the fetch runs: deliver it first, so
         // it is not mistaken for a message that raced the fetch.
         self.drain(shared, None, usize::MAX)?;
