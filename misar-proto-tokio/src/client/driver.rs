@@ -57,6 +57,9 @@ pub(super) struct Driver {
     transport_failed: bool,
 }
 
+/// The client's WebSocket read buffer.
+const CLIENT_READ_BUFFER: usize = 8 * 1024;
+
 /// The runtime's clock as the core takes it (tokio's, so a paused test clock applies).
 fn now() -> std::time::Instant {
     Instant::now().into_std()
@@ -70,7 +73,11 @@ impl Driver {
         close_requested: watch::Receiver<bool>,
     ) -> Self {
         let max = session.config().max_message;
+        // tungstenite's default 128 KiB read buffer stays resident (and is zero-filled on
+        // reads) for every subscription; events are small, and larger messages accumulate in
+        // the message buffer anyway, so 8 KiB costs nothing in throughput.
         let ws_config = WebSocketConfig::default()
+            .read_buffer_size(CLIENT_READ_BUFFER)
             .max_message_size(Some(max))
             .max_frame_size(Some(max));
         Self {
