@@ -4,8 +4,13 @@
 //! ```text
 //! cargo run --release -p misar-proto-axum --example demo -- [--addr 127.0.0.1:8080]
 //!     [--ping-interval-ms 30000] [--pong-timeout-ms 30000] [--reject-style http|close|auto]
-//!     [--no-simulation]
+//!     [--no-simulation] [--redis redis://127.0.0.1:6379]
 //! ```
+//!
+//! `--redis` (built with `--features redis`) fans events out through Redis instead of the
+//! in-process hub, so several demo processes share them: publish on one, a client of another
+//! receives it. (Campaigns the simulation creates are known to the process that made them
+//! only; the fixture campaigns are known to all.)
 //!
 //! - `GET /`: the page (connects with `?token=`, lists inbox events, shows campaign progress).
 //! - `GET /mail/ws/inbox`, `GET /mail/ws/campaigns/{id}`: the WebSocket channels.
@@ -86,6 +91,10 @@ struct Args {
     /// Milliseconds a shutdown waits for close handshakes before dropping connections.
     #[arg(long, default_value_t = 5_000)]
     shutdown_grace_ms: u64,
+    /// Fan out through the Redis at this URL (e.g. redis://127.0.0.1:6379), so several demo
+    /// processes share events. Needs the demo built with `--features redis`.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -155,10 +164,20 @@ async fn main() -> ExitCode {
     };
 
     let grace = Duration::from_millis(args.shutdown_grace_ms);
-    let hub = Hub::new(HubConfig {
+    let hub_config = HubConfig {
         shutdown_grace: grace,
         ..HubConfig::default()
-    });
+    };
+    let hub = match &args.redis {
+        None => Hub::new(hub_config),
+        Some(url) => match redis_hub(url, hub_config).await {
+            Ok(hub) => hub,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let authorizer = Arc::new(
         MemoryAuthorizer::new()
             .with_key("msk_demo_alice", "alice")
@@ -226,6 +245,29 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A hub whose events go through the Redis at `url`.
+#[cfg(feature = "redis")]
+async fn redis_hub(url: &str, config: HubConfig) -> Result<Hub, String> {
+    use misar_proto_tokio::hub::redis::{RedisBroker, RedisConfig};
+    // Never the URL in the message: it may hold a password.
+    let broker = RedisBroker::connect(url, RedisConfig::default())
+        .await
+        .map_err(|e| {
+            let cause = std::error::Error::source(&e).map_or(String::new(), |c| format!(": {c}"));
+            format!("cannot use Redis (--redis): {e}{cause}")
+        })?;
+    tracing::info!("fanning out through Redis");
+    Ok(Hub::with_broker(config, broker))
+}
+
+/// Without the `redis` feature, `--redis` is refused with a hint.
+#[cfg(not(feature = "redis"))]
+async fn redis_hub(_url: &str, _config: HubConfig) -> Result<Hub, String> {
+    Err("--redis needs the demo built with `--features redis` \
+         (cargo run -p misar-proto-axum --features redis --example demo -- ...)"
+        .to_owned())
 }
 
 async fn page() -> Response {

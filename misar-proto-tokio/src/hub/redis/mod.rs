@@ -376,6 +376,22 @@ impl RedisBroker {
     }
 }
 
+/// An error and its causes, `: `-separated, for a log line ("could not connect to Redis:
+/// Connection refused (os error 111)").
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
 /// Whether generation `applied` is at or past `target` (generations wrap; they never get
 /// 2⁶³ apart).
 fn generation_reached(applied: u64, target: u64) -> bool {

@@ -46,7 +46,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
 use super::names::{Target, decode_revocation};
-use super::{RedisBrokerError, Shared};
+use super::{Chain, RedisBrokerError, Shared};
 use crate::hub::{HubDelivery, StreamKey, lock};
 
 /// Channels (or keys) per `SUBSCRIBE` / `UNSUBSCRIBE` / `MGET`: large enough to resubscribe
@@ -152,7 +152,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut backoff: Backoff) {
                 shared.stats.gaps.fetch_add(1, Ordering::Relaxed);
                 shared.each_hub(HubDelivery::report_gap);
                 tracing::warn!(
-                    error = lost.0.as_ref().map(tracing::field::display),
+                    error = lost.0.as_ref().map(|e| tracing::field::display(Chain(e))),
                     "redis broker: lost the subscription connection; events published until it \
                      is re-established are not delivered on this node (a gap)"
                 );
@@ -164,7 +164,10 @@ pub(super) async fn run(shared: Arc<Shared>, mut backoff: Backoff) {
                     .stats
                     .connect_failures
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %error, "redis broker: could not connect the subscriber");
+                tracing::warn!(
+                    error = %Chain(&error),
+                    "redis broker: could not connect the subscriber"
+                );
             }
         }
         tokio::time::sleep(backoff.next_delay(Pace::Normal)).await;
