@@ -1250,12 +1250,9 @@ async fn read_until_reconnecting(
     }
 }
 
-// Passed until the adapter began serving over `WriteCoalescer` (commit f8edd02).
+// Regression: over `WriteCoalescer`, tungstenite's close echo stayed in the buffer (it reports
+// the connection closed without flushing the stream); `TungsteniteTransport` now flushes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a close started by the client is never answered: tungstenite writes its \
-            echo into the WriteCoalescer and then reports ConnectionClosed without flushing \
-            the stream, so the echo is dropped with the socket (misar-proto-tokio \
-            server/tungstenite.rs poll_flush)"]
 async fn s2_6_a_client_close_is_echoed_and_a_reserved_or_invalid_code_answered_1002() {
     let server = Server::start().await;
     for (sent, answered) in [

@@ -98,6 +98,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for TungsteniteTransport<S> {
     }
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin> TungsteniteTransport<S> {
+    /// Flushes the byte stream under tungstenite. When tungstenite answers the peer's close it
+    /// writes the echo into the stream and then reports the connection closed *without*
+    /// flushing the stream; over a buffering stream (`WriteCoalescer`) the echo would stay in
+    /// the buffer and the peer would see 1006 instead of its close answered.
+    fn flush_stream(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        Pin::new(self.inner.get_mut())
+            .poll_flush(cx)
+            .map_err(WsError::Io)
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for TungsteniteTransport<S> {
     type Error = WsError;
 
@@ -138,10 +150,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for TungsteniteTransport<S
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+        self.flush_stream(cx)
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-        Pin::new(&mut self.inner).poll_close(cx)
+        ready!(Pin::new(&mut self.inner).poll_close(cx))?;
+        self.flush_stream(cx)
     }
 }
