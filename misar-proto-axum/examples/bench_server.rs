@@ -45,16 +45,9 @@ struct Args {
     /// Interval between server pings, in milliseconds.
     #[arg(long, env = "BENCH_PING_MS", default_value_t = 30_000)]
     ping_ms: u64,
-    /// Experiment: tungstenite's write_buffer_size.
-    #[arg(long, env = "BENCH_WRITE_BUFFER")]
-    write_buffer: Option<usize>,
-    /// Experiment: the driver's max_batch.
-    #[arg(long, env = "BENCH_MAX_BATCH")]
-    max_batch: Option<usize>,
-    /// Experiment: the read buffer.
-    #[arg(long, env = "BENCH_READ_BUFFER")]
-    read_buffer: Option<usize>,
-    /// Experiment: TCP_NODELAY (default true).
+    /// Set TCP_NODELAY on accepted sockets (the default: the driver writes a whole batch per
+    /// system call, so Nagle's algorithm would only delay the last segment of a burst).
+    /// `--nodelay false` shows what it changes.
     #[arg(long, env = "BENCH_NODELAY", default_value_t = true, action = clap::ArgAction::Set)]
     nodelay: bool,
 }
@@ -78,16 +71,11 @@ async fn main() -> std::io::Result<()> {
     let authorizer = MemoryAuthorizer::new().with_key(KEY, ACCOUNT);
     let misar = MisarWs::builder(hub.clone(), authorizer)
         .ping_interval(Duration::from_millis(args.ping_ms.max(1)))
-        // Events up to the control API's 1 MiB must fit the bounded write buffer.
+        // Events up to the control API's 1 MiB must fit the bounded write buffer; everything
+        // else is the library's defaults.
         .websocket_buffers(WsBuffers {
             max_write_buffer_size: MAX_SIZE + (8 << 10),
-            write_buffer_size: args.write_buffer.unwrap_or(WsBuffers::default().write_buffer_size),
-            read_buffer_size: args.read_buffer.unwrap_or(WsBuffers::default().read_buffer_size),
             ..WsBuffers::default()
-        })
-        .driver_config(misar_proto_tokio::server::DriverConfig {
-            max_batch: args.max_batch.unwrap_or(64),
-            ..Default::default()
         })
         .build();
     let bench = Arc::new(Bench {
@@ -107,7 +95,6 @@ async fn main() -> std::io::Result<()> {
         "misar-axum listening on {addr}, ping every {} ms",
         args.ping_ms
     );
-    // The driver flushes once per batch, so Nagle's algorithm would only add latency.
     let nodelay = args.nodelay;
     let listener = listener.tap_io(move |tcp| {
         if nodelay {

@@ -328,11 +328,7 @@ fn refuse<A: Authorizer>(
 }
 
 /// Takes a connection slot in the hub and upgrades.
-fn serve<A: Authorizer>(
-    inner: Arc<Inner<A>>,
-    accepted: Accepted,
-    upgrade: Upgrade,
-) -> Response {
+fn serve<A: Authorizer>(inner: Arc<Inner<A>>, accepted: Accepted, upgrade: Upgrade) -> Response {
     if inner.shutdown.is_shutting_down() {
         return shutting_down(&inner.hub);
     }

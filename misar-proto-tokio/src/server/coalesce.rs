@@ -183,7 +183,11 @@ mod tests {
         for i in 0..10u8 {
             io.write_all(&[i; 10]).await.unwrap();
         }
-        assert_eq!(io.get_ref().writes.len(), 0, "nothing written before the flush");
+        assert_eq!(
+            io.get_ref().writes.len(),
+            0,
+            "nothing written before the flush"
+        );
         assert_eq!(io.buffered(), 100);
         assert!(io.capacity() >= 100);
         io.flush().await.unwrap();

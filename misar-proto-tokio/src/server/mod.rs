@@ -5,10 +5,14 @@
 //! [`ServerSession::poll_output`], writes what it got, then waits for the next input.
 //!
 //! - **One timer per connection**: a single [`tokio::time::Sleep`], `reset` to
-//!   [`ServerSession::poll_timeout`] (and, while a batch is being written, to the write
+//!   [`ServerSession::poll_timeout`] (and, while a batch waits on a full socket, to the write
 //!   deadline); never re-created.
 //! - **Batched writes**: up to [`DriverConfig::max_batch`] messages are written with
-//!   [`SinkExt::feed`], then flushed once.
+//!   [`SinkExt::feed`], then flushed once (under a [`WriteCoalescer`], that is one system
+//!   call per batch).
+//! - **Little per wake-up**: one wake-up registration with the hub for the connection's life;
+//!   the transport is read before a timer fires only when a deadline depends on it (a pong, the
+//!   close); an idle connection holds no batch-sized buffer. (`BENCHMARKS.md` measures why.)
 //! - **Write timeout**: a batch that does not complete within
 //!   [`DriverConfig::write_timeout`] ends the connection, so a peer that stopped reading
 //!   cannot hold a task (nor its memory) forever.
@@ -51,7 +55,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use misar_proto::message::{Incoming, Message};
-use misar_proto::server::{CloseSummary, ServerOutput, ServerSession};
+use misar_proto::server::{CloseSummary, ServerOutput, ServerSession, SessionState};
+use tokio::sync::futures::Notified;
 use tokio::time::Sleep;
 
 use crate::hub::{Feed, lock, now};
@@ -65,7 +70,9 @@ pub struct DriverConfig {
     /// Writing one batch (its `feed`s and its flush) taking longer than this ends the
     /// connection (10 s).
     pub write_timeout: Duration,
-    /// At most this many messages between two flushes (64; 0 is taken as 1).
+    /// At most this many messages between two flushes (256, the session's default queue bound:
+    /// a full queue goes out in one write; 0 is taken as 1). Between batches, the driver takes
+    /// what the peer sent and fires due timers.
     pub max_batch: usize,
 }
 
@@ -73,7 +80,7 @@ impl Default for DriverConfig {
     fn default() -> Self {
         Self {
             write_timeout: Duration::from_secs(10),
-            max_batch: 64,
+            max_batch: 256,
         }
     }
 }
@@ -149,6 +156,10 @@ where
     let mut failure: Option<Failure<E>> = None;
     // The stream said it ended: it is not polled again (a stream need not be fused).
     let mut transport_ended = false;
+    // One wake-up registration for the connection's life, renewed only after it fired (a
+    // fresh `notified()` per wait would register and unregister a waiter every time).
+    let notified = feed.notified();
+    tokio::pin!(notified);
 
     loop {
         // 1. Drain the session's outputs.
@@ -156,7 +167,11 @@ where
             failure = Some(Failure::Aborted);
             lock(session).handle_transport_closed(now());
         }
-        let Drained { closed, deadline } = drain(session, &mut batch, max_batch);
+        let Drained {
+            closed,
+            deadline,
+            more,
+        } = drain(session, &mut batch, max_batch);
         if failure.is_some() {
             // The transport is unusable: nothing more goes to it.
             batch.clear();
@@ -164,13 +179,17 @@ where
 
         // 2. Write them: `feed` each, one flush.
         let wrote = !batch.is_empty();
+        // The hub woke us while the batch was being written (the wake-up is consumed there).
+        let mut woken = false;
         if wrote {
             let written = write_batch(
                 &mut transport,
                 &mut batch,
                 &feed,
+                notified.as_mut(),
                 timer.as_mut(),
                 &mut armed,
+                &mut woken,
                 &config,
             )
             .await;
@@ -186,10 +205,13 @@ where
             // The last batch held the close frame; the session asked to drop the transport.
             return finish(summary, failure);
         }
-        if wrote {
-            // Busy writing (events may keep coming): take what the peer already sent and fire
-            // due timers without waiting, so a steady stream of events can starve neither the
-            // peer's pongs and close nor the heartbeat; then drain again.
+        if wrote && (more || woken || failure.is_some() || lock(session).queued_events() > 0) {
+            // Busy writing (the batch was full, or the hub queued or commanded something
+            // meanwhile): take what the peer already sent and fire due timers without waiting,
+            // so a steady stream of events can starve neither the peer's pongs and close nor
+            // the heartbeat; then drain again. When the session had nothing left and nothing
+            // came, the wait below polls the peer and the timer anyway, and anything new
+            // wakes it.
             take_ready_input(&mut transport, session, &mut transport_ended, &mut failure);
             let mut session = lock(session);
             let now = now();
@@ -199,7 +221,10 @@ where
             continue;
         }
 
-        // 3. Wait for the next input.
+        // 3. Wait for the next input, holding no burst-sized batch while idle.
+        if batch.capacity() > IDLE_BATCH_CAPACITY {
+            batch = Vec::new();
+        }
         if deadline != armed {
             if let Some(deadline) = deadline {
                 timer
@@ -212,11 +237,15 @@ where
             // Commands and events first, then timers, then the peer: a peer that keeps
             // sending cannot starve the heartbeat or the close grace.
             biased;
-            () = feed.notified() => {}
+            () = notified.as_mut() => notified.set(feed.notified()),
             () = &mut timer, if armed.is_some() => {
-                // A pong that is already here counts before the pong deadline is judged.
-                take_ready_input(&mut transport, session, &mut transport_ended, &mut failure);
-                lock(session).handle_timeout(now());
+                let now = now();
+                if reads_before_timeout(&lock(session), now) {
+                    // A pong (or, when closing, the peer's close) that is already here counts
+                    // before its deadline is judged.
+                    take_ready_input(&mut transport, session, &mut transport_ended, &mut failure);
+                }
+                lock(session).handle_timeout(now);
             }
             incoming = transport.next(), if !transport_ended => {
                 take_input(incoming, session, &mut transport_ended, &mut failure);
@@ -224,6 +253,17 @@ where
         }
     }
 }
+
+/// Whether what the peer sent must be read before `handle_timeout(now)`: when the pong
+/// deadline is due, or while closing (the close grace). An ordinary ping tick does not need
+/// it, which saves polling the transport once per ping.
+fn reads_before_timeout(session: &ServerSession, now: Instant) -> bool {
+    session.state() != SessionState::Open || session.pong_deadline().is_some_and(|due| due <= now)
+}
+
+/// A batch vector larger than this is freed when the connection goes idle (a burst must not
+/// pin its memory on every connection it reached); the ping-and-pong trickle stays below.
+const IDLE_BATCH_CAPACITY: usize = 16;
 
 /// At most this many ready messages are taken from the peer at a time without waiting.
 const READY_INPUTS: usize = 16;
@@ -277,27 +317,37 @@ struct Drained {
     closed: Option<CloseSummary>,
     /// When to call `handle_timeout` next.
     deadline: Option<Instant>,
+    /// The batch filled up before the session ran out of outputs.
+    more: bool,
 }
 
 /// Moves up to `max_batch` messages out of the session (`DropTransport` needs no action: the
 /// transport is dropped when the session reports `Closed`, right after).
 fn drain(session: &Mutex<ServerSession>, batch: &mut Vec<Message>, max_batch: usize) -> Drained {
     let mut session = lock(session);
+    // One allocation for the whole batch (control frames come on top of the queue, rarely).
+    batch.reserve(session.queued_events().saturating_add(1).min(max_batch));
     let mut closed = None;
+    let mut more = true;
     while batch.len() < max_batch {
         match session.poll_output() {
             Some(ServerOutput::Transmit(message)) => batch.push(message),
             Some(ServerOutput::Closed(summary)) => {
                 closed = Some(summary);
+                more = false;
                 break;
             }
             Some(_) => {}
-            None => break,
+            None => {
+                more = false;
+                break;
+            }
         }
     }
     Drained {
         closed,
         deadline: session.poll_timeout(),
+        more,
     }
 }
 
@@ -307,13 +357,17 @@ fn drain(session: &Mutex<ServerSession>, batch: &mut Vec<Message>, max_batch: us
 /// The write timeout is armed only if the batch does not complete at its first attempt (the
 /// socket is full). Most batches complete at once, and each arming costs two updates of the
 /// timer wheel (setting the write deadline, then restoring the session's); `armed` is cleared
-/// when the timer is taken over.
-async fn write_batch<T, E>(
+/// when the timer is taken over. `woken` is set when a wake-up from the hub was consumed
+/// meanwhile, so the caller drains again before it waits.
+#[allow(clippy::too_many_arguments)] // the driver's state, borrowed piecewise
+async fn write_batch<'f, T, E>(
     transport: &mut T,
     batch: &mut Vec<Message>,
-    feed: &Feed,
+    feed: &'f Feed,
+    mut notified: Pin<&mut Notified<'f>>,
     mut timer: Pin<&mut Sleep>,
     armed: &mut Option<Instant>,
+    woken: &mut bool,
     config: &DriverConfig,
 ) -> Result<(), Failure<E>>
 where
@@ -326,7 +380,8 @@ where
         transport.flush().await
     };
     tokio::pin!(write);
-    if let Poll::Ready(result) = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await
+    if let Poll::Ready(result) =
+        std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await
     {
         return result.map_err(Failure::Transport);
     }
@@ -345,7 +400,9 @@ where
             () = timer.as_mut() => return Err(Failure::WriteTimeout),
             // Wake-ups while writing only matter for an abort: events and commands are
             // already in the session, and the caller drains after the write.
-            () = feed.notified() => {
+            () = notified.as_mut() => {
+                notified.set(feed.notified());
+                *woken = true;
                 if feed.is_aborted() {
                     return Err(Failure::Aborted);
                 }

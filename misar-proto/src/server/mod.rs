@@ -454,6 +454,19 @@ impl ServerSession {
         self.close.cause
     }
 
+    /// When the heartbeat gives up on the peer: the deadline of the pong awaited for the
+    /// latest ping (`None` when no ping is unanswered, and once closing).
+    ///
+    /// A driver that is about to call [`handle_timeout`](Self::handle_timeout) reads what the
+    /// peer already sent first only when this is due (or the session is closing), so that a
+    /// pong already received counts; an ordinary ping tick needs no read.
+    pub fn pong_deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Open => self.timers.get(Timer::PongDeadline as usize),
+            Phase::Closing | Phase::Closed => None,
+        }
+    }
+
     fn accepted(&self) -> Option<&Accepted> {
         match &self.role {
             Role::Serving(accepted) => Some(accepted),

@@ -19,12 +19,17 @@
 //! events, so there are never more holes than live events: the slot array stays within twice
 //! the count bound.
 //!
-//! The only allocation is the slot array itself (it grows to the high-water mark, and is
-//! freed when the session closes); events are shared `Bytes`.
+//! The only allocation is the slot array itself; events are shared `Bytes`. It grows with a
+//! burst and is freed once the queue is empty again (above a few slots), so a connection that
+//! was busy once does not keep its high-water mark while idle; and when the session closes.
 
 use std::collections::VecDeque;
 
 use crate::event::{EncodedEvent, EventClass};
+
+/// An emptied queue keeps a slot array of up to this many slots (the common trickle of single
+/// events then allocates nothing), and frees a larger one.
+const KEEP_SLOTS: usize = 16;
 
 /// Why an event was not queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +121,7 @@ impl OutboundQueue {
             if let Some(event) = slot {
                 self.live = self.live.saturating_sub(1);
                 self.bytes = self.bytes.saturating_sub(event.len());
+                self.release_if_empty();
                 return Some(event);
             }
         }
@@ -131,6 +137,14 @@ impl OutboundQueue {
         self.live = 0;
         self.bytes = 0;
         dropped
+    }
+
+    /// Frees a large slot array once nothing is queued (every position was popped, so no
+    /// queued `progress` position refers into it).
+    fn release_if_empty(&mut self) {
+        if self.slots.is_empty() && self.slots.capacity() > KEEP_SLOTS {
+            self.slots = VecDeque::new();
+        }
     }
 
     /// Capacity of the slot array (tests check that an idle queue holds no memory).
@@ -268,6 +282,28 @@ mod tests {
         queue.push(progress("y")).unwrap();
         queue.push(progress("z")).unwrap();
         assert_eq!(drain(&mut queue), ["x", "z"]);
+    }
+
+    #[test]
+    fn a_drained_burst_gives_its_memory_back_and_a_trickle_allocates_once() {
+        let mut queue = OutboundQueue::new(1000, 100_000);
+        for i in 0..100 {
+            queue.push(ordinary(&format!("{i}"))).unwrap();
+        }
+        queue.push(progress("p")).unwrap();
+        assert!(queue.slots.capacity() >= 101);
+        assert_eq!(drain(&mut queue).len(), 101);
+        assert_eq!(queue.slots.capacity(), 0, "an idle queue holds no burst");
+        // Single events come and go without freeing the small array each time.
+        queue.push(ordinary("a")).unwrap();
+        let small = queue.slots.capacity();
+        assert!((1..=KEEP_SLOTS).contains(&small));
+        assert_eq!(drain(&mut queue), ["a"]);
+        assert_eq!(queue.slots.capacity(), small);
+        // Positions stay consistent across the release: coalescing still works.
+        queue.push(progress("p1")).unwrap();
+        queue.push(progress("p2")).unwrap();
+        assert_eq!(drain(&mut queue), ["p2"]);
     }
 
     #[test]

@@ -116,6 +116,23 @@ fn first_ping_after_one_interval_then_on_schedule() {
 }
 
 #[test]
+fn the_pong_deadline_is_set_by_a_ping_and_cleared_by_a_pong_or_the_close() {
+    let t0 = origin();
+    let mut s = session(ServerConfig::default(), t0);
+    assert_eq!(s.pong_deadline(), None, "no ping sent yet");
+    s.handle_timeout(t0 + secs(30));
+    drain(&mut s);
+    assert_eq!(s.pong_deadline(), Some(t0 + secs(60)));
+    s.handle_message(Incoming::Pong(Bytes::new()), t0 + secs(31));
+    assert_eq!(s.pong_deadline(), None);
+    s.handle_timeout(t0 + secs(60));
+    drain(&mut s);
+    assert_eq!(s.pong_deadline(), Some(t0 + secs(90)));
+    s.shutdown(t0 + secs(61));
+    assert_eq!(s.pong_deadline(), None, "closing: the heartbeat is over");
+}
+
+#[test]
 fn late_driver_gets_one_ping_not_a_burst() {
     let t0 = origin();
     let mut s = session(ServerConfig::default(), t0);

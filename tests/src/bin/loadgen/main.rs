@@ -7,12 +7,14 @@
 //! - `fanout`: N subscribers, bursts of K events through `POST /bench/broadcast`, deliveries per
 //!   second and publish-to-receive latency (B3), optionally with slow readers (B5);
 //! - `upgrades`: a loop of connect, handshake and close (B6);
+//! - `criterion`: B1's results (the codec bench of `misar-proto`) as JSON lines;
 //! - `report`: the table, with ratios, of the JSON lines the others printed.
 //!
 //! Every measurement prints one JSON line on stdout and a human summary on stderr.
 #![forbid(unsafe_code)]
 
 mod control;
+mod criterion;
 mod histogram;
 mod procfs;
 mod report;
@@ -50,6 +52,8 @@ enum Command {
     Fanout(FanoutArgs),
     /// Handshakes per second: connect, upgrade, close, in a loop (B6).
     Upgrades(UpgradeArgs),
+    /// Prints criterion's results of the codec bench (B1) as JSON lines.
+    Criterion(criterion::CriterionArgs),
     /// Prints the table of a file of JSON lines written by the other subcommands.
     Report(report::ReportArgs),
 }
@@ -179,8 +183,10 @@ struct UpgradeArgs {
 
 fn main() -> Result<(), BoxError> {
     let cli = Cli::parse();
-    if let Command::Report(args) = &cli.command {
-        return report::run(args);
+    match &cli.command {
+        Command::Report(args) => return report::run(args),
+        Command::Criterion(args) => return criterion::run(args),
+        _ => {}
     }
     // One thread: `bench/run` pins the load generator to its own core, and a single-threaded
     // runtime spends nothing on cross-thread wake-ups.
@@ -192,7 +198,7 @@ fn main() -> Result<(), BoxError> {
             Command::Idle(args) => idle(args).await,
             Command::Fanout(args) => fanout(args).await,
             Command::Upgrades(args) => upgrades(args).await,
-            Command::Report(_) => Ok(()),
+            Command::Report(_) | Command::Criterion(_) => Ok(()),
         }
     })
 }

@@ -21,6 +21,10 @@ pub struct ReportArgs {
 /// subscribers (the goal: the others' throughput stays within 10 % of B3).
 const VS_B3: &str = "@vs_b3";
 
+/// A computed column of B5: its peak RSS minus that of the same server's B3 with as many
+/// subscribers, in KiB (what the slow consumer cost, to compare with the server's cap).
+const RSS_OVER_B3: &str = "@rss_over_b3";
+
 /// How a scenario is shown.
 struct Spec {
     scenario: &'static str,
@@ -92,6 +96,7 @@ const SPECS: &[Spec] = &[
             ("of", "slow_expected"),
             ("slow end", "slow_end"),
             ("RSS peak KiB", "rss_peak_kib"),
+            ("over B3 KiB", RSS_OVER_B3),
         ],
     },
     Spec {
@@ -126,13 +131,15 @@ fn render(records: &[Value], reference: Option<&str>) -> String {
     let reference = reference
         .map(str::to_owned)
         .or_else(|| {
+            // B1's "servers" are codec implementations, not servers.
             records
-                .first()
+                .iter()
+                .find(|r| r["scenario"] != "B1")
                 .and_then(|r| r["server"].as_str())
                 .map(str::to_owned)
         })
         .unwrap_or_default();
-    let mut out = String::new();
+    let mut out = b1_tables(records);
     for spec in SPECS {
         let of_scenario: Vec<&Value> = records
             .iter()
@@ -155,10 +162,12 @@ fn render(records: &[Value], reference: Option<&str>) -> String {
             out.push('\n');
         }
     }
-    out.push_str(&format!(
-        "ratio: how many times better {reference} is than the row on the first metric \
-         (>1: {reference} better)\n"
-    ));
+    if !reference.is_empty() {
+        out.push_str(&format!(
+            "ratio: how many times better {reference} is than the row on the first metric \
+             (>1: {reference} better)\n"
+        ));
+    }
     out
 }
 
@@ -182,6 +191,7 @@ fn table(spec: &Spec, size: u64, rows: &[&Value], records: &[Value], reference: 
         let mut cells = vec![row["server"].as_str().unwrap_or("?").to_owned()];
         cells.extend(spec.columns.iter().map(|(_, key)| match *key {
             VS_B3 => vs_b3(row, records),
+            RSS_OVER_B3 => rss_over_b3(row, records),
             key => cell(&row[key]),
         }));
         let ratio = ref_value
@@ -197,6 +207,89 @@ fn table(spec: &Spec, size: u64, rows: &[&Value], records: &[Value], reference: 
         cells.push(ratio.map_or_else(|| "n/a".to_owned(), |x| format!("{x:.2}x")));
         grid.push(cells);
     }
+    out.push_str(&layout(&grid));
+    out
+}
+
+/// B1, one table per direction: a row per event type with each implementation's time per
+/// event, ours in MB/s, and our time over the peers' (the goal: at most 1.1 against derive).
+fn b1_tables(records: &[Value]) -> String {
+    let b1: Vec<&Value> = records.iter().filter(|r| r["scenario"] == "B1").collect();
+    let mut out = String::new();
+    for op in ["encode", "decode"] {
+        let rows: Vec<&&Value> = b1.iter().filter(|r| r["op"] == op).collect();
+        let mut events: Vec<&str> = rows.iter().filter_map(|r| r["event"].as_str()).collect();
+        events.dedup();
+        if events.is_empty() {
+            continue;
+        }
+        let find = |event: &str, server: &str| {
+            rows.iter()
+                .find(|r| r["event"] == event && r["server"] == server)
+                .copied()
+                .copied()
+        };
+        let ns = |event: &str, server: &str| find(event, server).and_then(|r| r["ns"].as_f64());
+        let ratio = |a: Option<f64>, b: Option<f64>| {
+            a.zip(b)
+                .filter(|(_, b)| *b > 0.0)
+                .map_or_else(|| "-".to_owned(), |(a, b)| format!("{:.2}", a / b))
+        };
+        let show = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{x:.1}"));
+        let mut grid = vec![
+            [
+                "event",
+                "misar ns",
+                "derive ns",
+                "value ns",
+                "misar MB/s",
+                "derive MB/s",
+                "misar/derive",
+                "misar/value",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ];
+        let mut sums = [0.0f64; 3];
+        for event in &events {
+            let times = ["misar", "derive", "value"].map(|server| ns(event, server));
+            for (sum, time) in sums.iter_mut().zip(times) {
+                *sum += time.unwrap_or(0.0);
+            }
+            let mb = |server: &str| find(event, server).and_then(|r| r["mb_per_s"].as_f64());
+            grid.push(vec![
+                (*event).to_owned(),
+                show(times[0]),
+                show(times[1]),
+                show(times[2]),
+                show(mb("misar")),
+                show(mb("derive")),
+                ratio(times[0], times[1]),
+                ratio(times[0], times[2]),
+            ]);
+        }
+        grid.push(vec![
+            "all ten, summed".to_owned(),
+            show(Some(sums[0])),
+            show(Some(sums[1])),
+            show(Some(sums[2])),
+            "-".to_owned(),
+            "-".to_owned(),
+            ratio(Some(sums[0]), Some(sums[1])),
+            ratio(Some(sums[0]), Some(sums[2])),
+        ]);
+        out.push_str(&format!(
+            "B1 codec: {op} (ns per event; misar/derive is our time over the derive peer's, \
+             <1: ours faster)\n"
+        ));
+        out.push_str(&layout(&grid));
+        out.push('\n');
+    }
+    out
+}
+
+/// Aligns a grid of cells: the first column to the left, the others to the right.
+fn layout(grid: &[Vec<String>]) -> String {
     let columns = grid.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {
@@ -207,7 +300,8 @@ fn table(spec: &Spec, size: u64, rows: &[&Value], records: &[Value], reference: 
                 .unwrap_or(0)
         })
         .collect();
-    for row in &grid {
+    let mut out = String::new();
+    for row in grid {
         let line: Vec<String> = row
             .iter()
             .zip(&widths)
@@ -235,6 +329,15 @@ fn vs_b3(row: &Value, records: &[Value]) -> String {
         .zip(row["deliveries_per_sec"].as_f64())
         .filter(|(b3, _)| *b3 > 0.0)
         .map_or_else(|| "-".to_owned(), |(b3, b5)| format!("{:.2}", b5 / b3))
+}
+
+fn rss_over_b3(row: &Value, records: &[Value]) -> String {
+    let b3 = records.iter().find(|r| {
+        r["scenario"] == "B3" && r["server"] == row["server"] && r["conns"] == row["conns"]
+    });
+    b3.and_then(|b3| b3["rss_peak_kib"].as_i64())
+        .zip(row["rss_peak_kib"].as_i64())
+        .map_or_else(|| "-".to_owned(), |(b3, b5)| (b5 - b3).to_string())
 }
 
 fn cell(value: &Value) -> String {
@@ -285,6 +388,20 @@ mod tests {
     }
 
     #[test]
+    fn b1_shows_our_time_over_the_peers() {
+        let records = vec![
+            json!({"scenario":"B1","op":"encode","event":"progress","server":"misar","ns":50.0,"mb_per_s":3000.0}),
+            json!({"scenario":"B1","op":"encode","event":"progress","server":"derive","ns":100.0,"mb_per_s":1500.0}),
+            json!({"scenario":"B1","op":"encode","event":"progress","server":"value","ns":200.0,"mb_per_s":750.0}),
+        ];
+        let text = render(&records, None);
+        assert!(text.contains("B1 codec: encode"), "{text}");
+        assert!(!text.contains("B1 codec: decode"), "{text}");
+        let row = text.lines().find(|l| l.contains("progress")).unwrap();
+        assert!(row.contains("0.50") && row.contains("0.25"), "{row}");
+    }
+
+    #[test]
     fn b5_is_compared_with_b3_of_the_same_server_and_size() {
         let records = vec![
             json!({"scenario":"B3","server":"a","conns":100,"deliveries_per_sec":1000}),
@@ -293,5 +410,11 @@ mod tests {
         ];
         let text = render(&records, None);
         assert!(text.contains("0.95"), "{text}");
+        let with_rss = vec![
+            json!({"scenario":"B3","server":"a","conns":100,"deliveries_per_sec":1000,"rss_peak_kib":5000}),
+            json!({"scenario":"B5","server":"a","conns":100,"deliveries_per_sec":950,"rss_peak_kib":7048}),
+        ];
+        let text = render(&with_rss, None);
+        assert!(text.contains("2048"), "{text}");
     }
 }
