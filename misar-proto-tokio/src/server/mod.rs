@@ -54,6 +54,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use misar_proto::close::{CloseCode, CloseFrame};
 use misar_proto::message::{Incoming, Message};
 use misar_proto::server::{CloseSummary, ServerOutput, ServerSession, SessionState};
 use tokio::sync::futures::Notified;
@@ -276,6 +277,7 @@ fn take_ready_input<T, E>(
     failure: &mut Option<Failure<E>>,
 ) where
     T: Stream<Item = Result<Incoming, E>> + Unpin,
+    E: std::error::Error + 'static,
 {
     for _ in 0..READY_INPUTS {
         if *transport_ended {
@@ -289,7 +291,7 @@ fn take_ready_input<T, E>(
 }
 
 /// Hands the session what the transport produced.
-fn take_input<E>(
+fn take_input<E: std::error::Error + 'static>(
     incoming: Option<Result<Incoming, E>>,
     session: &Mutex<ServerSession>,
     transport_ended: &mut bool,
@@ -298,6 +300,16 @@ fn take_input<E>(
     match incoming {
         Some(Ok(message)) => lock(session).handle_message(message, now()),
         Some(Err(error)) => {
+            // The peer broke the WebSocket protocol or a size limit: the transport can still
+            // write, so the session closes with the code RFC 6455 and §2.8 name instead of
+            // dropping the connection silently (the peer would only see 1006).
+            if let Some(code) = peer_violation(&error) {
+                let mut session = lock(session);
+                if session.state() == SessionState::Open {
+                    session.close(CloseFrame::new(code), now());
+                    return;
+                }
+            }
             *transport_ended = true;
             if failure.is_none() {
                 *failure = Some(Failure::Transport(error));
@@ -308,6 +320,32 @@ fn take_input<E>(
             *transport_ended = true;
             lock(session).handle_transport_closed(now());
         }
+    }
+}
+
+/// The close code for a read error that is the peer's fault (tokio-tungstenite transports):
+/// a message or frame over the size limit → 1009, invalid UTF-8 in a text message → 1007, a
+/// broken frame → 1002. `None` for errors that mean the transport itself is gone.
+fn peer_violation<E: std::error::Error + 'static>(error: &E) -> Option<CloseCode> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+    let error: &(dyn std::error::Error + 'static) = error;
+    match error.downcast_ref::<WsError>()? {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => Some(CloseCode::MessageTooBig),
+        WsError::Utf8(_) => Some(CloseCode::InvalidPayload),
+        WsError::Protocol(
+            ProtocolError::NonZeroReservedBits
+            | ProtocolError::UnmaskedFrameFromClient
+            | ProtocolError::FragmentedControlFrame
+            | ProtocolError::ControlFrameTooBig
+            | ProtocolError::UnknownControlFrameType(_)
+            | ProtocolError::UnknownDataFrameType(_)
+            | ProtocolError::UnexpectedContinueFrame
+            | ProtocolError::ExpectedFragment(_)
+            | ProtocolError::InvalidOpcode(_)
+            | ProtocolError::InvalidCloseSequence,
+        ) => Some(CloseCode::ProtocolError),
+        _ => None,
     }
 }
 
