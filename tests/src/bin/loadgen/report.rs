@@ -279,8 +279,8 @@ fn b1_tables(records: &[Value]) -> String {
             ratio(Some(sums[0]), Some(sums[2])),
         ]);
         out.push_str(&format!(
-            "B1 codec: {op} (ns per event; misar/derive is our time over the derive peer's, \
-             <1: ours faster)\n"
+            "B1 codec: {op} (median ns per event; misar/derive is our time over the derive \
+             peer's, <1: ours faster)\n"
         ));
         out.push_str(&layout(&grid));
         out.push('\n');
