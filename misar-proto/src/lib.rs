@@ -13,6 +13,7 @@
 //! | [`close`] | close codes, reasons, the client's retry advice |
 //! | [`message`] | whole WebSocket messages in and out of the sessions |
 //! | [`server`] | [`server::ServerSession`]: heartbeat, outbound queue, limits, close |
+//! | [`streams`] | the fan-out table: subscribers, limits, late joiners, finished campaigns, revocation, publish validation |
 //! | [`client`] | [`client::ClientSession`]: handshake request, decoding, liveness, advice |
 //! | [`backoff`] | reconnect delays: exponential backoff with full jitter |
 //! | `testing` | the deterministic `Pair` harness (cargo feature `testing`) |
@@ -28,5 +29,6 @@ pub mod handshake;
 pub mod message;
 pub mod route;
 pub mod server;
+pub mod streams;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -7,8 +7,8 @@
 //! - Decoding: [`decode_inbox`], [`decode_campaign`], [`decode`] or a [`Decoder`] with its own
 //!   size limit. Unknown fields are ignored, an unknown `type` is kept, anything else wrong is a
 //!   [`DecodeError`] naming the field.
-//! - Relaying: [`EncodedEvent::from_inbox_json`] / [`EncodedEvent::from_campaign_json`] wrap
-//!   bytes another node encoded (checked by one decode, not re-encoded).
+//! - Relaying: [`crate::streams::validate_relayed`] wraps bytes another node encoded (checked
+//!   by one decode, not re-encoded).
 //!
 //! ```
 //! use misar_proto::event::{decode_campaign, CampaignEvent, EventClass, Progress};
@@ -36,12 +36,10 @@ mod decode;
 mod encode;
 mod error;
 mod timestamp;
-mod verified;
 
 pub use decode::{DEFAULT_MAX_LEN, Decoder, decode, decode_campaign, decode_inbox};
 pub use error::{DecodeError, Expected, FieldError, JsonType};
 pub use timestamp::{Timestamp, TimestampError};
-pub use verified::FromJsonError;
 
 /// `bounceType` of a bounce.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -286,6 +284,12 @@ pub struct EncodedEvent {
 }
 
 impl EncodedEvent {
+    /// Wraps bytes known to hold one compact event of `class` (the encoder's output, or bytes
+    /// checked by [`crate::streams::validate_relayed`]).
+    pub(crate) fn new(bytes: Bytes, class: EventClass) -> Self {
+        Self { bytes, class }
+    }
+
     /// The compact JSON text (UTF-8, ready for a text frame).
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
