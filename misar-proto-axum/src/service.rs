@@ -20,10 +20,9 @@ use misar_proto::handshake::{
     self, Accepted, HandshakeConfig, RejectAction, Rejected, RejectionStyle, Step,
 };
 use misar_proto::route::{Channel, Routes};
-use misar_proto::server::{ServerConfig, ServerSession};
-use misar_proto_tokio::hub::{Hub, SubscribeError};
+use misar_proto::server::ServerConfig;
+use misar_proto_tokio::hub::{Hub, RevocationMark, SubscribeError};
 use misar_proto_tokio::server::{ConnectionEnd, DriverConfig, serve_connection};
-use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::authorizer::Authorizer;
@@ -221,11 +220,13 @@ async fn handle<A: Authorizer>(State(inner): State<Arc<Inner<A>>>, request: Requ
             (Ok(_validated), Some(on_upgrade)) => Ok(Upgrade::new(on_upgrade, key)),
             _ => Err(()),
         };
+        // Before the hooks: a revocation while they run is not lost (§2.13).
+        let mark = inner.hub.mark();
         let decision = decide(&inner, &parts).await;
         drop(parts);
         match decision {
             Ok(accepted) => match upgrade {
-                Ok(upgrade) => serve(inner, accepted, upgrade),
+                Ok(upgrade) => serve(inner, accepted, mark, upgrade),
                 Err(_) => {
                     tracing::debug!("authorized, but not a WebSocket upgrade: 426");
                     upgrade_required()
@@ -327,26 +328,36 @@ fn refuse<A: Authorizer>(
     }
 }
 
-/// Takes a connection slot in the hub and upgrades.
-fn serve<A: Authorizer>(inner: Arc<Inner<A>>, accepted: Accepted, upgrade: Upgrade) -> Response {
+/// Takes a connection slot in the hub (which creates the session) and upgrades.
+fn serve<A: Authorizer>(
+    inner: Arc<Inner<A>>,
+    accepted: Accepted,
+    mark: RevocationMark,
+    upgrade: Upgrade,
+) -> Response {
     if inner.shutdown.is_shutting_down() {
         return shutting_down(&inner.hub);
     }
-    let feed = match inner.hub.subscribe(&accepted) {
+    let account = accepted.account().clone();
+    let channel = match accepted.channel() {
+        Channel::Inbox => "inbox".to_owned(),
+        Channel::Campaign(id) => format!("campaign {id}"),
+        _ => "?".to_owned(),
+    };
+    let auth = accepted.credential_source();
+    let feed = match inner.hub.subscribe(accepted, mark, &inner.server) {
         Ok(feed) => feed,
         Err(error) => {
             let rejected = match &error {
                 SubscribeError::TooManyForAccount { .. } => Rejected::too_many_for_account(),
-                SubscribeError::TooManyConnections { retry_after, .. }
-                | SubscribeError::ShuttingDown { retry_after } => {
-                    Rejected::too_many_connections(retry_after_secs(*retry_after))
-                }
-                _ => {
-                    Rejected::too_many_connections(retry_after_secs(inner.hub.config().retry_after))
-                }
+                other => Rejected::too_many_connections(retry_after_secs(
+                    other
+                        .retry_after()
+                        .unwrap_or(inner.hub.config().retry_after),
+                )),
             };
             tracing::info!(
-                account = %accepted.account(),
+                %account,
                 status = rejected.status().as_u16(),
                 %error,
                 "refused by the hub"
@@ -354,24 +365,12 @@ fn serve<A: Authorizer>(inner: Arc<Inner<A>>, accepted: Accepted, upgrade: Upgra
             return http_response(rejected.into_response());
         }
     };
-    let channel = match accepted.channel() {
-        Channel::Inbox => "inbox".to_owned(),
-        Channel::Campaign(id) => format!("campaign {id}"),
-        _ => "?".to_owned(),
-    };
-    tracing::info!(
-        account = %accepted.account(),
-        %channel,
-        auth = ?accepted.credential_source(),
-        "upgrading"
-    );
+    tracing::info!(%account, %channel, ?auth, "upgrading");
     let guard = inner.shutdown.enter();
-    let config = inner.server.clone();
     let driver = inner.driver.clone();
     upgrade.respond(inner.buffers, move |socket| async move {
         let _guard = guard;
-        let session = ServerSession::new(accepted, config, Instant::now().into_std());
-        let end = serve_connection(socket, session, feed, driver).await;
+        let end = serve_connection(socket, feed, driver).await;
         log_end(&end);
     })
 }

@@ -54,3 +54,44 @@ pub enum Incoming {
     /// A close frame (`None` code = a close frame without status).
     Close(ReceivedClose),
 }
+
+impl From<Message> for Incoming {
+    /// A message as sent, as the receiving session takes it (for in-memory transports, test
+    /// harnesses and adapters whose library already has whole messages): the one conversion
+    /// of the crate, used by `Pair` and the example transports.
+    fn from(message: Message) -> Self {
+        match message {
+            Message::Text(payload) => Incoming::Text(payload),
+            Message::Binary(payload) => Incoming::Binary(payload),
+            Message::Ping(payload) => Incoming::Ping(payload),
+            Message::Pong(payload) => Incoming::Pong(payload),
+            Message::Close(frame) => Incoming::Close(match frame {
+                Some(frame) => ReceivedClose {
+                    code: Some(frame.code.as_u16()),
+                    reason: Bytes::copy_from_slice(frame.reason.as_str().as_bytes()),
+                },
+                None => ReceivedClose {
+                    code: None,
+                    reason: Bytes::new(),
+                },
+            }),
+        }
+    }
+}
+
+/// A transport-level failure that is the peer's fault, as a transport reports it to the
+/// session ([`ServerSession::handle_violation`](crate::server::ServerSession::handle_violation)).
+///
+/// The WebSocket library detects these while reading; which close code answers them is the
+/// session's decision (RFC 6455 §7.4.1, §2.8), so every transport gets the same answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Violation {
+    /// A message or frame over the transport's size limit (answered with 1009).
+    MessageTooBig,
+    /// A frame that breaks the WebSocket protocol: reserved bits, an unmasked client frame,
+    /// a fragmented or oversized control frame, an unknown opcode... (answered with 1002).
+    Protocol,
+    /// A text message that is not UTF-8 (answered with 1007).
+    InvalidUtf8,
+}

@@ -44,7 +44,7 @@ use crate::client::{ClientConfig, ClientEvent, ClientOutcome, ClientSession, Han
 use crate::close::{CloseCode, Disconnect};
 use crate::event::EncodedEvent;
 use crate::handshake::{self, HandshakeConfig, RejectAction, Step};
-use crate::message::{Incoming, Message, ReceivedClose};
+use crate::message::{Incoming, Message};
 use crate::route::Channel;
 use crate::server::{
     CloseSummary, EnqueueError, NotARevocationCode, ServerConfig, ServerOutput, ServerSession,
@@ -69,20 +69,10 @@ pub const PAIR_KEY: &str = "msk_pair_test_key";
 /// The account the pair's key-check hook resolves every key to.
 pub const PAIR_ACCOUNT: &str = "pair-account";
 
-/// Turns a message as sent into the message as received.
+/// Turns a message as sent into the message as received (the crate's one conversion,
+/// [`Incoming::from`]).
 pub fn to_incoming(message: Message) -> Incoming {
-    match message {
-        Message::Text(b) => Incoming::Text(b),
-        Message::Binary(b) => Incoming::Binary(b),
-        Message::Ping(b) => Incoming::Ping(b),
-        Message::Pong(b) => Incoming::Pong(b),
-        Message::Close(frame) => Incoming::Close(ReceivedClose {
-            code: frame.as_ref().map(|f| f.code.as_u16()),
-            reason: frame
-                .map(|f| Bytes::copy_from_slice(f.reason.as_str().as_bytes()))
-                .unwrap_or_default(),
-        }),
-    }
+    Incoming::from(message)
 }
 
 /// A server session and a client session on a virtual clock.
@@ -591,6 +581,7 @@ impl Pair {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::ReceivedClose;
 
     fn origin() -> Instant {
         crate::testing::virtual_epoch()

@@ -1,35 +1,17 @@
 //! Conversions between tungstenite's messages and the core's, and the upgrade headers
 //! tungstenite expects on a prebuilt request.
 
-use bytes::Bytes;
 use http::header::{CONNECTION, HeaderValue, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE};
 use misar_proto::client::RequestError;
-use misar_proto::message::{Incoming, Message, ReceivedClose};
+use misar_proto::message::{Incoming, Message};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsCloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 
-/// A message read from tungstenite, as the session takes it. `None` for a raw frame, which
-/// tungstenite never yields on read.
+/// A message read from tungstenite, as the session takes it (the crate's one conversion).
 pub(super) fn incoming(message: WsMessage) -> Option<Incoming> {
-    Some(match message {
-        WsMessage::Text(text) => Incoming::Text(Bytes::from(text)),
-        WsMessage::Binary(payload) => Incoming::Binary(payload),
-        WsMessage::Ping(payload) => Incoming::Ping(payload),
-        WsMessage::Pong(payload) => Incoming::Pong(payload),
-        WsMessage::Close(frame) => Incoming::Close(match frame {
-            Some(frame) => ReceivedClose {
-                code: Some(u16::from(frame.code)),
-                reason: Bytes::from(frame.reason),
-            },
-            None => ReceivedClose {
-                code: None,
-                reason: Bytes::new(),
-            },
-        }),
-        WsMessage::Frame(_) => return None,
-    })
+    crate::server::incoming_from_tungstenite(message)
 }
 
 /// A message of the session, as tungstenite sends it. `None` for a text payload that is not

@@ -18,6 +18,7 @@ use std::sync::{Arc, RwLock, Weak};
 use misar_proto::auth::AccountId;
 use misar_proto::event::EncodedEvent;
 use misar_proto::route::CampaignId;
+use misar_proto::streams::PublishError;
 
 use super::{HubInner, PublishReport, StreamKey};
 
@@ -43,8 +44,8 @@ pub enum Revocation {
 /// Where a hub sends what it publishes; it delivers to the subscribers of every hub attached
 /// to it.
 ///
-/// `attach`, `stream_opened` and `stream_closed` are called while the hub holds its internal
-/// lock: they must return quickly, must not block, and must not call back into the hub
+/// `attach`, `stream_opened` and `stream_closed` are called while the hub holds a lock (the
+/// stream's): they must return quickly, must not block, and must not call back into the hub
 /// (queue the work for a task instead). Calls for one stream come in order (opened, closed,
 /// opened, ...).
 pub trait Broker: Send + Sync + 'static {
@@ -84,11 +85,13 @@ pub trait Broker: Send + Sync + 'static {
     }
 }
 
-/// A broker could not publish.
+/// A broker could not publish, or the stream refused the event (a finished campaign).
 #[derive(Debug, thiserror::Error)]
 #[error("broker failed: {message}")]
 pub struct BrokerError {
     message: String,
+    /// The core's refusal, when the event reached the stream's state and was refused there.
+    refusal: Option<PublishError>,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -98,8 +101,25 @@ impl BrokerError {
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            refusal: None,
             source: None,
         }
+    }
+
+    /// The stream refused the event (e.g. [`PublishError::Finished`], decided where the
+    /// stream's state is: a hub's table, or Redis for a multi-node broker); `publish_*`
+    /// report it as [`super::PublishError::Refused`].
+    pub fn refused(refusal: PublishError) -> Self {
+        Self {
+            message: refusal.to_string(),
+            refusal: Some(refusal),
+            source: None,
+        }
+    }
+
+    /// The stream's refusal, if that is what this is.
+    pub fn refusal(&self) -> Option<&PublishError> {
+        self.refusal.as_ref()
     }
 
     /// An error with an underlying cause.
@@ -109,6 +129,7 @@ impl BrokerError {
     ) -> Self {
         Self {
             message: message.into(),
+            refusal: None,
             source: Some(Box::new(source)),
         }
     }
@@ -124,13 +145,22 @@ pub struct HubDelivery {
 }
 
 impl HubDelivery {
-    /// Queues `event` for every local subscriber of `stream` (and, for a campaign, remembers
-    /// its latest `progress` or terminal event for late joiners). No per-recipient copy: each
+    /// Queues `event` for every local subscriber of `stream` (and, for a campaign, keeps its
+    /// latest `progress` or terminal event for late joiners). No per-recipient copy: each
     /// connection gets a refcounted clone of the same bytes.
-    pub fn deliver(&self, stream: &StreamKey, event: EncodedEvent) -> PublishReport {
+    ///
+    /// Refused with [`PublishError::Finished`] when this hub knows the campaign finished
+    /// (nothing is delivered); a broker that publishes through this (the in-process one)
+    /// reports that as [`BrokerError::refused`]. `event` must have been validated for
+    /// `stream` ([`misar_proto::streams::validate_relayed`] for bytes from elsewhere).
+    pub fn deliver(
+        &self,
+        stream: &StreamKey,
+        event: EncodedEvent,
+    ) -> Result<PublishReport, PublishError> {
         match self.hub.upgrade() {
-            Some(hub) => hub.deliver(stream, event),
-            None => PublishReport::default(),
+            Some(hub) => hub.deliver(stream, event, false),
+            None => Ok(PublishReport::default()),
         }
     }
 
@@ -138,10 +168,14 @@ impl HubDelivery {
     /// received in stream order (a multi-node broker catching a hub up on a campaign's latest
     /// `progress` or terminal event): skipped when the hub already caches exactly these bytes
     /// as the campaign's latest event, so its subscribers do not get it twice.
-    pub fn deliver_latest(&self, stream: &StreamKey, event: EncodedEvent) -> PublishReport {
+    pub fn deliver_latest(
+        &self,
+        stream: &StreamKey,
+        event: EncodedEvent,
+    ) -> Result<PublishReport, PublishError> {
         match self.hub.upgrade() {
-            Some(hub) => hub.deliver_inner(stream, event, true),
-            None => PublishReport::default(),
+            Some(hub) => hub.deliver(stream, event, true),
+            None => Ok(PublishReport::default()),
         }
     }
 
@@ -193,18 +227,26 @@ impl LocalBroker {
         Self::default()
     }
 
-    fn deliver_all(&self, stream: &StreamKey, event: EncodedEvent) -> PublishReport {
+    fn deliver_all(
+        &self,
+        stream: &StreamKey,
+        event: EncodedEvent,
+    ) -> Result<PublishReport, BrokerError> {
         let hubs = self
             .hubs
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut total = PublishReport::default();
         for hub in hubs.iter() {
-            let report = hub.deliver(stream, event.clone());
+            // Hubs sharing this broker saw the same publishes, so they agree on whether a
+            // campaign is finished: the first refusal is everyone's.
+            let report = hub
+                .deliver(stream, event.clone())
+                .map_err(BrokerError::refused)?;
             total.delivered = total.delivered.saturating_add(report.delivered);
             total.overflowed = total.overflowed.saturating_add(report.overflowed);
         }
-        total
+        Ok(total)
     }
 }
 
@@ -220,7 +262,7 @@ impl Broker for LocalBroker {
     }
 
     fn publish(&self, stream: StreamKey, event: EncodedEvent) -> BrokerFuture<'_> {
-        Box::pin(async move { Ok(self.deliver_all(&stream, event)) })
+        Box::pin(async move { self.deliver_all(&stream, event) })
     }
 
     fn revoke(&self, revocation: Revocation) -> RevokeFuture<'_> {

@@ -1,12 +1,17 @@
 //! The in-process fan-out hub (§2.7–§2.9) and the [`Broker`] seam for multi-node fan-out.
 //!
 //! ```text
-//!  publish_inbox / publish_campaign          subscribe(&Accepted) ──► Feed ──► serve_connection
-//!        │ validate, encode ONCE                                        ▲
-//!        ▼                                                              │ session.enqueue(clone)
-//!     Broker ──(LocalBroker: at once; Redis: via other nodes)──► HubDelivery::deliver
-//!                                                        per-stream state: subscribers, last event
+//!  publish_inbox / publish_campaign        mark() … hooks … subscribe(Accepted, mark) ──► Feed
+//!        │ validate, encode ONCE (core)                  (session created here)      │
+//!        ▼                                                                           ▼
+//!     Broker ──(LocalBroker: at once; Redis: via other nodes)──► HubDelivery::deliver  serve_connection
+//!                                 one stream's lock: core Stream::publish → recipients ─┘ session.enqueue
 //! ```
+//!
+//! The hub is a thin shell over the core's fan-out table ([`misar_proto::streams`]): every
+//! decision (limits, late joiners, finished campaigns, revocation, publish validation) is the
+//! core's; the hub holds the locks (one per stream, one for the registry), the wake-ups and
+//! the broker seam.
 //!
 //! - **Encode once**: a publish serializes the event once ([`HubStats::encodes`] counts it);
 //!   every connection gets a refcounted clone of the same bytes.
@@ -14,16 +19,21 @@
 //!   [`misar_proto::server`]): bounded in events and bytes, `progress` coalesced, ordinary and
 //!   terminal events never dropped or reordered, overflow → that connection alone closes with
 //!   1013. A publish never waits for a connection.
-//! - **Order**: delivery happens under the hub's lock, so every connection of a stream sees
-//!   the stream's events in one order, the publish order.
+//! - **Order**: a stream's fan-out happens under that stream's lock, so every connection of a
+//!   stream sees its events in one order, the publish order; other streams are not held up.
 //! - **Late joiners**: the latest `progress` or terminal event of the last
 //!   [`HubConfig::last_progress_cache`] campaigns updated is kept; a new subscriber of such a
 //!   campaign gets it first (after a terminal one its session closes with 1000).
+//! - **Finished campaigns** (§2.13): after a terminal event, publishes to the campaign are
+//!   refused with [`misar_proto::streams::PublishError::Finished`] and the terminal event is
+//!   never replaced.
+//! - **Size** (§2.13): an event over [`HubConfig::max_event_bytes`] is refused at publish.
 //! - **Limits** (§2.8) are counted exactly: [`Hub::subscribe`] counts a connection, dropping its
 //!   [`Feed`] uncounts it.
 //! - **Control**: [`Hub::revoke`] (4401), [`Hub::revoke_campaign`] (4403) and
 //!   [`Hub::shutdown`] (1001, then a bounded wait) reach a connection even when its queue is
-//!   full.
+//!   full; a handshake whose hooks ran before a revocation (take [`Hub::mark`] before them) is
+//!   closed at once when it subscribes after it.
 //!
 //! # Example
 //!
@@ -34,8 +44,9 @@
 //!
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let hub = Hub::new(HubConfig::default());
-//! // In a handler: `let feed = hub.subscribe(&accepted)?;` before the upgrade, then
-//! // `serve_connection(transport, session, feed, DriverConfig::default())` after it.
+//! // In a handler: `let mark = hub.mark();` before the hooks, then
+//! // `let feed = hub.subscribe(accepted, mark, &ServerConfig::default())?;` before the upgrade,
+//! // then `serve_connection(transport, feed, DriverConfig::default())` after it.
 //! let event = InboxEvent::EmailReceived(EmailReceived {
 //!     from: "ada@example.com".into(),
 //!     subject: "Hello".into(),
@@ -55,53 +66,43 @@ mod broker;
 mod feed;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod table;
 
-use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use misar_proto::auth::AccountId;
-use misar_proto::close::CloseCode;
+use misar_proto::close::{CloseCode, CloseFrame};
 use misar_proto::event::{CampaignEvent, EncodedEvent, EventClass, InboxEvent};
 use misar_proto::handshake::Accepted;
-use misar_proto::route::{CampaignId, Channel};
+use misar_proto::route::CampaignId;
+use misar_proto::server::{ServerConfig, ServerSession};
+use misar_proto::streams::{
+    CacheOrder, PublishRules, Registry, StreamsConfig, StreamsConfigError, validate_campaign,
+    validate_inbox,
+};
 use tokio::sync::Notify;
 
 pub use broker::{
     Broker, BrokerError, BrokerFuture, HubDelivery, LocalBroker, Revocation, RevokeFuture,
 };
 pub use feed::Feed;
+pub use misar_proto::streams::{RevocationMark, StreamKey, SubscribeError};
 
 pub(crate) use feed::lock;
-use feed::{Control, FeedShared, Limits, Outcome};
+use feed::{Conn, Outcome};
+use table::Table;
 
 /// The current instant on tokio's clock (so a paused test clock applies), as the core takes it.
 pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-/// One stream of events: an account's inbox or one campaign.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum StreamKey {
-    /// The inbox of an account.
-    Inbox(AccountId),
-    /// One campaign's progress.
-    Campaign(CampaignId),
-}
-
 /// Settings of a [`Hub`]. `Default` gives safe values (write `HubConfig { max_connections: 50_000,
 /// ..HubConfig::default() }`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HubConfig {
-    /// Events a [`Feed`] keeps between [`Hub::subscribe`] and `serve_connection` (the upgrade
-    /// window), 256. More → the connection closes with 1013 once served. After that the
-    /// session's own queue bounds (`ServerConfig::max_queued_events` / `max_queued_bytes`)
-    /// apply.
-    pub pending_events: usize,
-    /// Payload bytes a [`Feed`] keeps before `serve_connection` (1 MiB).
-    pub pending_bytes: usize,
     /// Connections one account may hold at once (100); more → [`SubscribeError::TooManyForAccount`]
     /// (HTTP 429).
     pub max_connections_per_account: usize,
@@ -111,8 +112,13 @@ pub struct HubConfig {
     /// The `Retry-After` suggested when the hub is full or shutting down (5 s).
     pub retry_after: Duration,
     /// How many campaigns' latest `progress` (or terminal event) are kept for late joiners
-    /// (1024); the least recently updated is forgotten first. 0 disables the cache.
+    /// (1024); the least recently updated is forgotten first (and with it whether it
+    /// finished). 0 disables the cache.
     pub last_progress_cache: usize,
+    /// The largest encoded event a publish accepts (64 KiB, §2.13); larger ones are refused
+    /// with [`misar_proto::streams::PublishError::TooLarge`]. Keep it below the connections'
+    /// write bound (the adapters' WebSocket settings allow far more).
+    pub max_event_bytes: usize,
     /// The grace an adapter should pass to [`Hub::shutdown`] (10 s). The hub itself does not
     /// use it.
     pub shutdown_grace: Duration,
@@ -120,15 +126,36 @@ pub struct HubConfig {
 
 impl Default for HubConfig {
     fn default() -> Self {
+        let table = StreamsConfig::default();
         Self {
-            pending_events: 256,
-            pending_bytes: 1 << 20,
-            max_connections_per_account: 100,
-            max_connections: 10_000,
-            retry_after: Duration::from_secs(5),
-            last_progress_cache: 1024,
+            max_connections_per_account: table.max_connections_per_account,
+            max_connections: table.max_connections,
+            retry_after: table.retry_after,
+            last_progress_cache: table.last_event_cache,
+            max_event_bytes: table.publish.max_event_bytes,
             shutdown_grace: Duration::from_secs(10),
         }
+    }
+}
+
+impl HubConfig {
+    /// The core table's settings these amount to.
+    pub fn streams_config(&self) -> StreamsConfig {
+        StreamsConfig {
+            max_connections_per_account: self.max_connections_per_account,
+            max_connections: self.max_connections,
+            retry_after: self.retry_after,
+            last_event_cache: self.last_progress_cache,
+            publish: PublishRules {
+                max_event_bytes: self.max_event_bytes,
+            },
+            ..StreamsConfig::default()
+        }
+    }
+
+    /// Checks that every setting can work (a limit of 0 would refuse everything).
+    pub fn validate(&self) -> Result<(), StreamsConfigError> {
+        self.streams_config().validate()
     }
 }
 
@@ -142,57 +169,36 @@ pub struct PublishReport {
     pub overflowed: usize,
 }
 
-/// Why a publish was refused. Nothing was sent.
+/// Why a publish failed. Nothing was sent to anyone.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PublishError {
-    /// An event of a type this version does not know: the server does not send what it
-    /// cannot validate.
-    #[error("refusing to publish an event of unknown type {kind:?}")]
-    UnknownType {
-        /// The event's `type`.
-        kind: String,
-    },
-    /// A campaign event whose `campaignId` is not the campaign it was published to.
-    #[error("the event is about campaign {found:?}, not {target:?}")]
-    CampaignMismatch {
-        /// The campaign published to.
-        target: CampaignId,
-        /// The event's `campaignId`.
-        found: String,
-    },
+    /// The core's rules refused it (§2.13): unknown type, another campaign's event, too
+    /// large, or a finished campaign.
+    #[error(transparent)]
+    Refused(#[from] misar_proto::streams::PublishError),
     /// The broker failed.
     #[error(transparent)]
-    Broker(#[from] BrokerError),
+    Broker(BrokerError),
 }
 
-/// Why [`Hub::subscribe`] refused a connection (answer before the upgrade).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SubscribeError {
-    /// The account holds [`HubConfig::max_connections_per_account`] connections (HTTP 429).
-    #[error("too many connections for this account (limit {limit})")]
-    TooManyForAccount {
-        /// The limit.
-        limit: usize,
-    },
-    /// The hub serves [`HubConfig::max_connections`] connections (HTTP 503).
-    #[error("too many connections (limit {limit})")]
-    TooManyConnections {
-        /// The limit.
-        limit: usize,
-        /// Suggested `Retry-After`.
-        retry_after: Duration,
-    },
-    /// [`Hub::shutdown`] was called (HTTP 503).
-    #[error("the server is shutting down")]
-    ShuttingDown {
-        /// Suggested `Retry-After`.
-        retry_after: Duration,
-    },
-    /// A channel this version of the hub does not serve.
-    #[error("unsupported channel")]
-    UnsupportedChannel,
+impl PublishError {
+    /// The core's refusal, if that is what it is.
+    pub fn refusal(&self) -> Option<&misar_proto::streams::PublishError> {
+        match self {
+            PublishError::Refused(refusal) => Some(refusal),
+            PublishError::Broker(_) => None,
+        }
+    }
+}
+
+impl From<BrokerError> for PublishError {
+    fn from(error: BrokerError) -> Self {
+        match error.refusal() {
+            Some(refusal) => PublishError::Refused(refusal.clone()),
+            None => PublishError::Broker(error),
+        }
+    }
 }
 
 /// What [`Hub::shutdown`] observed.
@@ -240,8 +246,9 @@ pub struct Hub {
 /// The hub's shared state.
 pub(crate) struct HubInner {
     config: HubConfig,
+    rules: PublishRules,
     broker: Arc<dyn Broker>,
-    state: Mutex<HubState>,
+    table: Table,
     /// Woken when the last connection goes (for the shutdown's wait).
     idle: Notify,
     encodes: AtomicU64,
@@ -251,39 +258,45 @@ pub(crate) struct HubInner {
     gaps: AtomicU64,
 }
 
-#[derive(Default)]
-struct HubState {
-    /// Everything per stream, in one place (§8 will add sequence numbers here).
-    streams: HashMap<StreamKey, StreamState>,
-    /// Each account's connections (for the per-account limit and revocation).
-    accounts: HashMap<AccountId, Vec<Arc<FeedShared>>>,
-    total: usize,
-    shutting_down: bool,
-    /// Cached campaigns by the tick of their last update, oldest first.
-    cache_order: BTreeMap<u64, CampaignId>,
-    tick: u64,
-}
-
-#[derive(Default)]
-struct StreamState {
-    subscribers: Vec<Arc<FeedShared>>,
-    /// A campaign's latest `progress` or terminal event, and the tick it was cached at.
-    last: Option<(EncodedEvent, u64)>,
-}
-
 impl Hub {
     /// A hub with its own in-process broker ([`LocalBroker`]).
+    ///
+    /// `config` is taken as it is (a limit of 0 refuses everything); [`Hub::try_new`] refuses
+    /// such a configuration instead.
     pub fn new(config: HubConfig) -> Hub {
         Self::with_broker(config, broker::local())
+    }
+
+    /// [`Hub::new`], refusing a configuration that cannot work.
+    pub fn try_new(config: HubConfig) -> Result<Hub, StreamsConfigError> {
+        config.validate()?;
+        Ok(Self::new(config))
+    }
+
+    /// [`Hub::with_broker`], refusing a configuration that cannot work.
+    pub fn try_with_broker(
+        config: HubConfig,
+        broker: Arc<dyn Broker>,
+    ) -> Result<Hub, StreamsConfigError> {
+        config.validate()?;
+        Ok(Self::with_broker(config, broker))
     }
 
     /// A hub that publishes through `broker`, which delivers back to it (and to the other
     /// hubs attached to it).
     pub fn with_broker(config: HubConfig, broker: Arc<dyn Broker>) -> Hub {
+        let streams = config.streams_config();
+        // Marks of one hub are refused by another (a per-process counter tells them apart).
+        static NEXT_HUB: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT_HUB.fetch_add(1, Ordering::Relaxed);
         let inner = Arc::new(HubInner {
+            rules: streams.publish,
+            table: Table::new(
+                Registry::with_id(&streams, id),
+                CacheOrder::new(streams.last_event_cache),
+            ),
             config,
             broker: Arc::clone(&broker),
-            state: Mutex::new(HubState::default()),
             idle: Notify::new(),
             encodes: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
@@ -302,132 +315,132 @@ impl Hub {
         &self.inner.config
     }
 
-    /// Publishes an event to `account`'s inbox connections. An [`InboxEvent::Unknown`] is
-    /// refused.
+    /// Publishes an event to `account`'s inbox connections. Refused (nothing is sent): an
+    /// [`InboxEvent::Unknown`], an event over [`HubConfig::max_event_bytes`].
     pub async fn publish_inbox(
         &self,
         account: &AccountId,
         event: &InboxEvent,
     ) -> Result<PublishReport, PublishError> {
-        if let InboxEvent::Unknown(unknown) = event {
-            return Err(PublishError::UnknownType {
-                kind: unknown.kind.clone(),
-            });
-        }
-        let encoded = self.encode(|| event.encode());
-        let report = self
-            .inner
-            .broker
-            .publish(StreamKey::Inbox(account.clone()), encoded)
-            .await?;
-        Ok(report)
+        let encoded = validate_inbox(event, &self.inner.rules)?;
+        self.publish_encoded(StreamKey::Inbox(account.clone()), encoded)
+            .await
     }
 
-    /// Publishes an event to `campaign`'s connections (and caches it for late joiners if it
-    /// is a `progress` or a terminal event). An [`CampaignEvent::Unknown`] is refused, and so
-    /// is an event whose `campaignId` is not `campaign`.
+    /// Publishes an event to `campaign`'s connections (and keeps it for late joiners if it is
+    /// a `progress` or a terminal event). Refused (nothing is sent): a
+    /// [`CampaignEvent::Unknown`], an event whose `campaignId` is not `campaign`, an event
+    /// over [`HubConfig::max_event_bytes`], and any event once the campaign's terminal event
+    /// was published ([`misar_proto::streams::PublishError::Finished`]).
     pub async fn publish_campaign(
         &self,
         campaign: &CampaignId,
         event: &CampaignEvent,
     ) -> Result<PublishReport, PublishError> {
-        match event {
-            CampaignEvent::Unknown(unknown) => {
-                return Err(PublishError::UnknownType {
-                    kind: unknown.kind.clone(),
-                });
-            }
-            _ => match event.campaign_id() {
-                Some(id) if id == campaign.as_str() => {}
-                found => {
-                    return Err(PublishError::CampaignMismatch {
-                        target: campaign.clone(),
-                        found: found.unwrap_or_default().to_owned(),
-                    });
-                }
-            },
-        }
-        let encoded = self.encode(|| event.encode());
-        let report = self
-            .inner
-            .broker
-            .publish(StreamKey::Campaign(campaign.clone()), encoded)
-            .await?;
-        Ok(report)
+        let encoded = validate_campaign(campaign, event, &self.inner.rules)?;
+        self.publish_encoded(StreamKey::Campaign(campaign.clone()), encoded)
+            .await
     }
 
-    fn encode(&self, encode: impl FnOnce() -> EncodedEvent) -> EncodedEvent {
+    async fn publish_encoded(
+        &self,
+        stream: StreamKey,
+        event: EncodedEvent,
+    ) -> Result<PublishReport, PublishError> {
         self.inner.encodes.fetch_add(1, Ordering::Relaxed);
-        encode()
+        Ok(self.inner.broker.publish(stream, event).await?)
     }
 
-    /// Registers a connection for `accepted`'s channel; call it before the upgrade, so a
-    /// refusal can still be an HTTP answer (429 / 503 with `Retry-After`). The returned
-    /// [`Feed`] counts against the limits until it is dropped.
+    /// A mark to take **before** a handshake's hooks run, for [`subscribe`](Self::subscribe):
+    /// a revocation of the account or campaign after it closes the connection at once
+    /// (§2.13), however the hook's answer and the revocation raced.
+    pub fn mark(&self) -> RevocationMark {
+        lock(&self.inner.table.registry).mark()
+    }
+
+    /// Registers a connection for `accepted`'s channel and creates its session (with
+    /// `config`); call it before the upgrade, so a refusal can still be an HTTP answer (429 /
+    /// 503 with `Retry-After`). `mark` is [`Hub::mark`], taken before the hooks ran. The
+    /// returned [`Feed`] counts against the limits until it is dropped.
     ///
-    /// A campaign with a cached latest event hands it to the new connection first.
-    pub fn subscribe(&self, accepted: &Accepted) -> Result<Feed, SubscribeError> {
+    /// From now on events are queued into the session (a campaign's cached latest event
+    /// first). If the account or campaign was revoked after `mark`, the session is already
+    /// closing with 4401/4403 and gets nothing else.
+    pub fn subscribe(
+        &self,
+        accepted: Accepted,
+        mark: RevocationMark,
+        config: &ServerConfig,
+    ) -> Result<Feed, SubscribeError> {
         let inner = &self.inner;
-        let config = &inner.config;
-        let account = accepted.account();
-        let key = match accepted.channel() {
-            Channel::Inbox => StreamKey::Inbox(account.clone()),
-            Channel::Campaign(id) => StreamKey::Campaign(id.clone()),
-            _ => return Err(SubscribeError::UnsupportedChannel),
-        };
-        let mut state = lock(&inner.state);
-        let refusal = if state.shutting_down {
-            Some(SubscribeError::ShuttingDown {
-                retry_after: config.retry_after,
-            })
-        } else if state.accounts.get(account).map_or(0, Vec::len)
-            >= config.max_connections_per_account
-        {
-            Some(SubscribeError::TooManyForAccount {
-                limit: config.max_connections_per_account,
-            })
-        } else if state.total >= config.max_connections {
-            Some(SubscribeError::TooManyConnections {
-                limit: config.max_connections,
-                retry_after: config.retry_after,
-            })
-        } else {
-            None
-        };
-        if let Some(refusal) = refusal {
+        let now = now();
+        let account = accepted.account().clone();
+        let Some(stream) = StreamKey::for_channel(&account, accepted.channel()) else {
             inner.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(refusal);
-        }
-
-        let stream = state.streams.entry(key.clone()).or_default();
-        let cached = stream.last.as_ref().map(|(event, _)| event.clone());
-        let shared = FeedShared::new(account.clone(), key, cached);
-        shared.set_stream_pos(stream.subscribers.len());
-        stream.subscribers.push(Arc::clone(&shared));
-        if stream.subscribers.len() == 1 {
-            inner.broker.stream_opened(&shared.stream);
-        }
-        let connections = state.accounts.entry(account.clone()).or_default();
-        shared.set_account_pos(connections.len());
-        connections.push(Arc::clone(&shared));
-        state.total = state.total.saturating_add(1);
-        drop(state);
-
-        Ok(Feed {
-            shared,
+            return Err(SubscribeError::UnsupportedChannel);
+        };
+        let conn = Conn::new(ServerSession::new(accepted, config.clone(), now));
+        let admitted =
+            lock(&inner.table.registry).admit(&account, &stream, mark, Arc::clone(&conn), now);
+        let admission = match admitted {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                inner.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(refusal);
+            }
+        };
+        // The feed exists from here on, so an early return still unregisters.
+        let feed = Feed {
+            conn: Arc::clone(&conn),
             hub: Arc::clone(inner),
-        })
+            id: admission.id,
+            account,
+            stream,
+        };
+        let mut revoked = admission.revoked;
+        let joined = inner.table.with_stream(&feed.stream, true, |table_stream| {
+            let joined = table_stream.join(feed.id, Arc::clone(&conn));
+            if joined.opened {
+                inner.broker.stream_opened(&feed.stream);
+            }
+            if let (Some(first), None) = (&joined.first, revoked) {
+                // Under the stream's lock, so no newer event can overtake it.
+                let _ = lock(conn.session()).enqueue(first.clone(), now);
+            }
+        });
+        debug_assert!(joined.is_some(), "with_stream creates the stream");
+        if revoked.is_none() && matches!(feed.stream, StreamKey::Campaign(_)) {
+            // A campaign revocation between the admission and the join reached the stream
+            // before this connection did: ask again (an account's cannot slip through, the
+            // registry lists the connection from the admission on).
+            let judged =
+                lock(&inner.table.registry).revoked_since(mark, &feed.account, &feed.stream);
+            match judged {
+                Ok(code) => revoked = code,
+                Err(_) => {
+                    // A flood of revocations pushed the mark out of memory in between: it can
+                    // no longer be judged, so the client is asked to come back (1013).
+                    lock(conn.session()).close(CloseFrame::new(CloseCode::TryAgainLater), now);
+                }
+            }
+        }
+        if let Some(code) = revoked {
+            conn.revoke(code, now);
+        }
+        Ok(feed)
     }
 
-    /// Closes every connection of `account` with 4401 (its key was revoked). Queued events
-    /// are discarded: nothing more reaches a client that lost its rights.
+    /// Closes every connection of `account` with 4401 (its key was revoked), and every
+    /// connection whose handshake began before this call and subscribes after it. Queued
+    /// events are discarded: nothing more reaches a client that lost its rights.
     ///
     /// This hub only; [`revoke_everywhere`](Self::revoke_everywhere) reaches every node.
     pub fn revoke(&self, account: &AccountId) {
         self.inner.revoke(&Revocation::Account(account.clone()));
     }
 
-    /// Closes every connection to `campaign` with 4403 (its ownership changed).
+    /// Closes every connection to `campaign` with 4403 (its ownership changed), and every
+    /// connection whose handshake began before this call and subscribes after it.
     ///
     /// This hub only; [`revoke_everywhere`](Self::revoke_everywhere) reaches every node.
     pub fn revoke_campaign(&self, campaign: &CampaignId) {
@@ -450,12 +463,11 @@ impl Hub {
         let deadline = tokio::time::Instant::now().checked_add(grace);
         let connections = {
             let now = now();
-            let mut state = lock(&self.inner.state);
-            state.shutting_down = true;
-            for connection in state.accounts.values().flatten() {
-                connection.command(Control::Shutdown, now);
+            let mut registry = lock(&self.inner.table.registry);
+            for connection in registry.begin_shutdown() {
+                connection.shut_down(now);
             }
-            state.total
+            registry.total()
         };
         let remaining = loop {
             let idle = self.inner.idle.notified();
@@ -477,8 +489,7 @@ impl Hub {
             }
         };
         if remaining > 0 {
-            let state = lock(&self.inner.state);
-            for connection in state.accounts.values().flatten() {
+            for connection in lock(&self.inner.table.registry).connections() {
                 connection.abort();
             }
         }
@@ -490,29 +501,25 @@ impl Hub {
 
     /// Connections open now (subscribed and not yet dropped).
     pub fn connection_count(&self) -> usize {
-        lock(&self.inner.state).total
+        lock(&self.inner.table.registry).total()
     }
 
     /// Connections `account` holds now.
     pub fn account_connection_count(&self, account: &AccountId) -> usize {
-        lock(&self.inner.state)
-            .accounts
-            .get(account)
-            .map_or(0, Vec::len)
+        lock(&self.inner.table.registry).account_connections(account)
     }
 
     /// The counters.
     pub fn stats(&self) -> HubStats {
         let inner = &self.inner;
-        let state = lock(&inner.state);
         HubStats {
             encodes: inner.encodes.load(Ordering::Relaxed),
             delivered: inner.delivered.load(Ordering::Relaxed),
             overflowed: inner.overflowed.load(Ordering::Relaxed),
             refused: inner.refused.load(Ordering::Relaxed),
-            connections: state.total,
-            streams: state.streams.len(),
-            cached_campaigns: state.cache_order.len(),
+            connections: self.connection_count(),
+            streams: inner.table.stream_count(),
+            cached_campaigns: lock(&inner.table.cache).len(),
             gaps: inner.gaps.load(Ordering::Relaxed),
         }
     }
@@ -529,166 +536,94 @@ impl std::fmt::Debug for Hub {
 
 impl HubInner {
     /// Fans an encoded event out to the local subscribers of `stream` (the broker calls this
-    /// through [`HubDelivery`]).
-    fn deliver(&self, stream: &StreamKey, event: EncodedEvent) -> PublishReport {
-        self.deliver_inner(stream, event, false)
-    }
-
-    /// [`deliver`](Self::deliver); with `unless_cached`, nothing happens when `event` is
-    /// already the campaign's cached latest event (same bytes).
-    fn deliver_inner(
+    /// through [`HubDelivery`]); refused when the campaign is finished.
+    fn deliver(
         &self,
         stream: &StreamKey,
         event: EncodedEvent,
         unless_cached: bool,
-    ) -> PublishReport {
+    ) -> Result<PublishReport, misar_proto::streams::PublishError> {
         let now = now();
-        let limits = Limits {
-            events: self.config.pending_events,
-            bytes: self.config.pending_bytes,
-        };
-        let mut state = lock(&self.state);
-        if unless_cached {
-            let cached = state.streams.get(stream).and_then(|s| s.last.as_ref());
-            if cached.is_some_and(|(last, _)| last.bytes() == event.bytes()) {
-                return PublishReport::default();
+        // A stream is only created to keep a campaign's event for late joiners.
+        let create = matches!(stream, StreamKey::Campaign(_))
+            && matches!(event.class(), EventClass::Progress | EventClass::Terminal);
+        let mut evicted = Vec::new();
+        let report = self.table.with_stream(stream, create, |table_stream| {
+            if unless_cached
+                && table_stream
+                    .cached()
+                    .is_some_and(|cached| cached.bytes() == event.bytes())
+            {
+                return Ok::<_, misar_proto::streams::PublishError>(PublishReport::default());
             }
-        }
-        if let StreamKey::Campaign(campaign) = stream {
-            if matches!(event.class(), EventClass::Progress | EventClass::Terminal) {
-                state.remember(campaign, &event, self.config.last_progress_cache);
+            let fanout = table_stream.publish(event)?;
+            if let (true, Some(campaign)) = (fanout.cached, stream.campaign()) {
+                evicted = lock(&self.table.cache).touch(campaign);
             }
-        }
-        let mut report = PublishReport::default();
-        for connection in state
-            .streams
-            .get(stream)
-            .into_iter()
-            .flat_map(|s| &s.subscribers)
-        {
-            match connection.deliver(&event, limits, now) {
-                Outcome::Queued => report.delivered = report.delivered.saturating_add(1),
-                Outcome::Overflowed => report.overflowed = report.overflowed.saturating_add(1),
-                Outcome::Refused => {}
+            let mut report = PublishReport::default();
+            for (_, connection) in fanout.recipients {
+                match connection.deliver(&fanout.event, now) {
+                    Outcome::Queued => report.delivered = report.delivered.saturating_add(1),
+                    Outcome::Overflowed => {
+                        report.overflowed = report.overflowed.saturating_add(1);
+                    }
+                    Outcome::Refused => {}
+                }
             }
+            Ok(report)
+        });
+        for campaign in evicted {
+            self.table
+                .with_stream(&StreamKey::Campaign(campaign), false, |s| s.forget_cached());
         }
-        drop(state);
+        let report = report.unwrap_or(Ok(PublishReport::default()))?;
         self.delivered
             .fetch_add(report.delivered as u64, Ordering::Relaxed);
         self.overflowed
             .fetch_add(report.overflowed as u64, Ordering::Relaxed);
-        report
+        Ok(report)
     }
 
-    /// Closes the connections a revocation targets (4401 for an account, 4403 for a campaign).
+    /// Closes the connections a revocation targets (4401 for an account, 4403 for a campaign),
+    /// and remembers it for handshakes in flight.
     fn revoke(&self, revocation: &Revocation) {
         let now = now();
-        let state = lock(&self.state);
         match revocation {
             Revocation::Account(account) => {
-                for connection in state.accounts.get(account).into_iter().flatten() {
-                    connection.command(Control::Revoke(CloseCode::Unauthorized), now);
+                let mut registry = lock(&self.table.registry);
+                for (_, connection) in registry.revoke_account(account, now) {
+                    connection.revoke(CloseCode::Unauthorized, now);
                 }
             }
             Revocation::Campaign(campaign) => {
+                // The registry first: a handshake that joins the stream after the stream's
+                // subscribers are closed below asks the registry again and finds this.
+                lock(&self.table.registry).revoke_campaign(campaign, now);
                 let key = StreamKey::Campaign(campaign.clone());
-                for connection in state
-                    .streams
-                    .get(&key)
-                    .into_iter()
-                    .flat_map(|s| &s.subscribers)
-                {
-                    connection.command(Control::Revoke(CloseCode::Forbidden), now);
-                }
+                self.table.with_stream(&key, false, |stream| {
+                    for (_, connection) in stream.revoke() {
+                        connection.revoke(CloseCode::Forbidden, now);
+                    }
+                });
             }
         }
     }
 
     /// Removes a connection (its [`Feed`] is being dropped).
-    fn unregister(&self, shared: &Arc<FeedShared>) {
-        let mut state = lock(&self.state);
-        let state = &mut *state;
-        if let Some(stream) = state.streams.get_mut(&shared.stream) {
-            let pos = shared.stream_pos.load(Ordering::Relaxed);
-            let removed = remove_at(
-                &mut stream.subscribers,
-                pos,
-                shared,
-                FeedShared::set_stream_pos,
-            );
-            if removed && stream.subscribers.is_empty() {
-                self.broker.stream_closed(&shared.stream);
+    fn unregister(&self, feed: &Feed) {
+        let remaining = {
+            let mut registry = lock(&self.table.registry);
+            let _ = registry.remove(&feed.account, feed.id);
+            registry.total()
+        };
+        self.table.with_stream(&feed.stream, false, |stream| {
+            let (_, left) = stream.leave(feed.id);
+            if left.closed {
+                self.broker.stream_closed(&feed.stream);
             }
-            if stream.subscribers.is_empty() && stream.last.is_none() {
-                state.streams.remove(&shared.stream);
-            }
-        }
-        let mut removed = false;
-        if let Some(connections) = state.accounts.get_mut(&shared.account) {
-            let pos = shared.account_pos.load(Ordering::Relaxed);
-            removed = remove_at(connections, pos, shared, FeedShared::set_account_pos);
-            if connections.is_empty() {
-                state.accounts.remove(&shared.account);
-            }
-        }
-        if removed {
-            state.total = state.total.saturating_sub(1);
-            if state.total == 0 {
-                self.idle.notify_waiters();
-            }
+        });
+        if remaining == 0 {
+            self.idle.notify_waiters();
         }
     }
-}
-
-impl HubState {
-    /// Caches `event` as `campaign`'s latest, evicting the least recently updated campaign
-    /// beyond `capacity`.
-    fn remember(&mut self, campaign: &CampaignId, event: &EncodedEvent, capacity: usize) {
-        if capacity == 0 {
-            return;
-        }
-        self.tick = self.tick.wrapping_add(1);
-        let tick = self.tick;
-        let key = StreamKey::Campaign(campaign.clone());
-        let stream = self.streams.entry(key).or_default();
-        if let Some((_, old_tick)) = stream.last.replace((event.clone(), tick)) {
-            self.cache_order.remove(&old_tick);
-        }
-        self.cache_order.insert(tick, campaign.clone());
-        while self.cache_order.len() > capacity {
-            let Some((_, evicted)) = self.cache_order.pop_first() else {
-                break;
-            };
-            let key = StreamKey::Campaign(evicted);
-            if let Some(stream) = self.streams.get_mut(&key) {
-                stream.last = None;
-                if stream.subscribers.is_empty() {
-                    self.streams.remove(&key);
-                }
-            }
-        }
-    }
-}
-
-/// Removes `item` from `list`, where it is expected at `pos` (positions are kept current by
-/// `set_pos` as elements move). Falls back to a search if the position is stale, so a bug
-/// there costs time, not a wrong removal. Returns whether it was found.
-fn remove_at(
-    list: &mut Vec<Arc<FeedShared>>,
-    pos: usize,
-    item: &Arc<FeedShared>,
-    set_pos: fn(&FeedShared, usize),
-) -> bool {
-    let pos = match list.get(pos) {
-        Some(found) if Arc::ptr_eq(found, item) => pos,
-        _ => match list.iter().position(|found| Arc::ptr_eq(found, item)) {
-            Some(pos) => pos,
-            None => return false,
-        },
-    };
-    list.swap_remove(pos);
-    if let Some(moved) = list.get(pos) {
-        set_pos(moved, pos);
-    }
-    true
 }

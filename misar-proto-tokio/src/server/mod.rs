@@ -19,27 +19,31 @@
 //! - **Queueing while writing**: the session lives in the connection's [`Feed`], so the hub
 //!   keeps queueing into it while the driver waits for a slow write; coalescing and the 1013
 //!   of an overflow happen in the session, not here.
+//! - **Transport failures are the session's to judge**: a transport's error says, through
+//!   [`TransportError::violation`], whether the peer broke a rule (an oversized message, a
+//!   bad frame, invalid UTF-8); the session then closes with 1009/1002/1007 itself. The driver
+//!   knows no WebSocket library's error type.
 //!
 //! # Example: a tokio-tungstenite server
 //!
 //! ```no_run
 //! use misar_proto::handshake::Accepted;
-//! use misar_proto::server::{ServerConfig, ServerSession};
-//! use misar_proto_tokio::hub::Hub;
+//! use misar_proto::server::ServerConfig;
+//! use misar_proto_tokio::hub::{Hub, RevocationMark};
 //! use misar_proto_tokio::server::{
 //!     recommended_websocket_config, serve_connection, DriverConfig, TungsteniteTransport,
 //! };
 //!
-//! async fn serve(hub: Hub, tcp: tokio::net::TcpStream, accepted: Accepted) {
-//!     // Before the upgrade: count the connection (a refusal is an HTTP 429/503).
-//!     let Ok(feed) = hub.subscribe(&accepted) else { return };
+//! // `mark` is `hub.mark()`, taken before the handshake's hooks ran.
+//! async fn serve(hub: Hub, tcp: tokio::net::TcpStream, accepted: Accepted, mark: RevocationMark) {
+//!     // Before the upgrade: count the connection and create its session (a refusal is an
+//!     // HTTP 429/503).
+//!     let Ok(feed) = hub.subscribe(accepted, mark, &ServerConfig::default()) else { return };
 //!     let config = recommended_websocket_config();
 //!     let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await else {
 //!         return; // dropping the feed uncounts the connection
 //!     };
-//!     let now = tokio::time::Instant::now().into_std();
-//!     let session = ServerSession::new(accepted, ServerConfig::default(), now);
-//!     let end = serve_connection(TungsteniteTransport::new(ws), session, feed, DriverConfig::default()).await;
+//!     let end = serve_connection(TungsteniteTransport::new(ws), feed, DriverConfig::default()).await;
 //!     tracing::debug!(?end, "connection over");
 //! }
 //! ```
@@ -54,8 +58,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
-use misar_proto::close::{CloseCode, CloseFrame};
-use misar_proto::message::{Incoming, Message};
+use misar_proto::message::{Incoming, Message, Violation};
 use misar_proto::server::{CloseSummary, ServerOutput, ServerSession, SessionState};
 use tokio::sync::futures::Notified;
 use tokio::time::Sleep;
@@ -63,7 +66,9 @@ use tokio::time::Sleep;
 use crate::hub::{Feed, lock, now};
 
 pub use self::coalesce::WriteCoalescer;
-pub use self::tungstenite::{TungsteniteTransport, recommended_websocket_config};
+pub use self::tungstenite::{
+    TungsteniteTransport, incoming_from_tungstenite, recommended_websocket_config,
+};
 
 /// Settings of [`serve_connection`]. `Default` gives the values below.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,26 +133,40 @@ enum Failure<E> {
     Aborted,
 }
 
-/// Drives `session` over `transport` until the connection ends, delivering what the hub
-/// queues for `feed`; returns how it ended.
+/// A transport's error, as [`serve_connection`] needs to know it: whether it is the peer's
+/// fault (a [`Violation`], which the session answers with a close code while the transport
+/// can still write) or the transport's end.
+pub trait TransportError: std::error::Error + Send + Sync + 'static {
+    /// The rule the peer broke, if this error reports one; `None` when the transport itself
+    /// failed (I/O, reset, closed).
+    fn violation(&self) -> Option<Violation>;
+}
+
+impl TransportError for std::io::Error {
+    fn violation(&self) -> Option<Violation> {
+        None
+    }
+}
+
+/// Drives the session of `feed` over `transport` until the connection ends, delivering what
+/// the hub queues for it; returns how it ended.
 ///
 /// `transport` is any `Stream` of received messages plus `Sink` of messages to send:
 /// [`TungsteniteTransport`] adapts tokio-tungstenite, and an adapter for another WebSocket
-/// library only maps message types. `session` and `feed` must be for the same accepted
-/// request. The returned future is `Send` when the transport is.
+/// library only maps message types and says which of its errors are the peer's
+/// ([`TransportError`]). The returned future is `Send` when the transport is.
 ///
 /// Dropping the future drops the connection (and its feed, so the hub's counts stay exact).
 pub async fn serve_connection<T, E>(
     mut transport: T,
-    session: ServerSession,
     feed: Feed,
     config: DriverConfig,
 ) -> ConnectionEnd
 where
     T: Stream<Item = Result<Incoming, E>> + Sink<Message, Error = E> + Unpin,
-    E: std::error::Error + Send + Sync + 'static,
+    E: TransportError,
 {
-    let session = feed.attach(session, now());
+    let session = feed.session();
     let max_batch = config.max_batch.max(1);
     let mut batch: Vec<Message> = Vec::new();
     let timer = tokio::time::sleep(Duration::ZERO);
@@ -277,7 +296,7 @@ fn take_ready_input<T, E>(
     failure: &mut Option<Failure<E>>,
 ) where
     T: Stream<Item = Result<Incoming, E>> + Unpin,
-    E: std::error::Error + 'static,
+    E: TransportError,
 {
     for _ in 0..READY_INPUTS {
         if *transport_ended {
@@ -291,7 +310,7 @@ fn take_ready_input<T, E>(
 }
 
 /// Hands the session what the transport produced.
-fn take_input<E: std::error::Error + 'static>(
+fn take_input<E: TransportError>(
     incoming: Option<Result<Incoming, E>>,
     session: &Mutex<ServerSession>,
     transport_ended: &mut bool,
@@ -301,12 +320,12 @@ fn take_input<E: std::error::Error + 'static>(
         Some(Ok(message)) => lock(session).handle_message(message, now()),
         Some(Err(error)) => {
             // The peer broke the WebSocket protocol or a size limit: the transport can still
-            // write, so the session closes with the code RFC 6455 and §2.8 name instead of
-            // dropping the connection silently (the peer would only see 1006).
-            if let Some(code) = peer_violation(&error) {
+            // write, so the session closes with the code it decides (1009/1002/1007) instead
+            // of the connection dropping silently (the peer would only see 1006).
+            if let Some(violation) = error.violation() {
                 let mut session = lock(session);
                 if session.state() == SessionState::Open {
-                    session.close(CloseFrame::new(code), now());
+                    session.handle_violation(violation, now());
                     return;
                 }
             }
@@ -320,32 +339,6 @@ fn take_input<E: std::error::Error + 'static>(
             *transport_ended = true;
             lock(session).handle_transport_closed(now());
         }
-    }
-}
-
-/// The close code for a read error that is the peer's fault (tokio-tungstenite transports):
-/// a message or frame over the size limit → 1009, invalid UTF-8 in a text message → 1007, a
-/// broken frame → 1002. `None` for errors that mean the transport itself is gone.
-fn peer_violation<E: std::error::Error + 'static>(error: &E) -> Option<CloseCode> {
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
-    let error: &(dyn std::error::Error + 'static) = error;
-    match error.downcast_ref::<WsError>()? {
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) => Some(CloseCode::MessageTooBig),
-        WsError::Utf8(_) => Some(CloseCode::InvalidPayload),
-        WsError::Protocol(
-            ProtocolError::NonZeroReservedBits
-            | ProtocolError::UnmaskedFrameFromClient
-            | ProtocolError::FragmentedControlFrame
-            | ProtocolError::ControlFrameTooBig
-            | ProtocolError::UnknownControlFrameType(_)
-            | ProtocolError::UnknownDataFrameType(_)
-            | ProtocolError::UnexpectedContinueFrame
-            | ProtocolError::ExpectedFragment(_)
-            | ProtocolError::InvalidOpcode(_)
-            | ProtocolError::InvalidCloseSequence,
-        ) => Some(CloseCode::ProtocolError),
-        _ => None,
     }
 }
 
@@ -449,10 +442,7 @@ where
     }
 }
 
-fn finish<E>(summary: CloseSummary, failure: Option<Failure<E>>) -> ConnectionEnd
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
+fn finish<E: TransportError>(summary: CloseSummary, failure: Option<Failure<E>>) -> ConnectionEnd {
     match failure {
         None => ConnectionEnd::Closed(summary),
         Some(Failure::WriteTimeout) => ConnectionEnd::WriteTimeout(summary),

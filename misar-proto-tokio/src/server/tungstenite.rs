@@ -4,10 +4,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_util::{Sink, Stream, ready};
-use misar_proto::message::{Incoming, Message, ReceivedClose};
+use misar_proto::message::{Incoming, Message, ReceivedClose, Violation};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
@@ -59,8 +59,10 @@ pub fn recommended_websocket_config() -> WebSocketConfig {
         .max_frame_size(Some(64 << 10))
 }
 
-/// tungstenite's message → the core's (`None` for a raw frame, which reading never yields).
-fn incoming(message: tungstenite::Message) -> Option<Incoming> {
+/// A message read from tungstenite, as the core's sessions take it (`None` for a raw frame,
+/// which reading never yields). The one conversion of the crate: the server transport and
+/// the client both use it.
+pub fn incoming_from_tungstenite(message: tungstenite::Message) -> Option<Incoming> {
     Some(match message {
         tungstenite::Message::Text(text) => Incoming::Text(text.into()),
         tungstenite::Message::Binary(data) => Incoming::Binary(data),
@@ -89,7 +91,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for TungsteniteTransport<S> {
                 None => return Poll::Ready(None),
                 Some(Err(error)) => return Poll::Ready(Some(Err(error))),
                 Some(Ok(message)) => {
-                    if let Some(message) = incoming(message) {
+                    if let Some(message) = incoming_from_tungstenite(message) {
                         return Poll::Ready(Some(Ok(message)));
                     }
                 }
@@ -157,5 +159,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for TungsteniteTransport<S
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
         ready!(Pin::new(&mut self.inner).poll_close(cx))?;
         self.flush_stream(cx)
+    }
+}
+
+impl super::TransportError for WsError {
+    /// tungstenite's read errors that are the peer's fault: a message or frame over the size
+    /// limit, invalid UTF-8 in a text message, a broken frame. Anything else (I/O, a closed
+    /// connection, a failed write) means the transport is gone.
+    fn violation(&self) -> Option<Violation> {
+        match self {
+            WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+                Some(Violation::MessageTooBig)
+            }
+            WsError::Utf8(_) => Some(Violation::InvalidUtf8),
+            WsError::Protocol(
+                ProtocolError::NonZeroReservedBits
+                | ProtocolError::UnmaskedFrameFromClient
+                | ProtocolError::FragmentedControlFrame
+                | ProtocolError::ControlFrameTooBig
+                | ProtocolError::UnknownControlFrameType(_)
+                | ProtocolError::UnknownDataFrameType(_)
+                | ProtocolError::UnexpectedContinueFrame
+                | ProtocolError::ExpectedFragment(_)
+                | ProtocolError::InvalidOpcode(_)
+                | ProtocolError::InvalidCloseSequence,
+            ) => Some(Violation::Protocol),
+            _ => None,
+        }
     }
 }

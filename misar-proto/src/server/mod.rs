@@ -106,7 +106,7 @@ use crate::auth::{AccountId, CredentialSource};
 use crate::close::{CloseCode, CloseFrame, CloseReason};
 use crate::event::{EncodedEvent, EventClass};
 use crate::handshake::{Accepted, CloseAfterUpgrade};
-use crate::message::{Incoming, Message, ReceivedClose};
+use crate::message::{Incoming, Message, ReceivedClose, Violation};
 use crate::route::{CampaignId, Channel};
 
 use limits::TokenBucket;
@@ -199,12 +199,16 @@ pub enum CloseCause {
     Finished,
     /// The outbound queue overflowed (1013).
     SlowConsumer,
-    /// A client message over `max_client_message` (1009).
+    /// A client message over `max_client_message`, or over the transport's own limit
+    /// ([`Violation::MessageTooBig`]) (1009).
     MessageTooBig,
     /// Client messages over the rate limit (1008).
     TooManyMessages,
-    /// The client broke the WebSocket protocol, e.g. a ping payload over 125 bytes (1002).
+    /// The client broke the WebSocket protocol, e.g. a ping payload over 125 bytes, or a frame
+    /// its transport reported as a [`Violation::Protocol`] (1002).
     ProtocolError,
+    /// The client sent a text message that is not UTF-8 ([`Violation::InvalidUtf8`], 1007).
+    InvalidPayload,
     /// [`ServerSession::close`] with an application-chosen frame.
     Application,
     /// A session built by [`ServerSession::rejected`] (4401 or 4403).
@@ -322,6 +326,7 @@ struct CloseState {
 ///   [`channel`](Self::channel), [`queued_events`](Self::queued_events),
 ///   [`queued_bytes`](Self::queued_bytes), ...
 /// - **inputs**: [`handle_message`](Self::handle_message),
+///   [`handle_violation`](Self::handle_violation),
 ///   [`handle_transport_closed`](Self::handle_transport_closed),
 ///   [`handle_timeout`](Self::handle_timeout);
 /// - **commands**: [`enqueue`](Self::enqueue), [`shutdown`](Self::shutdown),
@@ -539,6 +544,24 @@ impl ServerSession {
         if self.close.close_sent {
             self.finish(Ending::Handshake);
         }
+    }
+
+    /// The transport found the peer at fault while reading (see [`Violation`]): the session
+    /// closes with 1009, 1002 or 1007 (and records the matching [`CloseCause`]), so the peer
+    /// learns why instead of seeing its connection drop. The transport must still be able to
+    /// write; one that cannot reports [`handle_transport_closed`](Self::handle_transport_closed)
+    /// instead. Once closing, a violation ends nothing more (the close grace still runs).
+    pub fn handle_violation(&mut self, violation: Violation, now: Instant) {
+        self.advance(now);
+        if self.phase != Phase::Open {
+            return;
+        }
+        let (cause, code) = match violation {
+            Violation::MessageTooBig => (CloseCause::MessageTooBig, CloseCode::MessageTooBig),
+            Violation::Protocol => (CloseCause::ProtocolError, CloseCode::ProtocolError),
+            Violation::InvalidUtf8 => (CloseCause::InvalidPayload, CloseCode::InvalidPayload),
+        };
+        self.close_with(cause, code);
     }
 
     /// The transport ended (EOF, reset, error). The session ends without sending anything.

@@ -669,3 +669,51 @@ fn an_idle_session_is_small() {
     let s = session(ServerConfig::default(), origin());
     assert_eq!(s.queue.slots_capacity(), 0);
 }
+
+#[test]
+fn transport_violations_close_with_the_contract_codes() {
+    use crate::message::{ReceivedClose, Violation};
+    for (violation, cause, code) in [
+        (
+            Violation::MessageTooBig,
+            CloseCause::MessageTooBig,
+            CloseCode::MessageTooBig,
+        ),
+        (
+            Violation::Protocol,
+            CloseCause::ProtocolError,
+            CloseCode::ProtocolError,
+        ),
+        (
+            Violation::InvalidUtf8,
+            CloseCause::InvalidPayload,
+            CloseCode::InvalidPayload,
+        ),
+    ] {
+        let t0 = origin();
+        let mut s = session(ServerConfig::default(), t0);
+        s.handle_violation(violation, t0);
+        assert_eq!(s.close_cause(), Some(cause));
+        assert_eq!(
+            s.poll_output(),
+            Some(ServerOutput::Transmit(Message::Close(Some(
+                CloseFrame::new(code)
+            ))))
+        );
+        // A second violation while closing changes nothing; the peer's close completes it.
+        s.handle_violation(Violation::Protocol, t0);
+        s.handle_message(
+            Incoming::Close(ReceivedClose {
+                code: Some(code.as_u16()),
+                reason: Bytes::new(),
+            }),
+            t0,
+        );
+        assert_eq!(s.poll_output(), Some(ServerOutput::DropTransport));
+        let Some(ServerOutput::Closed(summary)) = s.poll_output() else {
+            panic!("not closed")
+        };
+        assert_eq!(summary.cause, cause);
+        assert_eq!(summary.sent_code, Some(code));
+    }
+}

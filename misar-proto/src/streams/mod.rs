@@ -82,8 +82,10 @@ pub use registry::{Admission, Registry, RevocationMark, SubscribeError};
 pub use stream::{Fanout, Joined, Left, Stream};
 
 /// One stream of events: an account's inbox or one campaign.
+///
+/// Exhaustive on purpose: the protocol has exactly these two channels, and brokers name their
+/// channels and keys after them (a new kind of stream is a new protocol version).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
 pub enum StreamKey {
     /// The inbox of an account.
     Inbox(AccountId),

@@ -23,7 +23,7 @@
 //!   match per pattern.
 //! - **Encoded once per node at most**: the publishing node encodes ([`HubStats::encodes`]);
 //!   every node, the publisher included, receives the bytes from Redis, checks them with one
-//!   decode ([`EncodedEvent::from_inbox_json`] / [`from_campaign_json`]) and hands the same
+//!   decode ([`validate_relayed`]) and hands the same
 //!   buffer to all its connections. Publishing goes through Redis even for the local
 //!   subscribers, so every node sees a stream's events in the one order Redis gave them.
 //! - **Shared last-progress cache**: publishing a `progress` or terminal event also sets
@@ -67,8 +67,7 @@
 //! deployments that share a Redis distinct [`RedisConfig::prefix`]es.
 //!
 //! [`HubStats::encodes`]: super::HubStats::encodes
-//! [`EncodedEvent::from_inbox_json`]: misar_proto::event::EncodedEvent::from_inbox_json
-//! [`from_campaign_json`]: misar_proto::event::EncodedEvent::from_campaign_json
+//! [`validate_relayed`]: misar_proto::streams::validate_relayed
 
 mod names;
 mod publisher;
@@ -82,6 +81,7 @@ use std::time::Duration;
 use ::redis::{Client, IntoConnectionInfo, ProtocolVersion, RedisError};
 use misar_proto::backoff::{Backoff, BackoffConfig};
 use misar_proto::event::{EncodedEvent, EventClass};
+use misar_proto::streams::PublishRules;
 use tokio::sync::{Notify, watch};
 
 use super::{
@@ -113,6 +113,9 @@ pub struct RedisConfig {
     /// The reconnect backoff (full jitter; 100 ms base, 5 s cap): between subscriber
     /// reconnection attempts, and between connection attempts of the publishing side.
     pub backoff: BackoffConfig,
+    /// The largest event accepted from Redis (64 KiB, as [`HubConfig::max_event_bytes`]
+    /// (super::HubConfig::max_event_bytes)); a larger one is dropped and counted as rejected.
+    pub max_event_bytes: usize,
 }
 
 impl Default for RedisConfig {
@@ -127,6 +130,7 @@ impl Default for RedisConfig {
                 base: Duration::from_millis(100),
                 cap: Duration::from_secs(5),
             },
+            max_event_bytes: misar_proto::streams::DEFAULT_MAX_EVENT_BYTES,
         }
     }
 }
@@ -237,6 +241,8 @@ struct Shared {
     progress: watch::Sender<Progress>,
     stats: Counters,
     publisher: Publisher,
+    /// What relayed bytes must satisfy.
+    rules: PublishRules,
 }
 
 /// A [`Broker`] over Redis pub/sub. See the [module docs](self).
@@ -287,6 +293,9 @@ impl RedisBroker {
             progress,
             stats: Counters::default(),
             publisher,
+            rules: PublishRules {
+                max_event_bytes: config.max_event_bytes,
+            },
             config,
         });
         let backoff = Backoff::new(shared.config.backoff, seed());
@@ -361,7 +370,7 @@ impl RedisBroker {
         &self.shared.config
     }
 
-    async fn send(&self, op: Op<'_>) -> Result<u64, BrokerError> {
+    async fn send(&self, op: Op<'_>) -> Result<i64, BrokerError> {
         let counters = &self.shared.stats;
         match self.shared.publisher.send(op).await {
             Ok(receivers) => {
@@ -423,19 +432,24 @@ impl Broker for RedisBroker {
             let names = &self.shared.names;
             let channel = names.channel(&stream);
             let message = event.bytes().as_ref();
-            // A campaign's `progress` and terminal events also become its shared latest event.
-            let key = match (&stream, event.class()) {
-                (StreamKey::Campaign(campaign), EventClass::Progress | EventClass::Terminal) => {
-                    Some(names.last(campaign))
-                }
-                _ => None,
+            let op = match &stream {
+                // Campaign events go through one script that refuses them once the campaign
+                // finished; `progress` and terminal events also become its shared latest event.
+                StreamKey::Campaign(campaign) => Some((names.last(campaign), names.done(campaign))),
+                StreamKey::Inbox(_) => None,
             };
-            let op = match &key {
-                Some(key) => Op::CacheAndPublish {
-                    key,
+            let op = match &op {
+                Some((last, done)) => Op::Campaign {
+                    last,
+                    done,
                     ttl: self.shared.config.cache_ttl,
                     channel: &channel,
                     message,
+                    mode: match event.class() {
+                        EventClass::Progress => 1,
+                        EventClass::Terminal => 2,
+                        _ => 0,
+                    },
                 },
                 None => Op::Publish {
                     channel: &channel,
@@ -444,7 +458,15 @@ impl Broker for RedisBroker {
             };
             // Deliveries happen on each node when Redis hands the event back: this node
             // cannot count them here.
-            self.send(op).await.map(|_| PublishReport::default())
+            match self.send(op).await? {
+                publisher::FINISHED => match stream {
+                    StreamKey::Campaign(campaign) => Err(BrokerError::refused(
+                        misar_proto::streams::PublishError::Finished { campaign },
+                    )),
+                    StreamKey::Inbox(_) => Ok(PublishReport::default()),
+                },
+                _ => Ok(PublishReport::default()),
+            }
         })
     }
 

@@ -5,6 +5,7 @@
 //! {prefix}:inbox:{account}     channel: an account's inbox events (message = the event's JSON)
 //! {prefix}:campaign:{id}       channel: a campaign's events        (message = the event's JSON)
 //! {prefix}:last:{id}           key:     the campaign's latest progress / terminal event (TTL)
+//! {prefix}:done:{id}           key:     set once the campaign's terminal event was published (TTL)
 //! {prefix}:revoke              channel: "account:{account}" or "campaign:{id}"
 //! ```
 //!
@@ -31,6 +32,7 @@ pub(super) struct Names {
     inbox: Vec<u8>,
     campaign: Vec<u8>,
     last: Vec<u8>,
+    done: Vec<u8>,
     revoke: Vec<u8>,
 }
 
@@ -44,6 +46,7 @@ impl Names {
             inbox: with("inbox:"),
             campaign: with("campaign:"),
             last: with("last:"),
+            done: with("done:"),
             revoke: with("revoke"),
         }
     }
@@ -59,6 +62,11 @@ impl Names {
     /// The key holding `campaign`'s latest `progress` or terminal event.
     pub(super) fn last(&self, campaign: &CampaignId) -> Vec<u8> {
         concat(&self.last, campaign.as_str())
+    }
+
+    /// The key marking `campaign` finished (its terminal event was published).
+    pub(super) fn done(&self, campaign: &CampaignId) -> Vec<u8> {
+        concat(&self.done, campaign.as_str())
     }
 
     /// The revocation channel.

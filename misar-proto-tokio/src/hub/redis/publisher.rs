@@ -21,16 +21,33 @@ pub(super) enum Op<'a> {
         channel: &'a [u8],
         message: &'a [u8],
     },
-    /// `MULTI; SET key message PX ttl; PUBLISH channel message; EXEC`: the key always holds
-    /// the last message published on the channel (Redis runs the two together), which is
-    /// what lets a late joiner's fetch be ordered against the channel (see `subscriber`).
-    CacheAndPublish {
-        key: &'a [u8],
+    /// A campaign event, as one Lua script (Redis runs it atomically): refused (`-1`) when
+    /// the `done` key says the campaign finished; else, for a `progress` or terminal event,
+    /// `SET last message PX ttl` (and, for a terminal one, `SET done 1 PX ttl`), then
+    /// `PUBLISH channel message`. The `last` key thus always holds the last message published
+    /// on the channel, which is what lets a late joiner's fetch be ordered against the channel
+    /// (see `subscriber`), and nothing is ever published after a terminal event (§2.13).
+    Campaign {
+        last: &'a [u8],
+        done: &'a [u8],
         ttl: Duration,
         channel: &'a [u8],
         message: &'a [u8],
+        /// 0: ordinary (publish only), 1: cache it, 2: cache it and mark the campaign done.
+        mode: u8,
     },
 }
+
+/// The script of [`Op::Campaign`].
+const CAMPAIGN_PUBLISH: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+if ARGV[3] ~= '0' then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+if ARGV[3] == '2' then redis.call('SET', KEYS[2], '1', 'PX', ARGV[2]) end
+return redis.call('PUBLISH', ARGV[4], ARGV[1])
+";
+
+/// What [`Op::Campaign`] answers when the campaign is finished.
+pub(super) const FINISHED: i64 = -1;
 
 pub(super) struct Publisher {
     client: Client,
@@ -73,38 +90,38 @@ impl Publisher {
         }
     }
 
-    /// Sends `op`; returns how many Redis clients (nodes) received the message.
-    pub(super) async fn send(&self, op: Op<'_>) -> Result<u64, RedisBrokerError> {
+    /// Sends `op`; returns how many Redis clients (nodes) received the message, or
+    /// [`FINISHED`] when a campaign publish was refused.
+    pub(super) async fn send(&self, op: Op<'_>) -> Result<i64, RedisBrokerError> {
         let (id, mut connection) = self.connection().await?;
         let result = match op {
             Op::Publish { channel, message } => {
                 ::redis::cmd("PUBLISH")
                     .arg(channel)
                     .arg(message)
-                    .query_async::<u64>(&mut connection)
+                    .query_async::<i64>(&mut connection)
                     .await
             }
-            Op::CacheAndPublish {
-                key,
+            Op::Campaign {
+                last,
+                done,
                 ttl,
                 channel,
                 message,
+                mode,
             } => {
                 let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-                ::redis::pipe()
-                    .atomic()
-                    .cmd("SET")
-                    .arg(key)
+                ::redis::cmd("EVAL")
+                    .arg(CAMPAIGN_PUBLISH)
+                    .arg(2)
+                    .arg(last)
+                    .arg(done)
                     .arg(message)
-                    .arg("PX")
                     .arg(millis)
-                    .ignore()
-                    .cmd("PUBLISH")
+                    .arg(mode.to_string())
                     .arg(channel)
-                    .arg(message)
-                    .query_async::<(u64,)>(&mut connection)
+                    .query_async::<i64>(&mut connection)
                     .await
-                    .map(|(receivers,)| receivers)
             }
         };
         result.map_err(|error| {

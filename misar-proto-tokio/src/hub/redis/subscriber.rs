@@ -40,8 +40,8 @@ use ::redis::{AsyncConnectionConfig, PushInfo, PushKind, RedisError, Value};
 use bytes::Bytes;
 use misar_proto::backoff::Backoff;
 use misar_proto::close::Pace;
-use misar_proto::event::EncodedEvent;
 use misar_proto::route::CampaignId;
+use misar_proto::streams::validate_relayed;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
@@ -331,12 +331,15 @@ impl Session {
             if raced.contains(campaign) {
                 continue;
             }
-            match EncodedEvent::from_campaign_json(Bytes::from(value), campaign) {
+            let stream = StreamKey::Campaign(campaign.clone());
+            match validate_relayed(&stream, Bytes::from(value), &shared.rules) {
                 Ok(event) => {
-                    let stream = StreamKey::Campaign(campaign.clone());
                     shared.each_hub(|hub| {
-                        let report = hub.deliver_latest(&stream, event.clone());
-                        if report.delivered > 0 {
+                        // A hub that knows the campaign finished keeps its terminal event.
+                        if hub
+                            .deliver_latest(&stream, event.clone())
+                            .is_ok_and(|report| report.delivered > 0)
+                        {
                             shared.stats.fetched.fetch_add(1, Ordering::Relaxed);
                         }
                     });
@@ -419,15 +422,13 @@ impl Session {
 /// Checks a received event (one decode, no re-encoding) and hands the same bytes to every
 /// attached hub.
 fn deliver(shared: &Shared, stream: &StreamKey, message: Bytes) {
-    let event = match stream {
-        StreamKey::Inbox(_) => EncodedEvent::from_inbox_json(message),
-        StreamKey::Campaign(campaign) => EncodedEvent::from_campaign_json(message, campaign),
-    };
-    match event {
+    match validate_relayed(stream, message, &shared.rules) {
         Ok(event) => {
             shared.stats.received.fetch_add(1, Ordering::Relaxed);
             shared.each_hub(|hub| {
-                hub.deliver(stream, event.clone());
+                // Refused only by a hub that knows the campaign finished: Redis refuses such
+                // publishes first, so this is a stray from before that state (ignored).
+                let _ = hub.deliver(stream, event.clone());
             });
         }
         Err(error) => {
