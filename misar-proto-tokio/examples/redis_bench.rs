@@ -138,11 +138,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn setup(name: &'static str, url: &str) -> Result<Setup, Box<dyn std::error::Error>> {
-    let config = HubConfig {
-        pending_events: 1 << 20,
-        pending_bytes: 1 << 30,
-        ..HubConfig::default()
-    };
+    let config = HubConfig::default();
     let roomy = support::roomy(1 << 20);
     Ok(match name {
         "memory" => {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use misar_proto::streams::PublishError as Refusal;
 use misar_proto::event::{CampaignEvent, EncodedEvent, InboxEvent, UnknownEvent};
 use misar_proto::message::Message;
 use misar_proto::server::{CloseCause, ServerConfig};
@@ -111,20 +112,20 @@ async fn publishes_that_cannot_be_validated_are_refused() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, PublishError::UnknownType { kind } if kind == "future_thing"),
+        matches!(&error, PublishError::Refused(Refusal::UnknownType { kind }) if kind == "future_thing"),
         "{error}"
     );
     let error = hub
         .publish_campaign(&campaign("c1"), &CampaignEvent::Unknown(unknown))
         .await
         .unwrap_err();
-    assert!(matches!(error, PublishError::UnknownType { .. }), "{error}");
+    assert!(matches!(error, PublishError::Refused(Refusal::UnknownType { .. })), "{error}");
     let error = hub
         .publish_campaign(&campaign("c1"), &progress("c2", 1))
         .await
         .unwrap_err();
     match error {
-        PublishError::CampaignMismatch { target, found } => {
+        PublishError::Refused(Refusal::CampaignMismatch { target, found }) => {
             assert_eq!(target, campaign("c1"));
             assert_eq!(found, "c2");
         }
@@ -218,7 +219,7 @@ async fn shutdown_closes_every_socket_with_1001_and_counts_return_to_zero() {
         }
         // No new connections once shutting down: an HTTP 503 before the upgrade.
         assert!(matches!(
-            hub.subscribe(&inbox("a9")),
+            sub(&hub, inbox("a9")),
             Err(SubscribeError::ShuttingDown { .. })
         ));
         let refused = connect_with(server.addr, "/mail/ws/inbox", "a9", None)
@@ -358,15 +359,15 @@ async fn connection_limits_per_account_and_in_total_are_exact() {
         c.max_connections = 3;
         c.retry_after = Duration::from_secs(7);
     }));
-    let first = hub.subscribe(&inbox("a1")).unwrap();
-    let second = hub.subscribe(&campaign_request("a1", "c1")).unwrap();
+    let first = sub(&hub, inbox("a1")).unwrap();
+    let second = sub(&hub, campaign_request("a1", "c1")).unwrap();
     assert_eq!(
-        hub.subscribe(&inbox("a1")).unwrap_err(),
+        sub(&hub, inbox("a1")).unwrap_err(),
         SubscribeError::TooManyForAccount { limit: 2 }
     );
-    let third = hub.subscribe(&inbox("a2")).unwrap();
+    let third = sub(&hub, inbox("a2")).unwrap();
     assert_eq!(
-        hub.subscribe(&inbox("a3")).unwrap_err(),
+        sub(&hub, inbox("a3")).unwrap_err(),
         SubscribeError::TooManyConnections {
             limit: 3,
             retry_after: Duration::from_secs(7)
@@ -379,7 +380,7 @@ async fn connection_limits_per_account_and_in_total_are_exact() {
     drop(second);
     assert_eq!(hub.connection_count(), 2);
     assert_eq!(hub.account_connection_count(&account("a1")), 1);
-    let fourth = hub.subscribe(&inbox("a3")).unwrap();
+    let fourth = sub(&hub, inbox("a3")).unwrap();
     assert_eq!(fourth.stream(), &StreamKey::Inbox(account("a3")));
     assert_eq!(hub.stats().refused, 2);
 
@@ -498,8 +499,8 @@ impl Broker for Recording {
 async fn the_broker_sees_streams_open_and_close_and_its_failures_surface() {
     let broker = Arc::new(Recording::default());
     let hub = Hub::with_broker(HubConfig::default(), broker.clone());
-    let first = hub.subscribe(&campaign_request("a1", "c1")).unwrap();
-    let second = hub.subscribe(&campaign_request("a2", "c1")).unwrap();
+    let first = sub(&hub, campaign_request("a1", "c1")).unwrap();
+    let second = sub(&hub, campaign_request("a2", "c1")).unwrap();
     hub.publish_campaign(&campaign("c1"), &progress("c1", 1))
         .await
         .unwrap();
@@ -539,7 +540,7 @@ async fn connections_leave_in_any_order_and_the_rest_keep_receiving() {
             } else {
                 campaign_request("a1", "c1")
             };
-            Some(hub.subscribe(&accepted).unwrap())
+            Some(sub(&hub, accepted).unwrap())
         })
         .collect();
     // A fixed scramble of 0..50 (7 is coprime with 50).

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use misar_proto::backoff::BackoffConfig;
 use misar_proto::server::ServerConfig;
+use misar_proto::streams::PublishError as Refusal;
 use misar_proto_tokio::hub::redis::{RedisBroker, RedisBrokerError, RedisConfig};
 use misar_proto_tokio::hub::{Hub, HubConfig, PublishError, Revocation};
 use misar_proto_tokio::server::DriverConfig;
@@ -243,6 +244,47 @@ async fn a_late_joiner_on_any_node_gets_the_latest_progress_then_the_terminal_ev
     .await;
 }
 
+#[tokio::test]
+async fn a_finished_campaign_refuses_publishes_on_every_node_and_its_terminal_event_sticks() {
+    if !available("finished campaigns") {
+        return;
+    }
+    within(async {
+        let redis = RedisServer::start().await;
+        let a = node(&redis).await;
+        let b = node(&redis).await;
+        let done = completed("c1");
+        a.hub
+            .publish_campaign(&campaign("c1"), &done)
+            .await
+            .unwrap();
+        // The worker race of issue 12: a stray progress after the terminal event, from the
+        // node that published it and from another one. Redis decides: refused, typed.
+        for node in [&a, &b] {
+            let error = node
+                .hub
+                .publish_campaign(&campaign("c1"), &progress("c1", 50))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(error.refusal(), Some(Refusal::Finished { campaign: c }) if c == &campaign("c1")),
+                "{error}"
+            );
+        }
+        // Nothing replaced the shared terminal event: a late joiner on B gets it, then 1000.
+        let mut late = connect(b.server.addr, "/mail/ws/campaigns/c1", "alice").await;
+        let transcript = read_to_end(&mut late).await;
+        assert_eq!(transcript.texts, [campaign_text(&done)]);
+        assert_eq!(transcript.close, Some(1000));
+        // Other campaigns are not affected.
+        a.hub
+            .publish_campaign(&campaign("c2"), &progress("c2", 1))
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
 // ----- Redis going away -----
 
 #[tokio::test]
@@ -377,9 +419,12 @@ async fn messages_that_are_not_valid_events_are_dropped_and_counted() {
         // What a misconfigured foreign publisher could put on our channels.
         let mut direct = raw(&redis.url()).await;
         let good_campaign_event = campaign_text(&progress("c1", 1));
+        // A type newer than this node is relayed unchanged (§2.13: a rolling upgrade loses
+        // nothing); the rest is not an inbox event and is dropped.
+        let newer: &[u8] = br#"{"type":"calendar_invite","when":"now"}"#;
         let inbox_garbage: [&[u8]; 5] = [
             b"not json",
-            br#"{"type":"calendar_invite","when":"now"}"#,
+            newer,
             // Valid, but not in the compact wire form.
             br#" {"type":"complaint","email":"x@example.com","complainedAt":"2026-05-27T10:15:00Z"}"#,
             // A campaign event on an inbox channel.
@@ -415,13 +460,14 @@ async fn messages_that_are_not_valid_events_are_dropped_and_counted() {
             .publish_inbox(&account("alice"), &event)
             .await
             .unwrap();
+        assert_eq!(next_text(&mut alice).await.as_bytes(), newer);
         assert_eq!(next_text(&mut alice).await, inbox_text(&event));
         let p = progress("c1", 2);
         a.hub.publish_campaign(&campaign("c1"), &p).await.unwrap();
         assert_eq!(next_text(&mut c1).await, campaign_text(&p));
         let stats = a.broker.stats();
-        assert_eq!(stats.rejected, 7);
-        assert_eq!(stats.received, 2);
+        assert_eq!(stats.rejected, 6);
+        assert_eq!(stats.received, 3);
         assert_eq!(stats.revocations, 0);
         assert_eq!(a.hub.connection_count(), 2);
     })

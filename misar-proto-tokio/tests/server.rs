@@ -479,13 +479,25 @@ async fn commands_get_through_a_full_queue() {
     .await;
 }
 
+/// Serves an existing feed over an in-memory transport.
+fn serve_feed(feed: misar_proto_tokio::hub::Feed) -> MemPeer {
+    let (transport, peer) = mem_pair();
+    tokio::spawn(misar_proto_tokio::server::serve_connection(
+        transport,
+        feed,
+        DriverConfig::default(),
+    ));
+    peer
+}
+
 #[tokio::test]
-async fn events_before_the_attach_wait_in_order() {
+async fn events_before_the_upgrade_queue_in_the_session_in_order() {
     within(async {
         let hub = hub();
-        let accepted = inbox("a1");
-        let feed = hub.subscribe(&accepted).unwrap();
-        // Published during the "upgrade", before the session exists.
+        let feed = hub
+            .subscribe(inbox("a1"), hub.mark(), &ServerConfig::default())
+            .unwrap();
+        // Published during the "upgrade": straight into the session's one queue.
         let events: Vec<_> = (0..3).map(|i| email(i, 0)).collect();
         for event in &events {
             assert_eq!(
@@ -496,15 +508,8 @@ async fn events_before_the_attach_wait_in_order() {
                 1
             );
         }
-        let (transport, peer) = mem_pair();
-        let session =
-            misar_proto::server::ServerSession::new(accepted, ServerConfig::default(), now());
-        let _task = tokio::spawn(misar_proto_tokio::server::serve_connection(
-            transport,
-            session,
-            feed,
-            DriverConfig::default(),
-        ));
+        assert_eq!(feed.session().lock().unwrap().queued_events(), 3);
+        let peer = serve_feed(feed);
         for event in &events {
             assert_eq!(text(&peer.recv().await), event.encode().bytes());
         }
@@ -513,15 +518,16 @@ async fn events_before_the_attach_wait_in_order() {
 }
 
 #[tokio::test]
-async fn overflow_and_commands_before_the_attach_apply_at_the_attach() {
+async fn overflow_and_commands_before_the_upgrade_are_the_sessions() {
     within(async {
-        let hub = Hub::new(HubConfig {
-            pending_events: 2,
-            ..HubConfig::default()
-        });
-        // Three events for a two-event waiting buffer: 1013 as soon as it is served.
-        let overflowing = inbox("a1");
-        let feed = hub.subscribe(&overflowing).unwrap();
+        let hub = hub();
+        // The session's own bound applies from the subscribe on (no second buffer): three
+        // events for a two-event queue close it with 1013 as soon as it is served.
+        let small = ServerConfig {
+            max_queued_events: 2,
+            ..ServerConfig::default()
+        };
+        let feed = hub.subscribe(inbox("a1"), hub.mark(), &small).unwrap();
         let mut overflowed = 0;
         for i in 0..3 {
             overflowed += hub
@@ -531,34 +537,28 @@ async fn overflow_and_commands_before_the_attach_apply_at_the_attach() {
                 .overflowed;
         }
         assert_eq!(overflowed, 1);
-        let (transport, peer) = mem_pair();
-        let session =
-            misar_proto::server::ServerSession::new(overflowing, ServerConfig::default(), now());
-        tokio::spawn(misar_proto_tokio::server::serve_connection(
-            transport,
-            session,
-            feed,
-            DriverConfig::default(),
-        ));
-        assert_eq!(close_code(&peer.recv().await), 1013);
+        assert_eq!(close_code(&serve_feed(feed).recv().await), 1013);
 
         // Revoked before it is served: 4401 and nothing else.
-        let revoked = inbox("a2");
-        let feed = hub.subscribe(&revoked).unwrap();
+        let feed = hub
+            .subscribe(inbox("a2"), hub.mark(), &ServerConfig::default())
+            .unwrap();
         hub.publish_inbox(&account("a2"), &email(0, 0))
             .await
             .unwrap();
         hub.revoke(&account("a2"));
-        let (transport, peer) = mem_pair();
-        let session =
-            misar_proto::server::ServerSession::new(revoked, ServerConfig::default(), now());
-        tokio::spawn(misar_proto_tokio::server::serve_connection(
-            transport,
-            session,
-            feed,
-            DriverConfig::default(),
-        ));
-        assert_eq!(close_code(&peer.recv().await), 4401);
+        assert_eq!(close_code(&serve_feed(feed).recv().await), 4401);
+
+        // Revoked while its hooks ran (the mark is older than the revocation): 4401 at once.
+        let mark = hub.mark();
+        hub.revoke(&account("a3"));
+        let feed = hub
+            .subscribe(inbox("a3"), mark, &ServerConfig::default())
+            .unwrap();
+        hub.publish_inbox(&account("a3"), &email(0, 0))
+            .await
+            .unwrap();
+        assert_eq!(close_code(&serve_feed(feed).recv().await), 4401);
     })
     .await;
 }

@@ -18,7 +18,7 @@ use misar_proto::event::{
 use misar_proto::handshake::{self, Accepted, HandshakeConfig, Step};
 use misar_proto::message::{Incoming, Message};
 use misar_proto::route::CampaignId;
-use misar_proto::server::{ServerConfig, ServerSession};
+use misar_proto::server::ServerConfig;
 use misar_proto_tokio::hub::{Feed, Hub, SubscribeError};
 use misar_proto_tokio::server::{
     ConnectionEnd, DriverConfig, TungsteniteTransport, recommended_websocket_config,
@@ -186,7 +186,8 @@ async fn serve_one(
     config: ServerConfig,
     driver: DriverConfig,
 ) -> Option<ConnectionEnd> {
-    let mut admitted: Option<(Accepted, Feed)> = None;
+    let mut admitted: Option<Feed> = None;
+    let mark = hub.mark();
     // The signature is tungstenite's.
     #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
@@ -200,9 +201,9 @@ async fn serve_one(
         let Some(accepted) = decide(&parts) else {
             return Err(refuse(403));
         };
-        match hub.subscribe(&accepted) {
+        match hub.subscribe(accepted, mark, &config) {
             Ok(feed) => {
-                admitted = Some((accepted, feed));
+                admitted = Some(feed);
                 Ok(response)
             }
             Err(SubscribeError::TooManyForAccount { .. }) => Err(refuse(429)),
@@ -215,10 +216,9 @@ async fn serve_one(
         Some(recommended_websocket_config()),
     )
     .await;
-    let (accepted, feed) = admitted?;
+    let feed = admitted?;
     let ws = ws.ok()?;
-    let session = ServerSession::new(accepted, config, now());
-    Some(serve_connection(TungsteniteTransport::new(ws), session, feed, driver).await)
+    Some(serve_connection(TungsteniteTransport::new(ws), feed, driver).await)
 }
 
 fn refuse(status: u16) -> ErrorResponse {
@@ -307,6 +307,12 @@ pub async fn close(client: &mut Client) {
 #[derive(Debug, thiserror::Error)]
 #[error("in-memory transport failed")]
 pub struct MemError;
+
+impl misar_proto_tokio::server::TransportError for MemError {
+    fn violation(&self) -> Option<misar_proto::message::Violation> {
+        None
+    }
+}
 
 #[derive(Default)]
 struct MemState {
@@ -496,10 +502,9 @@ pub fn serve_mem(
     config: ServerConfig,
     driver: DriverConfig,
 ) -> (MemPeer, tokio::task::JoinHandle<ConnectionEnd>) {
-    let feed = hub.subscribe(&accepted).unwrap();
+    let feed = hub.subscribe(accepted, hub.mark(), &config).unwrap();
     let (transport, peer) = mem_pair();
-    let session = ServerSession::new(accepted, config, now());
-    let task = tokio::spawn(serve_connection(transport, session, feed, driver));
+    let task = tokio::spawn(serve_connection(transport, feed, driver));
     (peer, task)
 }
 
@@ -554,4 +559,9 @@ pub fn roomy(events: usize) -> ServerConfig {
         max_queued_bytes: 256 << 20,
         ..ServerConfig::default()
     }
+}
+
+/// Subscribes with a fresh mark and the default session settings.
+pub fn sub(hub: &Hub, accepted: Accepted) -> Result<Feed, SubscribeError> {
+    hub.subscribe(accepted, hub.mark(), &ServerConfig::default())
 }

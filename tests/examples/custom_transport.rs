@@ -1,35 +1,40 @@
 //! # Bring your own transport
 //!
-//! The sans-IO core driven over an in-memory transport — two `std::sync::mpsc` channels —
-//! with no WebSocket library and no async runtime: the path of users who plug `misar-proto`
-//! into another WebSocket implementation, another runtime, or a test harness.
+//! The core and the hub driven over an in-memory transport — two channels — with no
+//! WebSocket library: the path of users who plug `misar-proto` into another WebSocket
+//! implementation, another runtime, or a test harness.
 //!
 //! A transport only has to carry **whole messages** ([`Message`] out of a session, turned into
-//! [`Incoming`] for the other one). A driver only has to follow the **drain rule**: after every
-//! input, drain the session's outputs; then wait for the next input or until the session's
-//! `poll_timeout`, and call `handle_timeout`. Time is whatever instant the driver passes in.
+//! [`Incoming`] with `Incoming::from` for the other one). A driver only has to follow the
+//! **drain rule**: after every input, drain the session's outputs; then wait for the next
+//! input, the hub's wake-up or the session's `poll_timeout`, and call `handle_timeout`.
 //!
-//! Here the server thread runs the pre-upgrade handshake (answering the key and ownership
-//! questions from tables, comparing keys in constant time), then a [`ServerSession`]; the main
-//! thread runs a [`ClientSession`] subscribed to one campaign; a publisher thread plays the
-//! application that reports the campaign's progress. The server pings every 50 ms and the
-//! client answers; after the terminal event the server closes with 1000 and the client
-//! finishes.
+//! Here the server runs the pre-upgrade handshake (answering the key and ownership questions
+//! from tables, comparing keys in constant time) and subscribes to a [`Hub`], which creates
+//! the connection's session; its hand-written driver uses the three pieces of a [`Feed`]
+//! (`session`, `notified`, `is_aborted`) instead of `serve_connection`. The main thread runs
+//! a [`ClientSession`] subscribed to one campaign with the real clock and `std::sync::mpsc`;
+//! a publisher thread plays the application that reports the campaign's progress through
+//! `Hub::publish_campaign`. The server pings every 50 ms and the client answers; after the
+//! terminal event the server closes with 1000 and the client finishes.
 //!
 //! Run it: `cargo run -p misar-tests --example custom_transport`.
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use misar_proto::auth::{AccountId, ApiKey};
 use misar_proto::client::{ClientConfig, ClientEvent, ClientOutcome, ClientSession};
 use misar_proto::close::Disconnect;
-use misar_proto::event::{CampaignEvent, Completed, EncodedEvent, Event, Progress};
+use misar_proto::event::{CampaignEvent, Completed, Event, Progress};
 use misar_proto::handshake::{self, Accepted, HandshakeConfig, Rejected, Step};
-use misar_proto::message::{Incoming, Message, ReceivedClose};
+use misar_proto::message::{Incoming, Message};
 use misar_proto::route::{CampaignId, Channel};
-use misar_proto::server::{CloseSummary, ServerConfig, ServerOutput, ServerSession};
+use misar_proto::server::{CloseSummary, ServerConfig, ServerOutput};
+use misar_proto_tokio::hub::{Feed, Hub, HubConfig};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 /// The embedder's key table (in real life: a database of key hashes).
 const KEYS: &[(&str, &str)] = &[
@@ -38,15 +43,6 @@ const KEYS: &[(&str, &str)] = &[
 ];
 /// Which account owns which campaign.
 const CAMPAIGNS: &[(&str, &str)] = &[("spring-sale", "alice")];
-
-/// What the server's driver waits on: a message from the transport, or a command from the
-/// application (one channel, so one blocking `recv_timeout` serves both).
-pub enum ServerInput {
-    /// A message the client sent.
-    Message(Message),
-    /// An event the application publishes to this connection.
-    Publish(EncodedEvent),
-}
 
 /// What happened, for `main` to print and for the test suite to check.
 #[derive(Debug)]
@@ -59,28 +55,6 @@ pub struct Report {
     pub client_end: Option<(Disconnect, ClientOutcome)>,
     /// The server session's account of the close.
     pub server_end: Option<CloseSummary>,
-}
-
-/// A message as the receiving session takes it. `None` for a kind this version of the core
-/// does not know (`Message` is non-exhaustive).
-pub fn incoming(message: Message) -> Option<Incoming> {
-    Some(match message {
-        Message::Text(text) => Incoming::Text(text),
-        Message::Binary(data) => Incoming::Binary(data),
-        Message::Ping(data) => Incoming::Ping(data),
-        Message::Pong(data) => Incoming::Pong(data),
-        Message::Close(frame) => Incoming::Close(match frame {
-            Some(frame) => ReceivedClose {
-                code: Some(frame.code.as_u16()),
-                reason: frame.reason.as_str().to_owned().into(),
-            },
-            None => ReceivedClose {
-                code: None,
-                reason: Default::default(),
-            },
-        }),
-        _ => return None,
-    })
 }
 
 /// The pre-upgrade decision: the core asks, the tables answer.
@@ -119,47 +93,57 @@ pub fn decide(request: &http::request::Parts) -> Result<Accepted, Rejected> {
     }
 }
 
-/// The server's connection driver: the drain rule over the channels. Dropping `to_client` is
-/// how this transport closes its "socket".
-pub fn drive_server(
-    mut session: ServerSession,
-    input: Receiver<ServerInput>,
+/// Locks the session (a panic elsewhere cannot leave it half-updated).
+fn lock(session: &Mutex<misar_proto::server::ServerSession>) -> MutexGuard<'_, misar_proto::server::ServerSession> {
+    session.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The server's connection driver: the drain rule over the channels, woken by the client's
+/// messages, the hub (events, revocation, shutdown) and the session's timers. Dropping
+/// `to_client` is how this transport closes its "socket".
+pub async fn drive_server(
+    feed: Feed,
+    mut input: UnboundedReceiver<Message>,
     to_client: Sender<Message>,
 ) -> CloseSummary {
     let mut to_client = Some(to_client);
+    let mut input_open = true;
     loop {
-        // 1. Drain every output.
-        while let Some(output) = session.poll_output() {
-            match output {
-                ServerOutput::Transmit(message) => {
-                    if let Some(to_client) = &to_client {
-                        // A send to a client that is gone is lost, as on a socket.
-                        let _ = to_client.send(message);
+        // 1. Drain every output (the hub queues into the same session meanwhile).
+        let deadline = {
+            let mut session = lock(feed.session());
+            if feed.is_aborted() {
+                session.handle_transport_closed(Instant::now());
+            }
+            while let Some(output) = session.poll_output() {
+                match output {
+                    ServerOutput::Transmit(message) => {
+                        if let Some(to_client) = &to_client {
+                            // A send to a client that is gone is lost, as on a socket.
+                            let _ = to_client.send(message);
+                        }
                     }
-                }
-                ServerOutput::DropTransport => to_client = None,
-                ServerOutput::Closed(summary) => return summary,
-                _ => {}
-            }
-        }
-        // 2. Wait for an input or the session's next deadline.
-        let wait = session
-            .poll_timeout()
-            .map_or(Duration::from_secs(3600), |deadline| {
-                deadline.saturating_duration_since(Instant::now())
-            });
-        match input.recv_timeout(wait) {
-            Ok(ServerInput::Message(message)) => {
-                if let Some(message) = incoming(message) {
-                    session.handle_message(message, Instant::now());
+                    ServerOutput::DropTransport => to_client = None,
+                    ServerOutput::Closed(summary) => return summary,
+                    _ => {}
                 }
             }
-            Ok(ServerInput::Publish(event)) => {
-                // An overflow makes the session close with 1013 by itself.
-                let _ = session.enqueue(event, Instant::now());
-            }
-            Err(RecvTimeoutError::Timeout) => session.handle_timeout(Instant::now()),
-            Err(RecvTimeoutError::Disconnected) => session.handle_transport_closed(Instant::now()),
+            session.poll_timeout()
+        };
+        // 2. Wait for an input, the hub, or the session's next deadline. (A wake-up that came
+        // while we were draining is kept by the `Notify`, so none is lost.)
+        let far = Instant::now() + Duration::from_secs(3600);
+        let sleep = tokio::time::sleep_until(deadline.unwrap_or(far).into());
+        tokio::select! {
+            () = feed.notified() => {}
+            message = input.recv(), if input_open => match message {
+                Some(message) => lock(feed.session()).handle_message(Incoming::from(message), Instant::now()),
+                None => {
+                    input_open = false;
+                    lock(feed.session()).handle_transport_closed(Instant::now());
+                }
+            },
+            () = sleep => lock(feed.session()).handle_timeout(Instant::now()),
         }
     }
 }
@@ -168,12 +152,12 @@ pub fn drive_server(
 pub fn drive_client(
     client: &mut ClientSession,
     from_server: &Receiver<Message>,
-    to_server: &Sender<ServerInput>,
+    to_server: &UnboundedSender<Message>,
     report: &mut Report,
 ) {
     loop {
         while let Some(message) = client.poll_transmit() {
-            let _ = to_server.send(ServerInput::Message(message));
+            let _ = to_server.send(message);
         }
         while let Some(event) = client.poll_event() {
             match event {
@@ -190,7 +174,7 @@ pub fn drive_client(
             // The session's last words (the echo of the server's close) go out, then the
             // transport is let go.
             while let Some(message) = client.poll_transmit() {
-                let _ = to_server.send(ServerInput::Message(message));
+                let _ = to_server.send(message);
             }
             return;
         }
@@ -202,9 +186,7 @@ pub fn drive_client(
         match from_server.recv_timeout(wait) {
             Ok(message) => {
                 report.pings += usize::from(matches!(message, Message::Ping(_)));
-                if let Some(message) = incoming(message) {
-                    client.handle_message(message, Instant::now());
-                }
+                client.handle_message(Incoming::from(message), Instant::now());
             }
             Err(RecvTimeoutError::Timeout) => client.handle_timeout(Instant::now()),
             Err(RecvTimeoutError::Disconnected) => client.handle_transport_closed(Instant::now()),
@@ -256,18 +238,24 @@ pub fn run() -> Result<Report, String> {
     };
 
     // The "HTTP" phase: the request head goes over, the status and body come back.
+    let hub = Hub::new(HubConfig::default());
     let request = client.handshake_request().map_err(|e| e.to_string())?;
     let head = request.into_parts().0;
-    let (to_server, server_input) = mpsc::channel::<ServerInput>();
+    let (to_server, server_input) = unbounded_channel::<Message>();
     let (to_client, from_server) = mpsc::channel::<Message>();
-    let session = match decide(&head) {
+    // Before the hooks run: a revocation while they do is not lost.
+    let mark = hub.mark();
+    let feed = match decide(&head) {
         Ok(accepted) => {
             let server_config = ServerConfig {
                 ping_interval: Duration::from_millis(50),
                 pong_timeout: Duration::from_millis(200),
                 ..ServerConfig::default()
             };
-            ServerSession::new(accepted, server_config, Instant::now())
+            // Counts the connection and creates its session; a refusal would be an HTTP
+            // 429/503 here, before the upgrade.
+            hub.subscribe(accepted, mark, &server_config)
+                .map_err(|e| e.to_string())?
         }
         Err(rejected) => {
             let response = rejected.into_response();
@@ -281,17 +269,29 @@ pub fn run() -> Result<Report, String> {
     client
         .handle_handshake_response(http::StatusCode::SWITCHING_PROTOCOLS, b"", Instant::now())
         .map_err(|f| format!("status {}", f.status()))?;
-    let server = thread::spawn(move || drive_server(session, server_input, to_client));
+    // The server's side needs a timer and wake-ups: one current-thread runtime, on its thread.
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| e.to_string())
+    };
+    let server_runtime = runtime()?;
+    let server = thread::spawn(move || {
+        server_runtime.block_on(drive_server(feed, server_input, to_client))
+    });
 
-    // The application publishes the campaign's progress (encoded once each), one update
-    // every 20 ms: long enough for the heartbeat to run a few times.
+    // The application publishes the campaign's progress (encoded once each) through the hub,
+    // one update every 20 ms: long enough for the heartbeat to run a few times.
     let publisher = {
-        let to_server = to_server.clone();
+        let hub = hub.clone();
+        let publisher_runtime = runtime()?;
         thread::spawn(move || {
+            let campaign = CampaignId::new("spring-sale").expect("a valid id");
             for event in campaign_events("spring-sale", 10) {
                 thread::sleep(Duration::from_millis(20));
-                if to_server
-                    .send(ServerInput::Publish(event.encode()))
+                if publisher_runtime
+                    .block_on(hub.publish_campaign(&campaign, &event))
                     .is_err()
                 {
                     return;

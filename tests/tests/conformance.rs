@@ -30,6 +30,7 @@ use misar_proto::handshake::RejectionStyle;
 use misar_proto::server::ServerConfig;
 use misar_proto_tokio::client::{Client, ReconnectPolicy, SubscriptionError, Update, Updates};
 use misar_proto_tokio::hub::{HubConfig, PublishError};
+use misar_proto::streams::PublishError as Refusal;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 fn auth_header(key: &str) -> [(&'static str, String); 1] {
@@ -681,14 +682,14 @@ async fn s2_4_the_server_never_sends_what_it_cannot_validate() {
     });
     assert!(matches!(
         server.hub.publish_inbox(&acct(ALICE), &unknown).await,
-        Err(PublishError::UnknownType { .. })
+        Err(PublishError::Refused(Refusal::UnknownType { .. }))
     ));
     assert!(matches!(
         server
             .hub
             .publish_campaign(&cid(ALICE_CAMPAIGN), &progress(BOB_CAMPAIGN, 1, 2))
             .await,
-        Err(PublishError::CampaignMismatch { .. })
+        Err(PublishError::Refused(Refusal::CampaignMismatch { .. }))
     ));
     server
         .hub

@@ -198,7 +198,7 @@ impl Link {
                 if let Some(message) = self.to_client.pop_front() {
                     moved = true;
                     self.pings += usize::from(matches!(message, Message::Ping(_)));
-                    let message = example::incoming(message).unwrap();
+                    let message = misar_proto::message::Incoming::from(message);
                     self.client.handle_message(message, self.now);
                 } else if self.server_dropped && self.client_end.is_none() {
                     // Everything the server wrote was read; then the socket's end.
@@ -209,7 +209,7 @@ impl Link {
             if let Some(message) = self.to_server.pop_front() {
                 moved = true;
                 if !self.server_dropped {
-                    let message = example::incoming(message).unwrap();
+                    let message = misar_proto::message::Incoming::from(message);
                     self.server.handle_message(message, self.now);
                 }
             } else if self.client_dropped

@@ -44,18 +44,18 @@ fn bad_event(e: &DecodeError) -> Response {
     }
 }
 
+/// The hub's refusals (§2.13) and the broker's failure as HTTP answers.
 fn publish_failed(e: &PublishError) -> Response {
-    match e {
-        PublishError::Broker(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        ),
-        PublishError::UnknownType { .. } => {
-            error(StatusCode::BAD_REQUEST, "unknown_type", e.to_string())
-        }
-        _ => error(StatusCode::BAD_REQUEST, "invalid_event", e.to_string()),
-    }
+    use misar_proto::streams::PublishError as Refusal;
+    let (status, code) = match e.refusal() {
+        None => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        Some(Refusal::Finished { .. }) => (StatusCode::CONFLICT, "finished"),
+        Some(Refusal::TooLarge { .. }) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        Some(Refusal::UnknownType { .. }) => (StatusCode::BAD_REQUEST, "unknown_type"),
+        Some(Refusal::CampaignMismatch { .. }) => (StatusCode::BAD_REQUEST, "campaign_mismatch"),
+        Some(_) => (StatusCode::BAD_REQUEST, "invalid_event"),
+    };
+    error(status, code, e.to_string())
 }
 
 /// `POST /dev/publish/inbox/{account}`.

@@ -57,7 +57,9 @@ pub(super) fn reason_text(reason: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use misar_proto::close::{CloseCode, CloseFrame};
+    use misar_proto::message::ReceivedClose;
 
     #[test]
     fn close_frames_round_trip_their_codes() {
