@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use misar_proto::streams::PublishError as Refusal;
 use misar_proto::event::{CampaignEvent, EncodedEvent, InboxEvent, UnknownEvent};
 use misar_proto::message::Message;
 use misar_proto::server::{CloseCause, ServerConfig};
+use misar_proto::streams::PublishError as Refusal;
 use misar_proto_tokio::hub::{
     Broker, BrokerError, BrokerFuture, Hub, HubConfig, HubDelivery, LocalBroker, PublishError,
     StreamKey, SubscribeError,
@@ -119,7 +119,10 @@ async fn publishes_that_cannot_be_validated_are_refused() {
         .publish_campaign(&campaign("c1"), &CampaignEvent::Unknown(unknown))
         .await
         .unwrap_err();
-    assert!(matches!(error, PublishError::Refused(Refusal::UnknownType { .. })), "{error}");
+    assert!(
+        matches!(error, PublishError::Refused(Refusal::UnknownType { .. })),
+        "{error}"
+    );
     let error = hub
         .publish_campaign(&campaign("c1"), &progress("c2", 1))
         .await

@@ -8,8 +8,9 @@ mod support;
 use std::sync::{Arc, Mutex};
 
 use misar_proto::server::ServerConfig;
-use misar_proto_tokio::hub::{BrokerError, 
-    Broker, BrokerFuture, Hub, HubConfig, HubDelivery, LocalBroker, Revocation, StreamKey,
+use misar_proto_tokio::hub::{
+    Broker, BrokerError, BrokerFuture, Hub, HubConfig, HubDelivery, LocalBroker, Revocation,
+    StreamKey,
 };
 use misar_proto_tokio::server::DriverConfig;
 
@@ -72,7 +73,10 @@ impl Broker for Manual {
         Box::pin(async move {
             let mut total = misar_proto_tokio::hub::PublishReport::default();
             for hub in hubs {
-                total.delivered += hub.deliver(&stream, event.clone()).map_err(BrokerError::refused)?.delivered;
+                total.delivered += hub
+                    .deliver(&stream, event.clone())
+                    .map_err(BrokerError::refused)?
+                    .delivered;
             }
             Ok(total)
         })
@@ -125,12 +129,30 @@ async fn catch_up_delivery_skips_what_the_hub_already_caches() {
 
         // (Each event is read before the next is delivered: `progress` would coalesce.)
         // Nothing cached: the fetched event is delivered (and cached).
-        assert_eq!(delivery.deliver_latest(&stream, p1.clone()).unwrap().delivered, 1);
+        assert_eq!(
+            delivery
+                .deliver_latest(&stream, p1.clone())
+                .unwrap()
+                .delivered,
+            1
+        );
         assert_eq!(text(&peer.recv().await), p1.bytes());
         // The same bytes again (the fetch raced a message that carried them): skipped.
-        assert_eq!(delivery.deliver_latest(&stream, p1.clone()).unwrap().delivered, 0);
+        assert_eq!(
+            delivery
+                .deliver_latest(&stream, p1.clone())
+                .unwrap()
+                .delivered,
+            0
+        );
         // Different bytes: delivered.
-        assert_eq!(delivery.deliver_latest(&stream, p2.clone()).unwrap().delivered, 1);
+        assert_eq!(
+            delivery
+                .deliver_latest(&stream, p2.clone())
+                .unwrap()
+                .delivered,
+            1
+        );
         assert_eq!(text(&peer.recv().await), p2.bytes());
         // The ordinary path never skips.
         assert_eq!(delivery.deliver(&stream, p2.clone()).unwrap().delivered, 1);

@@ -548,13 +548,15 @@ fn extraction_and_decision_never_panic() {
 fn chaos_reaches_the_decision() {
     let mut g = Gen::new(30);
     let mut built = 0;
-    for _ in 0..1000 {
+    // About a third survive; 5,000 samples put a 25 % floor many standard deviations below
+    // that, so the check cannot fail by chance (1,000 samples against 30 % sometimes did).
+    for _ in 0..5000 {
         let chaos = Chaos::arbitrary(&mut g);
         if http::Uri::try_from(chaos.uri.as_str()).is_ok() {
             built += 1;
         }
     }
-    assert!(built > 300, "{built}");
+    assert!(built > 1250, "{built}");
 }
 
 // ---------------------------------------------------------------------------------------------

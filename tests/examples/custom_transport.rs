@@ -94,7 +94,9 @@ pub fn decide(request: &http::request::Parts) -> Result<Accepted, Rejected> {
 }
 
 /// Locks the session (a panic elsewhere cannot leave it half-updated).
-fn lock(session: &Mutex<misar_proto::server::ServerSession>) -> MutexGuard<'_, misar_proto::server::ServerSession> {
+fn lock(
+    session: &Mutex<misar_proto::server::ServerSession>,
+) -> MutexGuard<'_, misar_proto::server::ServerSession> {
     session.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -277,9 +279,8 @@ pub fn run() -> Result<Report, String> {
             .map_err(|e| e.to_string())
     };
     let server_runtime = runtime()?;
-    let server = thread::spawn(move || {
-        server_runtime.block_on(drive_server(feed, server_input, to_client))
-    });
+    let server =
+        thread::spawn(move || server_runtime.block_on(drive_server(feed, server_input, to_client)));
 
     // The application publishes the campaign's progress (encoded once each) through the hub,
     // one update every 20 ms: long enough for the heartbeat to run a few times.

@@ -28,9 +28,9 @@ use misar_proto::event::{
 };
 use misar_proto::handshake::RejectionStyle;
 use misar_proto::server::ServerConfig;
+use misar_proto::streams::PublishError as Refusal;
 use misar_proto_tokio::client::{Client, ReconnectPolicy, SubscriptionError, Update, Updates};
 use misar_proto_tokio::hub::{HubConfig, PublishError};
-use misar_proto::streams::PublishError as Refusal;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 fn auth_header(key: &str) -> [(&'static str, String); 1] {

@@ -216,7 +216,8 @@ pub struct ShutdownReport {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HubStats {
-    /// Events serialized by publishes on this hub (one per accepted publish).
+    /// Events serialized by publishes on this hub: one per publish that passed validation,
+    /// whatever the number of recipients (a finished campaign's stream may still refuse it).
     pub encodes: u64,
     /// Deliveries: events queued for a connection (one per connection per event).
     pub delivered: u64,
