@@ -564,6 +564,39 @@ async fn overflow_and_commands_before_the_upgrade_are_the_sessions() {
 }
 
 #[tokio::test]
+async fn a_transports_violations_are_answered_by_the_session_not_the_driver() {
+    use misar_proto::message::Violation;
+    within(async {
+        let hub = hub();
+        // Not tungstenite: the in-memory transport reports the peer's fault through
+        // `TransportError::violation`, and the session picks the code and the cause.
+        for (violation, code, cause) in [
+            (Violation::MessageTooBig, 1009, CloseCause::MessageTooBig),
+            (Violation::Protocol, 1002, CloseCause::ProtocolError),
+            (Violation::InvalidUtf8, 1007, CloseCause::InvalidPayload),
+        ] {
+            let (peer, task) = serve_mem(
+                &hub,
+                inbox("a1"),
+                ServerConfig::default(),
+                DriverConfig::default(),
+            );
+            peer.send_violation(violation);
+            assert_eq!(close_code(&peer.recv().await), code);
+            peer.send(Incoming::Close(misar_proto::message::ReceivedClose {
+                code: Some(code),
+                reason: Bytes::new(),
+            }));
+            let end = task.await.unwrap();
+            assert!(matches!(end, ConnectionEnd::Closed(_)), "{end:?}");
+            assert_eq!(end.summary().cause, cause);
+            assert_eq!(end.summary().sent_code.map(|c| c.as_u16()), Some(code));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn the_peer_hanging_up_ends_the_connection() {
     within(async {
         let hub = hub();

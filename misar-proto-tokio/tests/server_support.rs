@@ -306,11 +306,11 @@ pub async fn close(client: &mut Client) {
 /// The error of the in-memory transport.
 #[derive(Debug, thiserror::Error)]
 #[error("in-memory transport failed")]
-pub struct MemError;
+pub struct MemError(Option<misar_proto::message::Violation>);
 
 impl misar_proto_tokio::server::TransportError for MemError {
     fn violation(&self) -> Option<misar_proto::message::Violation> {
-        None
+        self.0
     }
 }
 
@@ -371,6 +371,13 @@ impl MemPeer {
     pub fn send(&self, message: Incoming) {
         if let Some(tx) = &self.outgoing {
             let _ = tx.send(Ok(message));
+        }
+    }
+
+    /// Makes the server's next read fail as a transport reports a peer's broken rule.
+    pub fn send_violation(&self, violation: misar_proto::message::Violation) {
+        if let Some(tx) = &self.outgoing {
+            let _ = tx.send(Err(MemError(Some(violation))));
         }
     }
 
@@ -451,7 +458,7 @@ impl MemTransport {
     fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<Result<(), MemError>> {
         let mut state = self.shared.state.lock().unwrap();
         if state.failing {
-            return Poll::Ready(Err(MemError));
+            return Poll::Ready(Err(MemError(None)));
         }
         if state.blocked {
             state.waker = Some(cx.waker().clone());

@@ -533,3 +533,118 @@ fn query_style_clients_are_accepted_too() {
     pair.run_for(secs(31));
     assert_eq!(pair.ping_times().len(), 1);
 }
+
+// ----- the fan-out table's rules, end to end through both sessions -----
+
+mod table {
+    use super::*;
+    use misar_proto::auth::AccountId;
+    use misar_proto::streams::{
+        PublishError, PublishRules, StreamKey, Streams, StreamsConfig, SubscribeError,
+        validate_relayed,
+    };
+    use misar_proto::testing::PAIR_ACCOUNT;
+
+    fn key() -> StreamKey {
+        StreamKey::Campaign(CampaignId::new("spring-sale").unwrap())
+    }
+
+    fn account() -> AccountId {
+        AccountId::from(PAIR_ACCOUNT)
+    }
+
+    fn table() -> Streams<u32> {
+        Streams::new(StreamsConfig::default()).unwrap()
+    }
+
+    fn completed_event() -> CampaignEvent {
+        misar_proto::event::decode_campaign(completed().bytes()).unwrap()
+    }
+
+    fn progress_event(sent: u64) -> CampaignEvent {
+        misar_proto::event::decode_campaign(progress(sent).bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_late_joiner_of_a_finished_campaign_gets_the_terminal_event_and_finishes() {
+        let t0 = origin();
+        let mut t = table();
+        let id = CampaignId::new("spring-sale").unwrap();
+        let _ = t.publish_campaign(&id, &progress_event(10), t0).unwrap();
+        let done = t.publish_campaign(&id, &completed_event(), t0).unwrap();
+        // The stray progress of the worker race is refused: it never reaches anyone.
+        assert!(matches!(
+            t.publish_campaign(&id, &progress_event(20), t0),
+            Err(PublishError::Finished { .. })
+        ));
+        let joined = t.subscribe(&account(), &key(), t.mark(), 1, t0).unwrap();
+        assert_eq!(joined.first.as_ref(), Some(&done.event));
+        let mut pair = pair(campaign());
+        pair.enqueue(joined.first.unwrap()).unwrap();
+        assert!(pair.run_to_end(secs(10)));
+        assert_eq!(client_events(&pair), [Event::Campaign(completed_event())]);
+        let (_, disconnect, outcome) = pair.client_disconnect().unwrap();
+        assert_eq!(disconnect, Disconnect::Closed(CloseCode::Normal));
+        assert_eq!(outcome, ClientOutcome::Finish);
+    }
+
+    #[test]
+    fn a_revocation_racing_the_hooks_stops_the_client() {
+        let t0 = origin();
+        let mut t = table();
+        let mark = t.mark();
+        let _ = t.revoke_campaign(&CampaignId::new("spring-sale").unwrap(), t0);
+        let joined = t.subscribe(&account(), &key(), mark, 1, t0).unwrap();
+        assert_eq!(joined.revoked, Some(CloseCode::Forbidden));
+        let mut pair = pair(campaign());
+        pair.revoke(joined.revoked.unwrap()).unwrap();
+        assert!(pair.run_to_end(secs(10)));
+        let (_, disconnect, outcome) = pair.client_disconnect().unwrap();
+        assert_eq!(disconnect, Disconnect::Closed(CloseCode::Forbidden));
+        assert_eq!(outcome, ClientOutcome::Stop(Fatal::Forbidden));
+        assert!(pair.server_texts().is_empty());
+    }
+
+    #[test]
+    fn limits_oversize_and_newer_types() {
+        let t0 = origin();
+        let mut t = Streams::<u32>::new(StreamsConfig {
+            max_connections_per_account: 1,
+            publish: PublishRules {
+                max_event_bytes: 200,
+            },
+            ..StreamsConfig::default()
+        })
+        .unwrap();
+        let _ = t.subscribe(&account(), &key(), t.mark(), 1, t0).unwrap();
+        assert!(matches!(
+            t.subscribe(&account(), &key(), t.mark(), 2, t0),
+            Err(SubscribeError::TooManyForAccount { limit: 1 })
+        ));
+        // Over the bound: refused, nothing for anyone.
+        let mut pair = pair(campaign());
+        let big = CampaignEvent::Failed(misar_proto::event::Failed {
+            campaign_id: "spring-sale".into(),
+            error: "x".repeat(300),
+            sent: None,
+            failed_at: None,
+        });
+        let id = CampaignId::new("spring-sale").unwrap();
+        assert!(matches!(
+            t.publish_campaign(&id, &big, t0),
+            Err(PublishError::TooLarge { max: 200, .. })
+        ));
+        // A newer node's event type, relayed: forwarded unchanged, decoded as unknown.
+        let newer = unknown(7);
+        let relayed = validate_relayed(&key(), newer.bytes().clone(), &t.config().publish).unwrap();
+        let delivery = t.deliver(&key(), relayed, t0).unwrap();
+        assert_eq!(delivery.recipients, [1]);
+        pair.enqueue(delivery.event).unwrap();
+        pair.run_for(secs(1));
+        assert_eq!(pair.server_texts(), [newer.bytes().clone()]);
+        assert!(pair.client_events().iter().any(|(_, e)| matches!(
+            e,
+            ClientEvent::Event(Event::Campaign(CampaignEvent::Unknown(u))) if u.kind == "delivery_paused"
+        )));
+    }
+}
