@@ -145,8 +145,40 @@ async fn fixtures_publish_endpoints_and_sigterm() {
         202
     );
     let (texts, close) = read_until_close(&mut campaign).await;
+    assert_eq!(texts, [completed.clone()]);
+    assert_eq!(close, Some(1000));
+
+    // §2.13: the campaign is finished. A stray progress (a worker race) gets 409, and a client
+    // joining afterwards gets the terminal event and 1000, not the stale progress.
+    let stray = post(
+        addr,
+        &format!("/dev/publish/campaigns/{ALICE_CAMPAIGN}"),
+        &progress,
+    )
+    .await;
+    assert_eq!(
+        stray.status,
+        409,
+        "{}",
+        String::from_utf8_lossy(&stray.body)
+    );
+    assert_eq!(stray.json()["error"], "finished");
+    let mut late = connect(
+        addr,
+        &format!("/mail/ws/campaigns/{ALICE_CAMPAIGN}?token={ALICE}"),
+        &[],
+    )
+    .await;
+    let (texts, close) = read_until_close(&mut late).await;
     assert_eq!(texts, [completed]);
     assert_eq!(close, Some(1000));
+    // Over the 64 KiB bound: 413 (the demo has no guard of its own; the hub refuses it).
+    let huge = format!(
+        r#"{{"type":"email_received","from":"x@example.com","subject":"{}","receivedAt":"2026-05-27T10:15:00Z"}}"#,
+        "x".repeat(70_000)
+    );
+    let response = post(addr, "/dev/publish/inbox/alice", &huge).await;
+    assert!(matches!(response.status, 400 | 413), "{}", response.status);
 
     // Bad events → 400 with a JSON error; unknown account or campaign → 404.
     for (path, body) in [
