@@ -360,11 +360,7 @@ fn check(ops: Vec<Op>) -> TestResult {
                 account_revoked_at.insert(a, step);
                 let mut targets = table.revoke_account(&account(a), now);
                 targets.sort_unstable();
-                let mut expected: Vec<usize> = (0..conns.len())
-                    .filter(|&i| conns[i].subscribed && conns[i].account == a)
-                    .collect();
-                expected.sort_unstable();
-                if targets != expected {
+                if targets != live_where(&conns, |conn| conn.account == a) {
                     return TestResult::error("revocation targets differ from the model");
                 }
                 for i in targets {
@@ -376,11 +372,7 @@ fn check(ops: Vec<Op>) -> TestResult {
                 let key = stream_key(0, Some(c));
                 let mut targets = table.revoke_campaign(&campaign(c), now);
                 targets.sort_unstable();
-                let mut expected: Vec<usize> = (0..conns.len())
-                    .filter(|&i| conns[i].subscribed && conns[i].stream == key)
-                    .collect();
-                expected.sort_unstable();
-                if targets != expected {
+                if targets != live_where(&conns, |conn| conn.stream == key) {
                     return TestResult::error("campaign revocation targets differ");
                 }
                 for i in targets {
@@ -436,6 +428,13 @@ fn check(ops: Vec<Op>) -> TestResult {
     TestResult::passed()
 }
 
+/// The indices of the subscribed connections that `filter` selects, ascending.
+fn live_where(conns: &[Conn], filter: impl Fn(&Conn) -> bool) -> Vec<usize> {
+    (0..conns.len())
+        .filter(|&i| conns[i].subscribed && filter(&conns[i]))
+        .collect()
+}
+
 /// Queues a publish's event for its recipients, after checking them against the model.
 fn fan_out(
     conns: &mut [Conn],
@@ -445,9 +444,7 @@ fn fan_out(
     now: Instant,
 ) -> Result<(), String> {
     recipients.sort_unstable();
-    let expected: Vec<usize> = (0..conns.len())
-        .filter(|&i| conns[i].subscribed && &conns[i].stream == key)
-        .collect();
+    let expected = live_where(conns, |conn| &conn.stream == key);
     if recipients != expected {
         return Err(format!("recipients {recipients:?}, model {expected:?}"));
     }
