@@ -140,6 +140,21 @@ impl Sink<Message> for AxumTransport {
     }
 }
 
+impl misar_proto_tokio::server::TransportError for TransportError {
+    /// axum wraps tungstenite: its read errors that are the peer's fault (an oversized
+    /// message, a broken frame, invalid UTF-8) are tungstenite's, judged as
+    /// [`TungsteniteTransport`](misar_proto_tokio::server::TungsteniteTransport) judges them.
+    fn violation(&self) -> Option<misar_proto::message::Violation> {
+        let TransportError::WebSocket(error) = self else {
+            return None;
+        };
+        let source = std::error::Error::source(error)?;
+        source
+            .downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+            .and_then(misar_proto_tokio::server::TransportError::violation)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,20 +208,5 @@ mod tests {
             outgoing(Message::Ping(Bytes::new())).unwrap(),
             ws::Message::Ping(_)
         ));
-    }
-}
-
-impl misar_proto_tokio::server::TransportError for TransportError {
-    /// axum wraps tungstenite: its read errors that are the peer's fault (an oversized
-    /// message, a broken frame, invalid UTF-8) are tungstenite's, judged as
-    /// [`TungsteniteTransport`](misar_proto_tokio::server::TungsteniteTransport) judges them.
-    fn violation(&self) -> Option<misar_proto::message::Violation> {
-        let TransportError::WebSocket(error) = self else {
-            return None;
-        };
-        let source = std::error::Error::source(error)?;
-        source
-            .downcast_ref::<tokio_tungstenite::tungstenite::Error>()
-            .and_then(misar_proto_tokio::server::TransportError::violation)
     }
 }

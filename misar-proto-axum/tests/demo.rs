@@ -145,7 +145,7 @@ async fn fixtures_publish_endpoints_and_sigterm() {
         202
     );
     let (texts, close) = read_until_close(&mut campaign).await;
-    assert_eq!(texts, [completed.clone()]);
+    assert_eq!(texts, std::slice::from_ref(&completed));
     assert_eq!(close, Some(1000));
 
     // §2.13: the campaign is finished. A stray progress (a worker race) gets 409, and a client
