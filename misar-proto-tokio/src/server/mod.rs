@@ -202,7 +202,10 @@ where
         // The hub woke us while the batch was being written (the wake-up is consumed there).
         let mut woken = false;
         if wrote {
-            let written = write_batch(
+            // Boxed: the write's state (the sink's feed and flush futures, its own select) lives
+            // only while a batch is written, so an idle connection's task does not carry it
+            // (about 280 B per connection, BENCHMARKS.md B2); one allocation per batch.
+            let written = Box::pin(write_batch(
                 &mut transport,
                 &mut batch,
                 &feed,
@@ -211,7 +214,7 @@ where
                 &mut armed,
                 &mut woken,
                 &config,
-            )
+            ))
             .await;
             batch.clear();
             if let Err(error) = written {
