@@ -6,7 +6,7 @@
 //!
 //! Structured targets print their setup and operations; the others print the bytes as text.
 
-use misar_proto_fuzz::{client_session, request, server_session};
+use misar_proto_fuzz::{client_session, request, server_session, streams};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -34,6 +34,16 @@ fn main() {
         "client_session" => match client_session::parse(&data) {
             Some((setup, ops)) => {
                 println!("{setup:#?}");
+                for op in ops {
+                    println!("{op:?}");
+                }
+            }
+            None => println!("(no setup)"),
+        },
+        "streams" => match streams::parse(&data) {
+            Some((setup, ops)) => {
+                println!("{setup:#?}");
+                println!("{:#?}", setup.config());
                 for op in ops {
                     println!("{op:?}");
                 }

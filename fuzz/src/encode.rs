@@ -2,11 +2,12 @@
 //! targets get seeds made of meaningful scenarios.
 //!
 //! The layout is that of `arbitrary` 1.x's derive (pinned by `fuzz/Cargo.lock`): integers are
-//! little-endian, a `bool` is one byte, an `Option` is a `bool` then the value, an enum is a
-//! `u32` tag `t` selecting variant `(t * variants) >> 32`, then its fields in order. The
-//! session targets read their operations one by one until the input ends, so there is no
-//! length prefix. `tests/seeds.rs` checks that every seed reads back as the scenario it was
-//! written from, which catches any change of layout.
+//! little-endian, a `bool` is one byte, an `Option` is a `bool` then the value, a `Vec` is
+//! each element behind a `true` byte then a `false` byte, an enum is a `u32` tag `t` selecting
+//! variant `(t * variants) >> 32`, then its fields in order. The session targets read their
+//! operations one by one until the input ends, so there is no length prefix. `tests/seeds.rs`
+//! checks that every seed reads back as the scenario it was written from, which catches any
+//! change of layout.
 
 /// A value that can be written in `arbitrary`'s layout.
 pub trait Encode {
@@ -37,6 +38,17 @@ impl<T: Encode> Encode for Option<T> {
         if let Some(value) = self {
             value.encode(out);
         }
+    }
+}
+
+impl<T: Encode> Encode for Vec<T> {
+    /// `arbitrary`'s `Vec`: each element behind a `true` byte, then a `false` byte.
+    fn encode(&self, out: &mut Vec<u8>) {
+        for item in self {
+            true.encode(out);
+            item.encode(out);
+        }
+        false.encode(out);
     }
 }
 

@@ -13,6 +13,7 @@
 //! | [`close_frame`] | a close frame payload (2-byte code + reason) | parsing, reasons and retry advice follow §2.6 |
 //! | [`server_session`] | config + a stream of operations | at most one close, nothing after it, bounded queue, timers set while open |
 //! | [`client_session`] | config + a stream of operations | one outcome per connection, advice per §2.6, timers set while connected |
+//! | [`streams`] | table config + a stream of operations | recipients and answers are the model's, limits and shutdown hold, terminal sticks, nothing after a revocation, relayed bytes unchanged, memory bounded |
 #![forbid(unsafe_code)]
 
 pub mod client_session;
@@ -25,15 +26,17 @@ pub mod request;
 pub mod samples;
 pub mod seeds;
 pub mod server_session;
+pub mod streams;
 
-/// The six targets, in the order `fuzz/run` runs them.
-pub const TARGETS: [&str; 6] = [
+/// The seven targets, in the order `fuzz/run` runs them.
+pub const TARGETS: [&str; 7] = [
     "close_frame",
     "credentials",
     "handshake",
     "event_decode",
     "server_session",
     "client_session",
+    "streams",
 ];
 
 /// Runs the target called `name` on `data` (for replaying inputs outside libFuzzer).
@@ -47,6 +50,7 @@ pub fn run_target(name: &str, data: &[u8]) -> bool {
         "event_decode" => event_decode::run(data),
         "server_session" => server_session::run(data),
         "client_session" => client_session::run(data),
+        "streams" => streams::run(data),
         _ => return false,
     }
     true

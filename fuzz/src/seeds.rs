@@ -6,6 +6,7 @@ use crate::client_session::{Body, ClientOp, ClientSetup, Frame};
 use crate::encode;
 use crate::samples;
 use crate::server_session::{Class, Serve, ServerOp, ServerSetup, Unit};
+use crate::streams::{CampaignKind, Edit, InboxKind, Relayed, StreamsOp, StreamsSetup, Target};
 
 /// One seed file.
 #[derive(Clone, Debug)]
@@ -35,6 +36,7 @@ pub fn all() -> Vec<Seed> {
     out.extend(event_decode());
     out.extend(server_session());
     out.extend(client_session());
+    out.extend(streams());
     out
 }
 
@@ -654,5 +656,270 @@ fn client_session() -> Vec<Seed> {
     client_scenarios()
         .into_iter()
         .map(|(name, setup, ops)| seed("client_session", name, encode::input(&setup, &ops)))
+        .collect()
+}
+
+/// Index in [`samples::frames`] of the encoded `progress` of campaign `c-42`.
+pub const PROGRESS_FRAME: u8 = 10;
+/// Index in [`samples::frames`] of the first protocol example (pretty-printed).
+pub const PRETTY_FRAME: u8 = 0;
+
+/// The scenarios of the fan-out table's seeds.
+pub fn streams_scenarios() -> Vec<(&'static str, StreamsSetup, Vec<StreamsOp>)> {
+    use StreamsOp::*;
+    let typical = StreamsSetup::typical;
+    let sub = |account, campaign, mark| Subscribe {
+        account,
+        campaign,
+        mark,
+    };
+    let publish = |campaign, kind| PublishCampaign {
+        campaign,
+        kind,
+        about: None,
+        pad: 0,
+    };
+    let inbox = |account, kind, pad| PublishInbox { account, kind, pad };
+    let relay = |campaign, bytes| Deliver {
+        target: Target::Campaign { campaign },
+        bytes,
+    };
+    let newer = |name, campaign, n| Relayed::Newer { name, campaign, n };
+    let sample = |index, edit| Relayed::Sample { index, edit };
+    vec![
+        (
+            // A terminal event races a stray progress (published and relayed) and a
+            // cancellation: the campaign is finished, all three are refused, and the late
+            // joiner gets the terminal event first.
+            "finished-race",
+            typical(),
+            vec![
+                sub(0, Some(0), None),
+                TakeMark,
+                publish(0, CampaignKind::Progress),
+                DrainAll,
+                sub(1, Some(0), Some(0)),
+                publish(0, CampaignKind::Completed),
+                publish(0, CampaignKind::Progress),
+                relay(
+                    0,
+                    Relayed::Campaign {
+                        kind: CampaignKind::Progress,
+                        about: None,
+                        pad: 0,
+                    },
+                ),
+                publish(0, CampaignKind::Cancelled),
+                sub(2, Some(0), None),
+                DrainAll,
+                Reap,
+            ],
+        ),
+        (
+            // Handshakes whose hooks ran before a revocation (an old mark) are admitted
+            // revoked (4401 for the account, 4403 for the campaign); then the revocation memory
+            // forgets by age and by count, and older marks are refused as stale.
+            "revoke-race-old-mark",
+            StreamsSetup {
+                max_revocations: 2,
+                ..typical()
+            },
+            vec![
+                sub(0, None, None),
+                sub(1, Some(1), None),
+                TakeMark,
+                RevokeAccount { account: 0 },
+                inbox(0, InboxKind::Email, 0),
+                sub(0, None, Some(0)),
+                RevokeCampaign { campaign: 1 },
+                sub(2, Some(1), Some(0)),
+                sub(2, Some(1), None),
+                publish(1, CampaignKind::Progress),
+                DrainAll,
+                Reap,
+                Advance {
+                    amount: 11,
+                    unit: Unit::Seconds,
+                },
+                sub(1, None, Some(0)),
+                TakeMark,
+                RevokeAccount { account: 2 },
+                RevokeAccount { account: 1 },
+                RevokeCampaign { campaign: 3 },
+                sub(0, None, Some(0)),
+                sub(0, Some(3), None),
+                DrainAll,
+            ],
+        ),
+        (
+            // A cache of two campaigns: a finished campaign is evicted by two others, forgets
+            // that it finished and takes a progress again; a late joiner of an evicted
+            // campaign gets nothing first.
+            "eviction",
+            StreamsSetup {
+                cache: 2,
+                ..typical()
+            },
+            vec![
+                sub(0, Some(0), None),
+                publish(0, CampaignKind::Completed),
+                publish(1, CampaignKind::Progress),
+                PublishCampaign {
+                    campaign: 2,
+                    kind: CampaignKind::Failed,
+                    about: None,
+                    pad: 3,
+                },
+                publish(0, CampaignKind::Progress),
+                sub(1, Some(0), None),
+                publish(3, CampaignKind::Cancelled),
+                sub(2, Some(1), None),
+                DrainAll,
+                Unsubscribe { conn: 0 },
+                Unsubscribe { conn: 0 },
+            ],
+        ),
+        (
+            // The cache off and a 120-byte bound: a terminal event does not stick, and
+            // unknown types, oversized events and campaign mismatches are refused.
+            "cache-off-small-events",
+            StreamsSetup {
+                cache: 0,
+                max_event_bytes: Some(120),
+                ..typical()
+            },
+            vec![
+                sub(0, Some(0), None),
+                sub(0, None, None),
+                publish(0, CampaignKind::Completed),
+                publish(0, CampaignKind::Progress),
+                PublishCampaign {
+                    campaign: 0,
+                    kind: CampaignKind::Failed,
+                    about: None,
+                    pad: 200,
+                },
+                inbox(0, InboxKind::Email, 150),
+                inbox(0, InboxKind::Unknown, 0),
+                inbox(0, InboxKind::Sample { index: 1 }, 0),
+                publish(0, CampaignKind::Unknown),
+                PublishCampaign {
+                    campaign: 0,
+                    kind: CampaignKind::Progress,
+                    about: Some(1),
+                    pad: 0,
+                },
+                sub(1, Some(0), None),
+                relay(0, sample(PROGRESS_FRAME, Edit::Grow { len: 40 })),
+                DrainAll,
+            ],
+        ),
+        (
+            // Relayed bytes: newer types pass unchanged on both channels; known types missing
+            // fields, pretty-printed, wrapped, cut, about another campaign or followed by
+            // more JSON are refused; a relayed terminal event finishes the campaign.
+            "relayed-newer-type",
+            typical(),
+            vec![
+                sub(0, Some(0), None),
+                sub(0, None, None),
+                relay(0, newer(0, Some(0), 7)),
+                Deliver {
+                    target: Target::Inbox { account: 0 },
+                    bytes: newer(2, None, 0),
+                },
+                relay(0, newer(4, Some(0), 0)),
+                relay(0, sample(PROGRESS_FRAME, Edit::Keep)),
+                relay(0, sample(PROGRESS_FRAME, Edit::Wrap)),
+                relay(0, sample(PROGRESS_FRAME, Edit::Cut { at: 30 })),
+                relay(0, sample(PRETTY_FRAME, Edit::Keep)),
+                relay(1, sample(PROGRESS_FRAME, Edit::Keep)),
+                Deliver {
+                    target: Target::Inbox { account: 0 },
+                    bytes: Relayed::Raw {
+                        bytes: br#"{"type":"x"} {"y":1}"#.to_vec(),
+                    },
+                },
+                relay(
+                    0,
+                    Relayed::Campaign {
+                        kind: CampaignKind::Completed,
+                        about: None,
+                        pad: 0,
+                    },
+                ),
+                relay(0, newer(1, Some(0), 0)),
+                sub(1, Some(0), None),
+                DrainAll,
+            ],
+        ),
+        (
+            // Two connections per account, three in all: refusals by account, then in total,
+            // room again after an unsubscribe; after the shutdown nothing is admitted.
+            "limits-and-shutdown",
+            StreamsSetup {
+                per_account: 2,
+                total: 3,
+                ..typical()
+            },
+            vec![
+                sub(0, None, None),
+                sub(0, Some(2), None),
+                sub(0, None, None),
+                sub(1, None, None),
+                sub(2, None, None),
+                Unsubscribe { conn: 0 },
+                sub(2, None, None),
+                inbox(2, InboxKind::Email, 0),
+                inbox(1, InboxKind::Sample { index: 0 }, 0),
+                DrainAll,
+                Shutdown,
+                sub(1, Some(3), None),
+                inbox(2, InboxKind::Email, 0),
+                DrainAll,
+                Reap,
+            ],
+        ),
+        (
+            // Queues of two events: progress coalesces for the connection that drains, the
+            // other overflows on ordinary events (1013); time passes: a ping goes unanswered
+            // and the heartbeat closes the survivor, which is then reaped.
+            "slow-consumer-and-time",
+            StreamsSetup {
+                queue: 2,
+                ..typical()
+            },
+            vec![
+                sub(0, Some(0), None),
+                sub(1, Some(0), None),
+                publish(0, CampaignKind::Progress),
+                publish(0, CampaignKind::Progress),
+                Drain { conn: 0, max: 0 },
+                relay(0, newer(0, Some(0), 1)),
+                relay(0, newer(0, Some(0), 2)),
+                Drain { conn: 0, max: 1 },
+                relay(0, newer(0, Some(0), 3)),
+                Drain { conn: 0, max: 0 },
+                publish(0, CampaignKind::Progress),
+                Advance {
+                    amount: 1,
+                    unit: Unit::Minutes,
+                },
+                DrainAll,
+                Advance {
+                    amount: 45,
+                    unit: Unit::Seconds,
+                },
+                Reap,
+                DrainAll,
+            ],
+        ),
+    ]
+}
+
+fn streams() -> Vec<Seed> {
+    streams_scenarios()
+        .into_iter()
+        .map(|(name, setup, ops)| seed("streams", name, encode::input(&setup, &ops)))
         .collect()
 }

@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use misar_proto_fuzz::{TARGETS, client_session, encode, run_target, seeds, server_session};
+use misar_proto_fuzz::{
+    TARGETS, client_session, encode, run_target, seeds, server_session, streams,
+};
 
 fn seeds_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds")
@@ -74,6 +76,14 @@ fn structured_seeds_read_back_as_written() {
             client_session::parse(&bytes),
             Some((setup, ops)),
             "client scenario {name}"
+        );
+    }
+    for (name, setup, ops) in seeds::streams_scenarios() {
+        let bytes = encode::input(&setup, &ops);
+        assert_eq!(
+            streams::parse(&bytes),
+            Some((setup, ops)),
+            "streams scenario {name}"
         );
     }
 }
@@ -279,4 +289,88 @@ fn client_scenarios_do_what_they_say() {
 
     assert_eq!(get("query-auth-odd-url").outcomes.len(), 1);
     assert_eq!(get("url-with-token-refused").state, ClientState::Done);
+}
+
+/// The scenarios behind the `streams` seeds reach what their names say.
+#[test]
+fn streams_scenarios_do_what_they_say() {
+    use misar_proto::server::CloseCause::{self, *};
+
+    let reports: Vec<_> = seeds::streams_scenarios()
+        .into_iter()
+        .map(|(name, setup, ops)| (name, streams::run_scenario(&setup, &ops)))
+        .collect();
+    let get = |wanted: &str| {
+        reports
+            .iter()
+            .find(|(name, _)| *name == wanted)
+            .map(|(_, report)| report.clone())
+            .unwrap_or_else(|| panic!("no scenario {wanted}"))
+    };
+    let causes =
+        |report: &streams::StreamsReport| -> Vec<Option<CloseCause>> { report.causes.clone() };
+
+    let race = get("finished-race");
+    // The stray progress (published and relayed) and the cancellation are refused; the
+    // late joiner gets `completed` first and its session ends with 1000.
+    assert_eq!(race.refused_finished, 3, "{race:?}");
+    assert_eq!(race.terminal_firsts, 1, "{race:?}");
+    assert_eq!(race.relayed_accepted, 1, "{race:?}");
+    assert_eq!(causes(&race), [Some(Finished); 3]);
+
+    let revoke = get("revoke-race-old-mark");
+    assert_eq!(
+        (revoke.admitted_4401, revoke.admitted_4403),
+        (1, 1),
+        "{revoke:?}"
+    );
+    // Once by age (11 s past a 10 s memory), once by count (3 revocations, 2 remembered).
+    assert_eq!(revoke.refused_stale, 2, "{revoke:?}");
+    assert_eq!(revoke.revoked, 3, "{revoke:?}");
+    assert_eq!(
+        revoke.texts, 1,
+        "only the fresh campaign subscriber got the progress"
+    );
+    assert_eq!(&causes(&revoke)[..5], [Some(Revoked); 5]);
+
+    let eviction = get("eviction");
+    assert_eq!(eviction.evictions, 3, "{eviction:?}");
+    assert_eq!(
+        eviction.refused_finished, 0,
+        "an evicted campaign took a progress"
+    );
+    assert_eq!(eviction.terminal_firsts, 0, "{eviction:?}");
+
+    let off = get("cache-off-small-events");
+    // Failed and email over 120 bytes, unknown inbox and campaign types, a mismatch.
+    assert_eq!(off.refused_invalid, 5, "{off:?}");
+    assert_eq!(
+        off.relayed_refused, 1,
+        "the grown progress is over the bound"
+    );
+    assert_eq!(off.evictions, 2, "{off:?}");
+    assert_eq!(
+        off.refused_finished, 0,
+        "a terminal event stuck with the cache off"
+    );
+
+    let relayed = get("relayed-newer-type");
+    assert_eq!(relayed.relayed_accepted, 5, "{relayed:?}");
+    assert_eq!(relayed.relayed_newer, 3, "{relayed:?}");
+    assert_eq!(relayed.relayed_refused, 6, "{relayed:?}");
+    assert_eq!(relayed.refused_finished, 1, "{relayed:?}");
+    assert_eq!(relayed.terminal_firsts, 1, "{relayed:?}");
+
+    let limits = get("limits-and-shutdown");
+    assert_eq!(limits.refused_limit, 2, "{limits:?}");
+    assert_eq!(limits.refused_shutdown, 1, "{limits:?}");
+    assert_eq!(limits.admitted, 4, "{limits:?}");
+
+    let slow = get("slow-consumer-and-time");
+    assert_eq!(
+        causes(&slow),
+        [Some(HeartbeatTimeout), Some(SlowConsumer)],
+        "{slow:?}"
+    );
+    assert_eq!(slow.texts, 5, "{slow:?}");
 }
