@@ -233,39 +233,18 @@ impl Frame {
             Frame::Terminal { kind } => {
                 let campaign_id = "c-42".to_owned();
                 let event = match kind % 3 {
-                    0 => CampaignEvent::Completed(Completed {
-                        campaign_id,
-                        sent: 3,
-                        delivered: 3,
-                        bounced: 0,
-                        opened: 1,
-                        completed_at: None,
-                    }),
-                    1 => CampaignEvent::Failed(Failed {
-                        campaign_id,
-                        error: "relay down".into(),
-                        sent: Some(1),
-                        failed_at: None,
-                    }),
-                    _ => CampaignEvent::Cancelled(Cancelled {
-                        campaign_id,
-                        sent: None,
-                        cancelled_at: None,
-                    }),
+                    0 => CampaignEvent::Completed(Completed::new(campaign_id, 3, 3, 0, 1)),
+                    1 => CampaignEvent::Failed(Failed::new(campaign_id, "relay down").with_sent(1)),
+                    _ => CampaignEvent::Cancelled(Cancelled::new(campaign_id)),
                 };
                 event.encode().bytes().to_vec()
             }
-            Frame::Progress { sent } => CampaignEvent::Progress(Progress {
-                campaign_id: "c-42".into(),
-                sent: u64::from(*sent),
-                total: 1 << 33,
-                delivered: 0,
-                bounced: 0,
-                opened: 0,
-            })
-            .encode()
-            .bytes()
-            .to_vec(),
+            Frame::Progress { sent } => {
+                CampaignEvent::Progress(Progress::new("c-42", u64::from(*sent), 1 << 33, 0, 0, 0))
+                    .encode()
+                    .bytes()
+                    .to_vec()
+            }
             Frame::Junk { len, byte } => vec![*byte; usize::from(*len)],
         }
     }

@@ -176,13 +176,7 @@ fn check_timestamp(text: &str) {
             .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'),
         "timestamp {text:?} would need escaping"
     );
-    let event = Event::from(EmailReceived {
-        from: "a".into(),
-        subject: "b".into(),
-        received_at: timestamp,
-        message_id: None,
-        to: None,
-    });
+    let event = Event::from(EmailReceived::new("a", "b", timestamp));
     assert_eq!(
         decode(ChannelKind::Inbox, event.encode().bytes()),
         Ok(event)
@@ -196,26 +190,17 @@ fn check_string_fields(text: &str) {
     };
     let unlimited = Decoder::new(usize::MAX);
     let events = [
-        Event::from(EmailReceived {
-            from: text.to_owned(),
-            subject: text.to_owned(),
-            received_at: at.clone(),
-            message_id: Some(text.to_owned()),
-            to: Some(String::new()),
-        }),
-        Event::from(Bounce {
-            email: text.to_owned(),
-            bounce_type: Some(BounceType::from_wire(text)),
-            reason: Some(text.to_owned()),
-            campaign_id: None,
-            bounced_at: at,
-        }),
-        Event::from(Failed {
-            campaign_id: text.to_owned(),
-            error: text.to_owned(),
-            sent: Some(u64::MAX),
-            failed_at: None,
-        }),
+        Event::from(
+            EmailReceived::new(text.to_owned(), text.to_owned(), at.clone())
+                .with_message_id(text.to_owned())
+                .with_to(String::new()),
+        ),
+        Event::from(
+            Bounce::new(text.to_owned(), at)
+                .with_bounce_type(BounceType::from_wire(text))
+                .with_reason(text.to_owned()),
+        ),
+        Event::from(Failed::new(text.to_owned(), text.to_owned()).with_sent(u64::MAX)),
     ];
     for event in events {
         let encoded = event.encode();

@@ -164,13 +164,13 @@ fn s(v: &str) -> String {
 fn codec(c: &mut Criterion) {
     run(
         c,
-        EmailReceived {
-            from: s("Ana Souza <ana.souza@example.com>"),
-            subject: s("Re: Q3 planning \u{2014} agenda and notes"),
-            received_at: ts(),
-            message_id: Some(s("<CAF=x7k2Qp@mail.example.com>")),
-            to: Some(s("team@misar.io")),
-        }
+        EmailReceived::new(
+            s("Ana Souza <ana.souza@example.com>"),
+            s("Re: Q3 planning \u{2014} agenda and notes"),
+            ts(),
+        )
+        .with_message_id(s("<CAF=x7k2Qp@mail.example.com>"))
+        .with_to(s("team@misar.io"))
         .into(),
         DEmailReceived {
             kind: s("email_received"),
@@ -183,16 +183,13 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        Bounce {
-            email: s("no.such.user@example.org"),
-            bounce_type: Some(BounceType::Hard),
-            reason: Some(s(
+        Bounce::new(s("no.such.user@example.org"), ts())
+            .with_bounce_type(BounceType::Hard)
+            .with_reason(s(
                 "550 5.1.1 The email account that you tried to reach does not exist",
-            )),
-            campaign_id: Some(s(CAMPAIGN)),
-            bounced_at: ts(),
-        }
-        .into(),
+            ))
+            .with_campaign_id(s(CAMPAIGN))
+            .into(),
         DBounce {
             kind: s("bounce"),
             email: s("no.such.user@example.org"),
@@ -206,12 +203,9 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        Complaint {
-            email: s("annoyed@example.net"),
-            campaign_id: Some(s(CAMPAIGN)),
-            complained_at: ts(),
-        }
-        .into(),
+        Complaint::new(s("annoyed@example.net"), ts())
+            .with_campaign_id(s(CAMPAIGN))
+            .into(),
         DComplaint {
             kind: s("complaint"),
             email: s("annoyed@example.net"),
@@ -221,12 +215,9 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        Unsubscribe {
-            email: s("leaving@example.net"),
-            campaign_id: Some(s(CAMPAIGN)),
-            unsubscribed_at: ts(),
-        }
-        .into(),
+        Unsubscribe::new(s("leaving@example.net"), ts())
+            .with_campaign_id(s(CAMPAIGN))
+            .into(),
         DUnsubscribe {
             kind: s("unsubscribe"),
             email: s("leaving@example.net"),
@@ -236,13 +227,7 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        CampaignStarted {
-            campaign_id: s(CAMPAIGN),
-            campaign_name: s("May Newsletter"),
-            total: 10_000,
-            started_at: ts(),
-        }
-        .into(),
+        CampaignStarted::new(s(CAMPAIGN), s("May Newsletter"), 10_000, ts()).into(),
         DCampaignStarted {
             kind: s("campaign_started"),
             campaign_id: s(CAMPAIGN),
@@ -253,15 +238,7 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        CampaignCompleted {
-            campaign_id: s(CAMPAIGN),
-            campaign_name: s("May Newsletter"),
-            sent: 10_000,
-            delivered: 9_855,
-            opened: 2_340,
-            completed_at: ts(),
-        }
-        .into(),
+        CampaignCompleted::new(s(CAMPAIGN), s("May Newsletter"), 10_000, 9_855, 2_340, ts()).into(),
         DCampaignCompleted {
             kind: s("campaign_completed"),
             campaign_id: s(CAMPAIGN),
@@ -274,15 +251,7 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        Progress {
-            campaign_id: s(CAMPAIGN),
-            sent: 2_500,
-            total: 10_000,
-            delivered: 2_480,
-            bounced: 20,
-            opened: 450,
-        }
-        .into(),
+        Progress::new(s(CAMPAIGN), 2_500, 10_000, 2_480, 20, 450).into(),
         DProgress {
             kind: s("progress"),
             campaign_id: s(CAMPAIGN),
@@ -295,15 +264,9 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        Completed {
-            campaign_id: s(CAMPAIGN),
-            sent: 10_000,
-            delivered: 9_855,
-            bounced: 145,
-            opened: 2_340,
-            completed_at: Some(ts()),
-        }
-        .into(),
+        Completed::new(s(CAMPAIGN), 10_000, 9_855, 145, 2_340)
+            .with_completed_at(ts())
+            .into(),
         DCompleted {
             kind: s("completed"),
             campaign_id: s(CAMPAIGN),
@@ -316,12 +279,12 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        Failed {
-            campaign_id: s(CAMPAIGN),
-            error: s("SMTP relay refused the connection: 421 too many connections"),
-            sent: Some(120),
-            failed_at: Some(ts()),
-        }
+        Failed::new(
+            s(CAMPAIGN),
+            s("SMTP relay refused the connection: 421 too many connections"),
+        )
+        .with_sent(120)
+        .with_failed_at(ts())
         .into(),
         DFailed {
             kind: s("failed"),
@@ -333,12 +296,10 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        Cancelled {
-            campaign_id: s(CAMPAIGN),
-            sent: Some(4_000),
-            cancelled_at: Some(ts()),
-        }
-        .into(),
+        Cancelled::new(s(CAMPAIGN))
+            .with_sent(4_000)
+            .with_cancelled_at(ts())
+            .into(),
         DCancelled {
             kind: s("cancelled"),
             campaign_id: s(CAMPAIGN),

@@ -550,10 +550,7 @@ fn wrong_channel_both_ways() {
 #[test]
 fn unknown_types_are_kept_whole() {
     let raw = br#"{"type":"calendar_invite","when":"2026-06-01T09:00:00Z","who":["a","b"]}"#;
-    let want = UnknownEvent {
-        kind: "calendar_invite".into(),
-        raw: bytes::Bytes::from_static(raw),
-    };
+    let want = UnknownEvent::new("calendar_invite", bytes::Bytes::from_static(raw));
     assert_eq!(decode_inbox(raw), Ok(InboxEvent::Unknown(want.clone())));
     assert_eq!(
         decode_campaign(raw),
@@ -822,50 +819,36 @@ fn seed_examples_decode() {
     let email = b"{\n  \"type\": \"email_received\",\n  \"from\": \"[email protected]\",\n  \"subject\": \"Re: Your email\",\n  \"receivedAt\": \"2026-05-27T10:15:00Z\"\n}";
     assert_eq!(
         decode_inbox(email),
-        Ok(InboxEvent::EmailReceived(EmailReceived {
-            from: "[email protected]".into(),
-            subject: "Re: Your email".into(),
-            received_at: Timestamp::parse("2026-05-27T10:15:00Z").unwrap(),
-            message_id: None,
-            to: None,
-        }))
+        Ok(InboxEvent::EmailReceived(EmailReceived::new(
+            "[email protected]",
+            "Re: Your email",
+            Timestamp::parse("2026-05-27T10:15:00Z").unwrap()
+        )))
     );
     let completed = b"{\n  \"type\": \"campaign_completed\",\n  \"campaignId\": \"uuid\",\n  \"campaignName\": \"May Newsletter\",\n  \"sent\": 10000,\n  \"delivered\": 9855,\n  \"opened\": 2340,\n  \"completedAt\": \"2026-05-27T11:00:00Z\"\n}";
     assert_eq!(
         decode_inbox(completed),
-        Ok(InboxEvent::CampaignCompleted(CampaignCompleted {
-            campaign_id: "uuid".into(),
-            campaign_name: "May Newsletter".into(),
-            sent: 10000,
-            delivered: 9855,
-            opened: 2340,
-            completed_at: Timestamp::parse("2026-05-27T11:00:00Z").unwrap(),
-        }))
+        Ok(InboxEvent::CampaignCompleted(CampaignCompleted::new(
+            "uuid",
+            "May Newsletter",
+            10000,
+            9855,
+            2340,
+            Timestamp::parse("2026-05-27T11:00:00Z").unwrap()
+        )))
     );
     let progress = b"{\n  \"type\": \"progress\",\n  \"campaignId\": \"uuid\",\n  \"sent\": 2500,\n  \"total\": 10000,\n  \"delivered\": 2480,\n  \"bounced\": 20,\n  \"opened\": 450\n}";
     assert_eq!(
         decode_campaign(progress),
-        Ok(CampaignEvent::Progress(Progress {
-            campaign_id: "uuid".into(),
-            sent: 2500,
-            total: 10000,
-            delivered: 2480,
-            bounced: 20,
-            opened: 450,
-        }))
+        Ok(CampaignEvent::Progress(Progress::new(
+            "uuid", 2500, 10000, 2480, 20, 450
+        )))
     );
     let done = b"{\n  \"type\": \"completed\",\n  \"campaignId\": \"uuid\",\n  \"sent\": 10000,\n  \"delivered\": 9855,\n  \"bounced\": 145,\n  \"opened\": 2340\n}";
     let event = decode_campaign(done).unwrap();
     assert_eq!(
         event,
-        CampaignEvent::Completed(Completed {
-            campaign_id: "uuid".into(),
-            sent: 10000,
-            delivered: 9855,
-            bounced: 145,
-            opened: 2340,
-            completed_at: None,
-        })
+        CampaignEvent::Completed(Completed::new("uuid", 10000, 9855, 145, 2340))
     );
     assert!(event.is_terminal());
     assert_eq!(
@@ -882,108 +865,63 @@ fn ts(s: &str) -> Timestamp {
 fn every_type() -> Vec<(Event, &'static str)> {
     vec![
         (
-            EmailReceived {
-                from: "Ana <ana@example.com>".into(),
-                subject: "Re: \"Q3\"\n\tplan \\ ✓".into(),
-                received_at: ts("2026-05-27T10:15:00Z"),
-                message_id: Some("<m1@x>".into()),
-                to: Some("me@example.com".into()),
-            }
+            EmailReceived::new(
+                "Ana <ana@example.com>",
+                "Re: \"Q3\"\n\tplan \\ ✓",
+                ts("2026-05-27T10:15:00Z"),
+            )
+            .with_message_id("<m1@x>")
+            .with_to("me@example.com")
             .into(),
             r#"{"type":"email_received","from":"Ana <ana@example.com>","subject":"Re: \"Q3\"\n\tplan \\ ✓","receivedAt":"2026-05-27T10:15:00Z","messageId":"<m1@x>","to":"me@example.com"}"#,
         ),
         (
-            Bounce {
-                email: "x@y".into(),
-                bounce_type: Some(BounceType::Soft),
-                reason: Some("mailbox full".into()),
-                campaign_id: Some("c1".into()),
-                bounced_at: ts("2026-05-27T10:15:00.123+02:00"),
-            }
-            .into(),
+            Bounce::new("x@y", ts("2026-05-27T10:15:00.123+02:00"))
+                .with_bounce_type(BounceType::Soft)
+                .with_reason("mailbox full")
+                .with_campaign_id("c1")
+                .into(),
             r#"{"type":"bounce","email":"x@y","bounceType":"soft","reason":"mailbox full","campaignId":"c1","bouncedAt":"2026-05-27T10:15:00.123+02:00"}"#,
         ),
         (
-            Complaint {
-                email: "x@y".into(),
-                campaign_id: Some("c1".into()),
-                complained_at: ts("2026-05-27T10:15:00Z"),
-            }
-            .into(),
+            Complaint::new("x@y", ts("2026-05-27T10:15:00Z"))
+                .with_campaign_id("c1")
+                .into(),
             r#"{"type":"complaint","email":"x@y","campaignId":"c1","complainedAt":"2026-05-27T10:15:00Z"}"#,
         ),
         (
-            Unsubscribe {
-                email: "x@y".into(),
-                campaign_id: None,
-                unsubscribed_at: ts("2026-05-27T10:15:00Z"),
-            }
-            .into(),
+            Unsubscribe::new("x@y", ts("2026-05-27T10:15:00Z")).into(),
             r#"{"type":"unsubscribe","email":"x@y","unsubscribedAt":"2026-05-27T10:15:00Z"}"#,
         ),
         (
-            CampaignStarted {
-                campaign_id: "c1".into(),
-                campaign_name: "May".into(),
-                total: 10000,
-                started_at: ts("2026-05-27T10:00:00Z"),
-            }
-            .into(),
+            CampaignStarted::new("c1", "May", 10000, ts("2026-05-27T10:00:00Z")).into(),
             r#"{"type":"campaign_started","campaignId":"c1","campaignName":"May","total":10000,"startedAt":"2026-05-27T10:00:00Z"}"#,
         ),
         (
-            CampaignCompleted {
-                campaign_id: "c1".into(),
-                campaign_name: "May".into(),
-                sent: 0,
-                delivered: u64::MAX,
-                opened: 1,
-                completed_at: ts("2026-05-27T11:00:00Z"),
-            }
-            .into(),
+            CampaignCompleted::new("c1", "May", 0, u64::MAX, 1, ts("2026-05-27T11:00:00Z")).into(),
             r#"{"type":"campaign_completed","campaignId":"c1","campaignName":"May","sent":0,"delivered":18446744073709551615,"opened":1,"completedAt":"2026-05-27T11:00:00Z"}"#,
         ),
         (
-            Progress {
-                campaign_id: "c1".into(),
-                sent: 1,
-                total: 2,
-                delivered: 3,
-                bounced: 4,
-                opened: 5,
-            }
-            .into(),
+            Progress::new("c1", 1, 2, 3, 4, 5).into(),
             r#"{"type":"progress","campaignId":"c1","sent":1,"total":2,"delivered":3,"bounced":4,"opened":5}"#,
         ),
         (
-            Completed {
-                campaign_id: "c1".into(),
-                sent: 1,
-                delivered: 2,
-                bounced: 3,
-                opened: 4,
-                completed_at: Some(ts("2026-05-27T11:00:00Z")),
-            }
-            .into(),
+            Completed::new("c1", 1, 2, 3, 4)
+                .with_completed_at(ts("2026-05-27T11:00:00Z"))
+                .into(),
             r#"{"type":"completed","campaignId":"c1","sent":1,"delivered":2,"bounced":3,"opened":4,"completedAt":"2026-05-27T11:00:00Z"}"#,
         ),
         (
-            Failed {
-                campaign_id: "c1".into(),
-                error: "smtp relay down".into(),
-                sent: Some(12),
-                failed_at: Some(ts("2026-05-27T11:00:00Z")),
-            }
-            .into(),
+            Failed::new("c1", "smtp relay down")
+                .with_sent(12)
+                .with_failed_at(ts("2026-05-27T11:00:00Z"))
+                .into(),
             r#"{"type":"failed","campaignId":"c1","error":"smtp relay down","sent":12,"failedAt":"2026-05-27T11:00:00Z"}"#,
         ),
         (
-            Cancelled {
-                campaign_id: "c1".into(),
-                sent: None,
-                cancelled_at: Some(ts("2026-05-27T11:00:00Z")),
-            }
-            .into(),
+            Cancelled::new("c1")
+                .with_cancelled_at(ts("2026-05-27T11:00:00Z"))
+                .into(),
             r#"{"type":"cancelled","campaignId":"c1","cancelledAt":"2026-05-27T11:00:00Z"}"#,
         ),
     ]
@@ -1112,13 +1050,7 @@ fn bounce_types() {
 #[test]
 fn strings_escape_and_unescape() {
     let nasty = "\u{0}\u{1f}\"\\/\u{7f}\u{80}\u{2028}é日本🦀\r\n\t\u{8}\u{c}";
-    let event: Event = Failed {
-        campaign_id: nasty.into(),
-        error: nasty.repeat(3),
-        sent: None,
-        failed_at: None,
-    }
-    .into();
+    let event: Event = Failed::new(nasty, nasty.repeat(3)).into();
     let encoded = event.encode();
     let text = std::str::from_utf8(encoded.bytes()).unwrap();
     // No raw control characters on the wire.
@@ -1128,11 +1060,7 @@ fn strings_escape_and_unescape() {
     let escaped = br#"{"\u0074ype":"c\u0061ncelled","c\u0061mpaignId":"\ud83e\udd80\/"}"#;
     assert_eq!(
         decode_campaign(escaped),
-        Ok(CampaignEvent::Cancelled(Cancelled {
-            campaign_id: "🦀/".into(),
-            sent: None,
-            cancelled_at: None,
-        }))
+        Ok(CampaignEvent::Cancelled(Cancelled::new("🦀/")))
     );
 }
 

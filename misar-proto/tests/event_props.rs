@@ -162,95 +162,61 @@ fn unknown(g: &mut Gen) -> UnknownEvent {
         entries.rotate_left(1);
     }
     let raw = format!("{{{}}}", entries.join(","));
-    UnknownEvent {
-        kind,
-        raw: raw.into(),
-    }
+    UnknownEvent::new(kind, raw.into())
 }
 
 fn inbox(g: &mut Gen) -> InboxEvent {
     match pick(g, 7) {
-        0 => EmailReceived {
-            from: text(g),
-            subject: text(g),
-            received_at: timestamp(g),
-            message_id: opt(g, text),
-            to: opt(g, text),
+        0 => {
+            let mut e = EmailReceived::new(text(g), text(g), timestamp(g));
+            e.message_id = opt(g, text);
+            e.to = opt(g, text);
+            e.into()
         }
-        .into(),
-        1 => Bounce {
-            email: text(g),
-            bounce_type: opt(g, bounce_type),
-            reason: opt(g, text),
-            campaign_id: opt(g, text),
-            bounced_at: timestamp(g),
+        1 => {
+            let mut e = Bounce::new(text(g), timestamp(g));
+            e.bounce_type = opt(g, bounce_type);
+            e.reason = opt(g, text);
+            e.campaign_id = opt(g, text);
+            e.into()
         }
-        .into(),
-        2 => Complaint {
-            email: text(g),
-            campaign_id: opt(g, text),
-            complained_at: timestamp(g),
+        2 => {
+            let mut e = Complaint::new(text(g), timestamp(g));
+            e.campaign_id = opt(g, text);
+            e.into()
         }
-        .into(),
-        3 => Unsubscribe {
-            email: text(g),
-            campaign_id: opt(g, text),
-            unsubscribed_at: timestamp(g),
+        3 => {
+            let mut e = Unsubscribe::new(text(g), timestamp(g));
+            e.campaign_id = opt(g, text);
+            e.into()
         }
-        .into(),
-        4 => CampaignStarted {
-            campaign_id: text(g),
-            campaign_name: text(g),
-            total: count(g),
-            started_at: timestamp(g),
-        }
-        .into(),
-        5 => CampaignCompleted {
-            campaign_id: text(g),
-            campaign_name: text(g),
-            sent: count(g),
-            delivered: count(g),
-            opened: count(g),
-            completed_at: timestamp(g),
-        }
-        .into(),
+        4 => CampaignStarted::new(text(g), text(g), count(g), timestamp(g)).into(),
+        5 => CampaignCompleted::new(text(g), text(g), count(g), count(g), count(g), timestamp(g))
+            .into(),
         _ => InboxEvent::Unknown(unknown(g)),
     }
 }
 
 fn campaign(g: &mut Gen) -> CampaignEvent {
     match pick(g, 5) {
-        0 => Progress {
-            campaign_id: text(g),
-            sent: count(g),
-            total: count(g),
-            delivered: count(g),
-            bounced: count(g),
-            opened: count(g),
+        0 => Progress::new(text(g), count(g), count(g), count(g), count(g), count(g)).into(),
+        1 => {
+            let mut e = Completed::new(text(g), count(g), count(g), count(g), count(g));
+            e.completed_at = opt(g, timestamp);
+            e.into()
         }
-        .into(),
-        1 => Completed {
-            campaign_id: text(g),
-            sent: count(g),
-            delivered: count(g),
-            bounced: count(g),
-            opened: count(g),
-            completed_at: opt(g, timestamp),
+        2 => {
+            let mut e = Failed::new(text(g), text(g));
+            e.sent = opt(g, count);
+            e.failed_at = opt(g, timestamp);
+            e.into()
         }
-        .into(),
-        2 => Failed {
-            campaign_id: text(g),
-            error: text(g),
-            sent: opt(g, count),
-            failed_at: opt(g, timestamp),
+        3 => {
+            let mut e = Cancelled::new(text(g));
+            e.sent = opt(g, count);
+            e.cancelled_at = opt(g, timestamp);
+            e.into()
         }
-        .into(),
-        3 => Cancelled {
-            campaign_id: text(g),
-            sent: opt(g, count),
-            cancelled_at: opt(g, timestamp),
-        }
-        .into(),
         _ => CampaignEvent::Unknown(unknown(g)),
     }
 }

@@ -216,24 +216,23 @@ pub fn drive_client(
 pub fn campaign_events(campaign: &str, steps: u64) -> Vec<CampaignEvent> {
     let mut events: Vec<CampaignEvent> = (1..=steps)
         .map(|step| {
-            CampaignEvent::Progress(Progress {
-                campaign_id: campaign.into(),
-                sent: step * 100,
-                total: steps * 100,
-                delivered: step * 98,
-                bounced: step * 2,
-                opened: step * 40,
-            })
+            CampaignEvent::Progress(Progress::new(
+                campaign,
+                step * 100,
+                steps * 100,
+                step * 98,
+                step * 2,
+                step * 40,
+            ))
         })
         .collect();
-    events.push(CampaignEvent::Completed(Completed {
-        campaign_id: campaign.into(),
-        sent: steps * 100,
-        delivered: steps * 98,
-        bounced: steps * 2,
-        opened: steps * 40,
-        completed_at: None,
-    }));
+    events.push(CampaignEvent::Completed(Completed::new(
+        campaign,
+        steps * 100,
+        steps * 98,
+        steps * 2,
+        steps * 40,
+    )));
     events
 }
 

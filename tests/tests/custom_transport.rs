@@ -277,13 +277,11 @@ fn open(link: Handshake) -> Box<Link> {
 }
 
 fn email(n: u64) -> InboxEvent {
-    InboxEvent::EmailReceived(EmailReceived {
-        from: "ada@example.com".into(),
-        subject: format!("#{n}"),
-        received_at: Timestamp::parse("2026-05-27T10:15:00Z").unwrap(),
-        message_id: None,
-        to: None,
-    })
+    InboxEvent::EmailReceived(EmailReceived::new(
+        "ada@example.com",
+        format!("#{n}"),
+        Timestamp::parse("2026-05-27T10:15:00Z").unwrap(),
+    ))
 }
 
 #[test]
@@ -386,14 +384,7 @@ fn custom_transport_campaign_finishes_after_the_terminal_event() {
         (CloseCause::Finished, Ending::Handshake)
     );
     // The channel is over: nothing more is accepted.
-    let late = CampaignEvent::Progress(Progress {
-        campaign_id: "spring-sale".into(),
-        sent: 1,
-        total: 1,
-        delivered: 1,
-        bounced: 0,
-        opened: 0,
-    });
+    let late = CampaignEvent::Progress(Progress::new("spring-sale", 1, 1, 1, 0, 0));
     assert!(link.server.enqueue(late.encode(), link.now).is_err());
 }
 

@@ -7,20 +7,17 @@
 //! - Decoding: [`decode_inbox`], [`decode_campaign`], [`decode`] or a [`Decoder`] with its own
 //!   size limit. Unknown fields are ignored, an unknown `type` is kept, anything else wrong is a
 //!   [`DecodeError`] naming the field.
+//! - Building: the event structs are `#[non_exhaustive]` (§2.4 may gain optional fields):
+//!   build one with its `new` (the required fields, in wire order) and `with_*` methods (the
+//!   optional ones), e.g. [`EmailReceived::new`]; fields stay public to read and change.
 //! - Relaying: [`EncodedEvent::from_inbox_json`] / [`EncodedEvent::from_campaign_json`] wrap
 //!   bytes another node encoded (checked by one decode, not re-encoded).
 //!
 //! ```
 //! use misar_proto::event::{decode_campaign, CampaignEvent, EventClass, Progress};
 //!
-//! let event = CampaignEvent::Progress(Progress {
-//!     campaign_id: "c-42".into(),
-//!     sent: 2500,
-//!     total: 10000,
-//!     delivered: 2480,
-//!     bounced: 20,
-//!     opened: 450,
-//! });
+//! // campaignId, sent, total, delivered, bounced, opened
+//! let event = CampaignEvent::Progress(Progress::new("c-42", 2500, 10000, 2480, 20, 450));
 //! let encoded = event.encode();
 //! assert_eq!(
 //!     encoded.bytes().as_ref(),
@@ -32,6 +29,7 @@
 
 use bytes::Bytes;
 
+mod build;
 mod decode;
 mod encode;
 mod error;
@@ -69,6 +67,7 @@ impl BounceType {
 
 /// `email_received`: a new inbound email.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EmailReceived {
     /// `from`.
     pub from: String,
@@ -84,6 +83,7 @@ pub struct EmailReceived {
 
 /// `bounce`: an outbound email bounced.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Bounce {
     /// `email`.
     pub email: String,
@@ -99,6 +99,7 @@ pub struct Bounce {
 
 /// `complaint`: a spam complaint.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Complaint {
     /// `email`.
     pub email: String,
@@ -110,6 +111,7 @@ pub struct Complaint {
 
 /// `unsubscribe`: a contact unsubscribed.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Unsubscribe {
     /// `email`.
     pub email: String,
@@ -121,6 +123,7 @@ pub struct Unsubscribe {
 
 /// `campaign_started`: a campaign send began.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CampaignStarted {
     /// `campaignId`.
     pub campaign_id: String,
@@ -134,6 +137,7 @@ pub struct CampaignStarted {
 
 /// `campaign_completed`: a campaign send finished (inbox summary).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CampaignCompleted {
     /// `campaignId`.
     pub campaign_id: String,
@@ -151,6 +155,7 @@ pub struct CampaignCompleted {
 
 /// `progress`: periodic send progress (coalescable).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Progress {
     /// `campaignId`.
     pub campaign_id: String,
@@ -168,6 +173,7 @@ pub struct Progress {
 
 /// `completed`: terminal, the send finished.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Completed {
     /// `campaignId`.
     pub campaign_id: String,
@@ -185,6 +191,7 @@ pub struct Completed {
 
 /// `failed`: terminal, the send failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Failed {
     /// `campaignId`.
     pub campaign_id: String,
@@ -198,6 +205,7 @@ pub struct Failed {
 
 /// `cancelled`: terminal, the campaign was cancelled.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Cancelled {
     /// `campaignId`.
     pub campaign_id: String,
@@ -211,6 +219,7 @@ pub struct Cancelled {
 ///
 /// Encoding writes `raw` back unchanged, so a relay forwards events newer than itself intact.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UnknownEvent {
     /// The `type` field.
     pub kind: String,
