@@ -213,6 +213,14 @@ encode_enum!(Frame, 5;
     Junk { len, byte } => 4,
 );
 
+/// The campaign of the frames built here (`c-42`, as in the samples).
+fn campaign() -> CampaignId {
+    match CampaignId::new(CAMPAIGNS[0]) {
+        Ok(id) => id,
+        Err(e) => panic!("fixed campaign id: {e}"),
+    }
+}
+
 impl Frame {
     /// The frame's bytes.
     pub fn bytes(&self) -> Vec<u8> {
@@ -231,7 +239,7 @@ impl Frame {
                 frame
             }
             Frame::Terminal { kind } => {
-                let campaign_id = "c-42".to_owned();
+                let campaign_id = campaign();
                 let event = match kind % 3 {
                     0 => CampaignEvent::Completed(Completed::new(campaign_id, 3, 3, 0, 1)),
                     1 => CampaignEvent::Failed(Failed::new(campaign_id, "relay down").with_sent(1)),
@@ -239,12 +247,17 @@ impl Frame {
                 };
                 event.encode().bytes().to_vec()
             }
-            Frame::Progress { sent } => {
-                CampaignEvent::Progress(Progress::new("c-42", u64::from(*sent), 1 << 33, 0, 0, 0))
-                    .encode()
-                    .bytes()
-                    .to_vec()
-            }
+            Frame::Progress { sent } => CampaignEvent::Progress(Progress::new(
+                campaign(),
+                u64::from(*sent),
+                1 << 33,
+                0,
+                0,
+                0,
+            ))
+            .encode()
+            .bytes()
+            .to_vec(),
             Frame::Junk { len, byte } => vec![*byte; usize::from(*len)],
         }
     }

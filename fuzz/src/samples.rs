@@ -7,6 +7,7 @@ use misar_proto::event::{
     Bounce, BounceType, CampaignCompleted, CampaignStarted, Cancelled, Complaint, Completed,
     EmailReceived, EncodedEvent, Event, Failed, Progress, Timestamp, Unsubscribe,
 };
+use misar_proto::route::CampaignId;
 
 /// The protocol source's example events, as published (pretty-printed).
 pub const SEED_EXAMPLES: [&str; 4] = [
@@ -86,6 +87,13 @@ fn ts(text: &str) -> Timestamp {
     }
 }
 
+fn campaign(id: &str) -> CampaignId {
+    match CampaignId::new(id) {
+        Ok(id) => id,
+        Err(e) => panic!("sample campaign id {id}: {e}"),
+    }
+}
+
 /// One event of every type (with and without optional fields), built from the types.
 pub fn events() -> Vec<Event> {
     let at = ts("2026-05-27T10:15:00Z");
@@ -100,22 +108,30 @@ pub fn events() -> Vec<Event> {
         .into(),
         Bounce::new("x@example.com", at.clone())
             .with_bounce_type(BounceType::Soft)
-            .with_campaign_id("c-42")
+            .with_campaign_id(campaign("c-42"))
             .into(),
         Complaint::new("x@example.com", ts("2026-05-27T10:15:00.25+05:30")).into(),
         Unsubscribe::new("x@example.com", at.clone())
-            .with_campaign_id("c-42")
+            .with_campaign_id(campaign("c-42"))
             .into(),
-        CampaignStarted::new("c-42", "May Newsletter", 10_000, at.clone()).into(),
-        CampaignCompleted::new("c-42", "May Newsletter", 10_000, 9_855, 2_340, at.clone()).into(),
-        Progress::new("c-42", 2_500, 10_000, 2_480, 20, 450).into(),
-        Completed::new("c-42", 10_000, 9_855, 145, 2_340)
+        CampaignStarted::new(campaign("c-42"), "May Newsletter", 10_000, at.clone()).into(),
+        CampaignCompleted::new(
+            campaign("c-42"),
+            "May Newsletter",
+            10_000,
+            9_855,
+            2_340,
+            at.clone(),
+        )
+        .into(),
+        Progress::new(campaign("c-42"), 2_500, 10_000, 2_480, 20, 450).into(),
+        Completed::new(campaign("c-42"), 10_000, 9_855, 145, 2_340)
             .with_completed_at(at.clone())
             .into(),
-        Failed::new("c-42", "relay refused")
+        Failed::new(campaign("c-42"), "relay refused")
             .with_failed_at(at)
             .into(),
-        Cancelled::new("c-42").with_sent(u64::MAX).into(),
+        Cancelled::new(campaign("c-42")).with_sent(u64::MAX).into(),
     ]
 }
 

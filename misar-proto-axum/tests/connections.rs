@@ -24,11 +24,24 @@ fn email(n: usize) -> InboxEvent {
 }
 
 fn progress(campaign: &str, sent: u64) -> CampaignEvent {
-    CampaignEvent::Progress(Progress::new(campaign, sent, 100, sent, 0, 0))
+    CampaignEvent::Progress(Progress::new(
+        CampaignId::new(campaign).unwrap(),
+        sent,
+        100,
+        sent,
+        0,
+        0,
+    ))
 }
 
 fn completed(campaign: &str) -> CampaignEvent {
-    CampaignEvent::Completed(Completed::new(campaign, 100, 99, 1, 10))
+    CampaignEvent::Completed(Completed::new(
+        CampaignId::new(campaign).unwrap(),
+        100,
+        99,
+        1,
+        10,
+    ))
 }
 
 fn text_of(bytes: &bytes::Bytes) -> String {

@@ -105,12 +105,19 @@ pub fn email(i: usize, pad: usize) -> InboxEvent {
 
 /// A `progress` of `campaign` with `sent` sent.
 pub fn progress(campaign: &str, sent: u64) -> CampaignEvent {
-    CampaignEvent::Progress(Progress::new(campaign, sent, 1000, sent, 0, 0))
+    CampaignEvent::Progress(Progress::new(
+        self::campaign(campaign),
+        sent,
+        1000,
+        sent,
+        0,
+        0,
+    ))
 }
 
 /// The `completed` of `campaign`.
 pub fn completed(campaign: &str) -> CampaignEvent {
-    CampaignEvent::Completed(Completed::new(campaign, 1000, 990, 10, 300))
+    CampaignEvent::Completed(Completed::new(self::campaign(campaign), 1000, 990, 10, 300))
 }
 
 /// The text an inbox event is sent as.

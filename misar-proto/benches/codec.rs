@@ -7,7 +7,7 @@
 //! throughput is in bytes of the encoded event. All three decode the same bytes (ours). Our
 //! encode includes turning the buffer into the shared `Bytes`; the derive peer stops at its
 //! `Vec<u8>`, so the comparison leans against us. Our decode also validates timestamps and
-//! dispatches on `type`, which the derive structs do not.
+//! campaign ids and dispatches on `type`, which the derive structs do not.
 
 use std::hint::black_box;
 
@@ -17,6 +17,7 @@ use misar_proto::event::{
     Bounce, BounceType, CampaignCompleted, CampaignStarted, Cancelled, Complaint, Completed,
     EmailReceived, Event, Failed, Progress, Timestamp, Unsubscribe, decode_campaign, decode_inbox,
 };
+use misar_proto::route::CampaignId;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -156,6 +157,10 @@ fn ts() -> Timestamp {
     Timestamp::parse(AT).unwrap()
 }
 
+fn id() -> CampaignId {
+    CampaignId::new(CAMPAIGN).unwrap()
+}
+
 fn s(v: &str) -> String {
     v.to_owned()
 }
@@ -188,7 +193,7 @@ fn codec(c: &mut Criterion) {
             .with_reason(s(
                 "550 5.1.1 The email account that you tried to reach does not exist",
             ))
-            .with_campaign_id(s(CAMPAIGN))
+            .with_campaign_id(id())
             .into(),
         DBounce {
             kind: s("bounce"),
@@ -204,7 +209,7 @@ fn codec(c: &mut Criterion) {
     run(
         c,
         Complaint::new(s("annoyed@example.net"), ts())
-            .with_campaign_id(s(CAMPAIGN))
+            .with_campaign_id(id())
             .into(),
         DComplaint {
             kind: s("complaint"),
@@ -216,7 +221,7 @@ fn codec(c: &mut Criterion) {
     run(
         c,
         Unsubscribe::new(s("leaving@example.net"), ts())
-            .with_campaign_id(s(CAMPAIGN))
+            .with_campaign_id(id())
             .into(),
         DUnsubscribe {
             kind: s("unsubscribe"),
@@ -227,7 +232,7 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        CampaignStarted::new(s(CAMPAIGN), s("May Newsletter"), 10_000, ts()).into(),
+        CampaignStarted::new(id(), s("May Newsletter"), 10_000, ts()).into(),
         DCampaignStarted {
             kind: s("campaign_started"),
             campaign_id: s(CAMPAIGN),
@@ -238,7 +243,7 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        CampaignCompleted::new(s(CAMPAIGN), s("May Newsletter"), 10_000, 9_855, 2_340, ts()).into(),
+        CampaignCompleted::new(id(), s("May Newsletter"), 10_000, 9_855, 2_340, ts()).into(),
         DCampaignCompleted {
             kind: s("campaign_completed"),
             campaign_id: s(CAMPAIGN),
@@ -251,7 +256,7 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        Progress::new(s(CAMPAIGN), 2_500, 10_000, 2_480, 20, 450).into(),
+        Progress::new(id(), 2_500, 10_000, 2_480, 20, 450).into(),
         DProgress {
             kind: s("progress"),
             campaign_id: s(CAMPAIGN),
@@ -264,7 +269,7 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        Completed::new(s(CAMPAIGN), 10_000, 9_855, 145, 2_340)
+        Completed::new(id(), 10_000, 9_855, 145, 2_340)
             .with_completed_at(ts())
             .into(),
         DCompleted {
@@ -280,7 +285,7 @@ fn codec(c: &mut Criterion) {
     run(
         c,
         Failed::new(
-            s(CAMPAIGN),
+            id(),
             s("SMTP relay refused the connection: 421 too many connections"),
         )
         .with_sent(120)
@@ -296,7 +301,7 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        Cancelled::new(s(CAMPAIGN))
+        Cancelled::new(id())
             .with_sent(4_000)
             .with_cancelled_at(ts())
             .into(),

@@ -16,6 +16,12 @@
 //! | [`client`] | [`client::ClientSession`]: handshake request, decoding, liveness, advice |
 //! | [`backoff`] | reconnect delays: exponential backoff with full jitter |
 //! | `testing` | the deterministic `Pair` harness (cargo feature `testing`) |
+//!
+//! Values are checked where they enter: an event's `campaignId` is a [`route::CampaignId`]
+//! (the same 1–128 characters of `[A-Za-z0-9_-]` as the channel's path), so decoding refuses
+//! a frame whose `campaignId` is anything else, naming the field; timestamps are validated
+//! [`event::Timestamp`]s. The event structs are `#[non_exhaustive]` and built with their
+//! `new` and `with_*` methods.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

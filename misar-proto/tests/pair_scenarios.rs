@@ -42,12 +42,12 @@ fn pair(channel: Channel) -> Pair {
 }
 
 fn progress(sent: u64) -> EncodedEvent {
-    CampaignEvent::Progress(Progress::new("spring-sale", sent, 1000, sent, 0, 0)).encode()
+    CampaignEvent::Progress(Progress::new(cid("spring-sale"), sent, 1000, sent, 0, 0)).encode()
 }
 
 fn completed() -> EncodedEvent {
     CampaignEvent::Completed(
-        Completed::new("spring-sale", 1000, 990, 10, 400)
+        Completed::new(cid("spring-sale"), 1000, 990, 10, 400)
             .with_completed_at(Timestamp::parse("2026-05-27T11:00:00Z").unwrap()),
     )
     .encode()
@@ -514,4 +514,9 @@ fn query_style_clients_are_accepted_too() {
     );
     pair.run_for(secs(31));
     assert_eq!(pair.ping_times().len(), 1);
+}
+
+/// A campaign id from a literal the test knows to be valid.
+fn cid(id: &str) -> misar_proto::route::CampaignId {
+    misar_proto::route::CampaignId::new(id).expect("a valid campaign id")
 }

@@ -213,11 +213,11 @@ pub fn drive_client(
 }
 
 /// The campaign's progress as the application publishes it: `steps` updates, then completion.
-pub fn campaign_events(campaign: &str, steps: u64) -> Vec<CampaignEvent> {
+pub fn campaign_events(campaign: &CampaignId, steps: u64) -> Vec<CampaignEvent> {
     let mut events: Vec<CampaignEvent> = (1..=steps)
         .map(|step| {
             CampaignEvent::Progress(Progress::new(
-                campaign,
+                campaign.clone(),
                 step * 100,
                 steps * 100,
                 step * 98,
@@ -227,7 +227,7 @@ pub fn campaign_events(campaign: &str, steps: u64) -> Vec<CampaignEvent> {
         })
         .collect();
     events.push(CampaignEvent::Completed(Completed::new(
-        campaign,
+        campaign.clone(),
         steps * 100,
         steps * 98,
         steps * 2,
@@ -246,7 +246,7 @@ pub fn run() -> Result<Report, String> {
         pong_timeout: Duration::from_millis(200),
         ..ClientConfig::new("ws://in-memory.example/mail/ws", key)
     };
-    let mut client = ClientSession::new(config, Channel::Campaign(campaign));
+    let mut client = ClientSession::new(config, Channel::Campaign(campaign.clone()));
     let mut report = Report {
         events: Vec::new(),
         pings: 0,
@@ -287,7 +287,7 @@ pub fn run() -> Result<Report, String> {
     let publisher = {
         let to_server = to_server.clone();
         thread::spawn(move || {
-            for event in campaign_events("spring-sale", 10) {
+            for event in campaign_events(&campaign, 10) {
                 thread::sleep(Duration::from_millis(20));
                 if to_server
                     .send(ServerInput::Publish(event.encode()))

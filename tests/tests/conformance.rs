@@ -539,25 +539,25 @@ fn every_inbox_event() -> Vec<InboxEvent> {
             Bounce::new("gone@example.com", ts("2026-05-27T10:16:00Z"))
                 .with_bounce_type(BounceType::Hard)
                 .with_reason("550 no such user")
-                .with_campaign_id("camp-alice"),
+                .with_campaign_id(cid("camp-alice")),
         ),
         InboxEvent::Bounce(Bounce::new("later@example.com", ts("2026-05-27T10:16:30Z"))),
         InboxEvent::Complaint(
             Complaint::new("angry@example.com", ts("2026-05-27T10:17:00Z"))
-                .with_campaign_id("camp-alice"),
+                .with_campaign_id(cid("camp-alice")),
         ),
         InboxEvent::Unsubscribe(Unsubscribe::new(
             "bye@example.com",
             ts("2026-05-27T10:18:00Z"),
         )),
         InboxEvent::CampaignStarted(CampaignStarted::new(
-            "camp-alice",
+            cid("camp-alice"),
             "May Newsletter",
             u64::MAX,
             ts("2026-05-27T10:19:00Z"),
         )),
         InboxEvent::CampaignCompleted(CampaignCompleted::new(
-            "camp-alice",
+            cid("camp-alice"),
             "May Newsletter",
             10_000,
             9_855,
@@ -1291,11 +1291,13 @@ fn mixed_inbox(seq: u64) -> InboxEvent {
         ),
         2 => InboxEvent::Complaint(Complaint::new(format!("u{seq}@example.com"), at)),
         3 => InboxEvent::Unsubscribe(
-            Unsubscribe::new(format!("u{seq}@example.com"), at).with_campaign_id("camp-alice"),
+            Unsubscribe::new(format!("u{seq}@example.com"), at).with_campaign_id(cid("camp-alice")),
         ),
-        4 => InboxEvent::CampaignStarted(CampaignStarted::new(format!("c{seq}"), "n", seq, at)),
+        4 => {
+            InboxEvent::CampaignStarted(CampaignStarted::new(cid(&format!("c{seq}")), "n", seq, at))
+        }
         _ => InboxEvent::CampaignCompleted(CampaignCompleted::new(
-            format!("c{seq}"),
+            cid(&format!("c{seq}")),
             "n",
             seq,
             seq,
@@ -2023,4 +2025,9 @@ async fn s2_9_revocation_closes_with_4401_or_4403_and_touches_nobody_else() {
     );
     assert_eq!(next_event(&mut bob_campaign).await, Event::Campaign(step));
     server.wait_connections(2).await;
+}
+
+/// A campaign id from a literal the test knows to be valid.
+fn cid(id: &str) -> misar_proto::route::CampaignId {
+    misar_proto::route::CampaignId::new(id).expect("a valid campaign id")
 }

@@ -99,7 +99,7 @@ async fn campaigns(demo: Arc<Demo>, tick: Duration) {
         // Owned by alice before anyone hears of it, so her campaign sockets are accepted.
         demo.add_campaign(id.clone(), alice.clone());
         let started = InboxEvent::CampaignStarted(CampaignStarted::new(
-            id.to_string(),
+            id.clone(),
             name.clone(),
             total,
             clock::now(),
@@ -115,7 +115,7 @@ async fn campaigns(demo: Arc<Demo>, tick: Duration) {
             delivered = sent - bounced;
             opened = delivered / 4;
             let progress = CampaignEvent::Progress(Progress::new(
-                id.to_string(),
+                id.clone(),
                 sent,
                 total,
                 delivered,
@@ -129,14 +129,14 @@ async fn campaigns(demo: Arc<Demo>, tick: Duration) {
         }
         let completed_at = clock::now();
         let completed = CampaignEvent::Completed(
-            Completed::new(id.to_string(), total, delivered, bounced, opened)
+            Completed::new(id.clone(), total, delivered, bounced, opened)
                 .with_completed_at(completed_at.clone()),
         );
         if let Err(e) = demo.hub.publish_campaign(&id, &completed).await {
             tracing::warn!(error = %e, "simulation: publish failed");
         }
         let summary = InboxEvent::CampaignCompleted(CampaignCompleted::new(
-            id.to_string(),
+            id.clone(),
             name,
             total,
             delivered,

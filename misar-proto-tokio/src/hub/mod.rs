@@ -336,11 +336,11 @@ impl Hub {
                 });
             }
             _ => match event.campaign_id() {
-                Some(id) if id == campaign.as_str() => {}
+                Some(id) if id == campaign => {}
                 found => {
                     return Err(PublishError::CampaignMismatch {
                         target: campaign.clone(),
-                        found: found.unwrap_or_default().to_owned(),
+                        found: found.map(CampaignId::to_string).unwrap_or_default(),
                     });
                 }
             },

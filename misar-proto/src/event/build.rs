@@ -20,6 +20,7 @@ use super::{
     Bounce, BounceType, CampaignCompleted, CampaignStarted, Cancelled, Complaint, Completed,
     EmailReceived, Failed, Progress, Timestamp, UnknownEvent, Unsubscribe,
 };
+use crate::route::CampaignId;
 
 impl EmailReceived {
     /// An `email_received` with its required fields and no optional one.
@@ -80,8 +81,8 @@ impl Bounce {
 
     /// With `campaignId`.
     #[must_use]
-    pub fn with_campaign_id(mut self, campaign_id: impl Into<String>) -> Self {
-        self.campaign_id = Some(campaign_id.into());
+    pub fn with_campaign_id(mut self, campaign_id: CampaignId) -> Self {
+        self.campaign_id = Some(campaign_id);
         self
     }
 }
@@ -98,8 +99,8 @@ impl Complaint {
 
     /// With `campaignId`.
     #[must_use]
-    pub fn with_campaign_id(mut self, campaign_id: impl Into<String>) -> Self {
-        self.campaign_id = Some(campaign_id.into());
+    pub fn with_campaign_id(mut self, campaign_id: CampaignId) -> Self {
+        self.campaign_id = Some(campaign_id);
         self
     }
 }
@@ -116,8 +117,8 @@ impl Unsubscribe {
 
     /// With `campaignId`.
     #[must_use]
-    pub fn with_campaign_id(mut self, campaign_id: impl Into<String>) -> Self {
-        self.campaign_id = Some(campaign_id.into());
+    pub fn with_campaign_id(mut self, campaign_id: CampaignId) -> Self {
+        self.campaign_id = Some(campaign_id);
         self
     }
 }
@@ -125,13 +126,13 @@ impl Unsubscribe {
 impl CampaignStarted {
     /// A `campaign_started` (it has no optional field).
     pub fn new(
-        campaign_id: impl Into<String>,
+        campaign_id: CampaignId,
         campaign_name: impl Into<String>,
         total: u64,
         started_at: Timestamp,
     ) -> Self {
         Self {
-            campaign_id: campaign_id.into(),
+            campaign_id,
             campaign_name: campaign_name.into(),
             total,
             started_at,
@@ -143,7 +144,7 @@ impl CampaignCompleted {
     /// A `campaign_completed` (it has no optional field). The counts come in wire order:
     /// `sent`, `delivered`, `opened`.
     pub fn new(
-        campaign_id: impl Into<String>,
+        campaign_id: CampaignId,
         campaign_name: impl Into<String>,
         sent: u64,
         delivered: u64,
@@ -151,7 +152,7 @@ impl CampaignCompleted {
         completed_at: Timestamp,
     ) -> Self {
         Self {
-            campaign_id: campaign_id.into(),
+            campaign_id,
             campaign_name: campaign_name.into(),
             sent,
             delivered,
@@ -165,7 +166,7 @@ impl Progress {
     /// A `progress` (it has no optional field). The counts come in wire order: `sent`,
     /// `total`, `delivered`, `bounced`, `opened`.
     pub fn new(
-        campaign_id: impl Into<String>,
+        campaign_id: CampaignId,
         sent: u64,
         total: u64,
         delivered: u64,
@@ -173,7 +174,7 @@ impl Progress {
         opened: u64,
     ) -> Self {
         Self {
-            campaign_id: campaign_id.into(),
+            campaign_id,
             sent,
             total,
             delivered,
@@ -187,14 +188,14 @@ impl Completed {
     /// A `completed` with its required fields and no `completedAt`. The counts come in wire
     /// order: `sent`, `delivered`, `bounced`, `opened`.
     pub fn new(
-        campaign_id: impl Into<String>,
+        campaign_id: CampaignId,
         sent: u64,
         delivered: u64,
         bounced: u64,
         opened: u64,
     ) -> Self {
         Self {
-            campaign_id: campaign_id.into(),
+            campaign_id,
             sent,
             delivered,
             bounced,
@@ -213,9 +214,9 @@ impl Completed {
 
 impl Failed {
     /// A `failed` with its required fields and no optional one.
-    pub fn new(campaign_id: impl Into<String>, error: impl Into<String>) -> Self {
+    pub fn new(campaign_id: CampaignId, error: impl Into<String>) -> Self {
         Self {
-            campaign_id: campaign_id.into(),
+            campaign_id,
             error: error.into(),
             sent: None,
             failed_at: None,
@@ -239,9 +240,9 @@ impl Failed {
 
 impl Cancelled {
     /// A `cancelled` with its required field and no optional one.
-    pub fn new(campaign_id: impl Into<String>) -> Self {
+    pub fn new(campaign_id: CampaignId) -> Self {
         Self {
-            campaign_id: campaign_id.into(),
+            campaign_id,
             sent: None,
             cancelled_at: None,
         }
@@ -283,6 +284,10 @@ mod tests {
         Timestamp::parse("2026-05-27T10:15:00Z").unwrap()
     }
 
+    fn cid() -> CampaignId {
+        CampaignId::new("c-1").unwrap()
+    }
+
     #[test]
     fn constructors_set_what_they_are_given_and_nothing_else() {
         let e = EmailReceived::new("a@x", "s", at());
@@ -292,15 +297,15 @@ mod tests {
         assert_eq!(e.to.as_deref(), Some("t"));
         assert_eq!((e.from.as_str(), e.subject.as_str()), ("a@x", "s"));
 
-        let p = Progress::new("c", 1, 2, 3, 4, 5);
+        let p = Progress::new(cid(), 1, 2, 3, 4, 5);
         assert_eq!(
             (p.sent, p.total, p.delivered, p.bounced, p.opened),
             (1, 2, 3, 4, 5)
         );
-        let c = Completed::new("c", 1, 2, 3, 4);
+        let c = Completed::new(cid(), 1, 2, 3, 4);
         assert_eq!((c.sent, c.delivered, c.bounced, c.opened), (1, 2, 3, 4));
         assert_eq!(c.completed_at, None);
-        let c = CampaignCompleted::new("c", "n", 1, 2, 3, at());
+        let c = CampaignCompleted::new(cid(), "n", 1, 2, 3, at());
         assert_eq!((c.sent, c.delivered, c.opened), (1, 2, 3));
     }
 
@@ -314,26 +319,26 @@ mod tests {
             Bounce::new("a@x", at())
                 .with_bounce_type(BounceType::Soft)
                 .with_reason("r")
-                .with_campaign_id("c-1")
+                .with_campaign_id(cid())
                 .into(),
-            Complaint::new("a@x", at()).with_campaign_id("c-1").into(),
-            Unsubscribe::new("a@x", at()).with_campaign_id("c-1").into(),
-            CampaignStarted::new("c-1", "n", 9, at()).into(),
-            CampaignCompleted::new("c-1", "n", 3, 2, 1, at()).into(),
+            Complaint::new("a@x", at()).with_campaign_id(cid()).into(),
+            Unsubscribe::new("a@x", at()).with_campaign_id(cid()).into(),
+            CampaignStarted::new(cid(), "n", 9, at()).into(),
+            CampaignCompleted::new(cid(), "n", 3, 2, 1, at()).into(),
         ];
         for e in inbox {
             assert_eq!(decode_inbox(e.encode().bytes()), Ok(e));
         }
         let campaign: Vec<CampaignEvent> = vec![
-            Progress::new("c-1", 1, 2, 3, 4, 5).into(),
-            Completed::new("c-1", 1, 2, 3, 4)
+            Progress::new(cid(), 1, 2, 3, 4, 5).into(),
+            Completed::new(cid(), 1, 2, 3, 4)
                 .with_completed_at(at())
                 .into(),
-            Failed::new("c-1", "e")
+            Failed::new(cid(), "e")
                 .with_sent(7)
                 .with_failed_at(at())
                 .into(),
-            Cancelled::new("c-1")
+            Cancelled::new(cid())
                 .with_sent(7)
                 .with_cancelled_at(at())
                 .into(),

@@ -7,6 +7,12 @@
 //! - Decoding: [`decode_inbox`], [`decode_campaign`], [`decode`] or a [`Decoder`] with its own
 //!   size limit. Unknown fields are ignored, an unknown `type` is kept, anything else wrong is a
 //!   [`DecodeError`] naming the field.
+//! - Campaign ids: every field that holds one (`campaignId` of `bounce`, `complaint`,
+//!   `unsubscribe`, `campaign_started`, `campaign_completed` and of the four campaign-channel
+//!   types) is a [`CampaignId`] (1–128 characters of `[A-Za-z0-9_-]`, as in the channel's
+//!   path, §2.1): a frame whose `campaignId` is not one is refused with
+//!   [`DecodeError::InvalidField`] naming `campaignId` ([`FieldError::CampaignId`]), and the
+//!   `campaign_id()` accessors return `Option<&CampaignId>`.
 //! - Building: the event structs are `#[non_exhaustive]` (§2.4 may gain optional fields):
 //!   build one with its `new` (the required fields, in wire order) and `with_*` methods (the
 //!   optional ones), e.g. [`EmailReceived::new`]; fields stay public to read and change.
@@ -15,19 +21,25 @@
 //!
 //! ```
 //! use misar_proto::event::{decode_campaign, CampaignEvent, EventClass, Progress};
+//! use misar_proto::route::CampaignId;
 //!
+//! let campaign = CampaignId::new("c-42")?;
 //! // campaignId, sent, total, delivered, bounced, opened
-//! let event = CampaignEvent::Progress(Progress::new("c-42", 2500, 10000, 2480, 20, 450));
+//! let event = CampaignEvent::Progress(Progress::new(campaign.clone(), 2500, 10000, 2480, 20, 450));
 //! let encoded = event.encode();
 //! assert_eq!(
 //!     encoded.bytes().as_ref(),
 //!     br#"{"type":"progress","campaignId":"c-42","sent":2500,"total":10000,"delivered":2480,"bounced":20,"opened":450}"#
 //! );
 //! assert_eq!(encoded.class(), EventClass::Progress);
-//! assert_eq!(decode_campaign(encoded.bytes()), Ok(event));
+//! assert_eq!(decode_campaign(encoded.bytes()), Ok(event.clone()));
+//! assert_eq!(event.campaign_id(), Some(&campaign));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use bytes::Bytes;
+
+use crate::route::CampaignId;
 
 mod build;
 mod decode;
@@ -92,7 +104,7 @@ pub struct Bounce {
     /// `reason?`.
     pub reason: Option<String>,
     /// `campaignId?`.
-    pub campaign_id: Option<String>,
+    pub campaign_id: Option<CampaignId>,
     /// `bouncedAt`.
     pub bounced_at: Timestamp,
 }
@@ -104,7 +116,7 @@ pub struct Complaint {
     /// `email`.
     pub email: String,
     /// `campaignId?`.
-    pub campaign_id: Option<String>,
+    pub campaign_id: Option<CampaignId>,
     /// `complainedAt`.
     pub complained_at: Timestamp,
 }
@@ -116,7 +128,7 @@ pub struct Unsubscribe {
     /// `email`.
     pub email: String,
     /// `campaignId?`.
-    pub campaign_id: Option<String>,
+    pub campaign_id: Option<CampaignId>,
     /// `unsubscribedAt`.
     pub unsubscribed_at: Timestamp,
 }
@@ -126,7 +138,7 @@ pub struct Unsubscribe {
 #[non_exhaustive]
 pub struct CampaignStarted {
     /// `campaignId`.
-    pub campaign_id: String,
+    pub campaign_id: CampaignId,
     /// `campaignName`.
     pub campaign_name: String,
     /// `total`.
@@ -140,7 +152,7 @@ pub struct CampaignStarted {
 #[non_exhaustive]
 pub struct CampaignCompleted {
     /// `campaignId`.
-    pub campaign_id: String,
+    pub campaign_id: CampaignId,
     /// `campaignName`.
     pub campaign_name: String,
     /// `sent`.
@@ -158,7 +170,7 @@ pub struct CampaignCompleted {
 #[non_exhaustive]
 pub struct Progress {
     /// `campaignId`.
-    pub campaign_id: String,
+    pub campaign_id: CampaignId,
     /// `sent`.
     pub sent: u64,
     /// `total`.
@@ -176,7 +188,7 @@ pub struct Progress {
 #[non_exhaustive]
 pub struct Completed {
     /// `campaignId`.
-    pub campaign_id: String,
+    pub campaign_id: CampaignId,
     /// `sent`.
     pub sent: u64,
     /// `delivered`.
@@ -194,7 +206,7 @@ pub struct Completed {
 #[non_exhaustive]
 pub struct Failed {
     /// `campaignId`.
-    pub campaign_id: String,
+    pub campaign_id: CampaignId,
     /// `error`.
     pub error: String,
     /// `sent?`.
@@ -208,7 +220,7 @@ pub struct Failed {
 #[non_exhaustive]
 pub struct Cancelled {
     /// `campaignId`.
-    pub campaign_id: String,
+    pub campaign_id: CampaignId,
     /// `sent?`.
     pub sent: Option<u64>,
     /// `cancelledAt?`.
@@ -338,11 +350,11 @@ impl InboxEvent {
     }
 
     /// The campaign the event is about, when it names one.
-    pub fn campaign_id(&self) -> Option<&str> {
+    pub fn campaign_id(&self) -> Option<&CampaignId> {
         match self {
-            InboxEvent::Bounce(e) => e.campaign_id.as_deref(),
-            InboxEvent::Complaint(e) => e.campaign_id.as_deref(),
-            InboxEvent::Unsubscribe(e) => e.campaign_id.as_deref(),
+            InboxEvent::Bounce(e) => e.campaign_id.as_ref(),
+            InboxEvent::Complaint(e) => e.campaign_id.as_ref(),
+            InboxEvent::Unsubscribe(e) => e.campaign_id.as_ref(),
             InboxEvent::CampaignStarted(e) => Some(&e.campaign_id),
             InboxEvent::CampaignCompleted(e) => Some(&e.campaign_id),
             InboxEvent::EmailReceived(_) | InboxEvent::Unknown(_) => None,
@@ -368,7 +380,7 @@ impl CampaignEvent {
     }
 
     /// The campaign the event is about (`None` only for an unknown event).
-    pub fn campaign_id(&self) -> Option<&str> {
+    pub fn campaign_id(&self) -> Option<&CampaignId> {
         match self {
             CampaignEvent::Progress(e) => Some(&e.campaign_id),
             CampaignEvent::Completed(e) => Some(&e.campaign_id),
@@ -409,7 +421,7 @@ impl Event {
     }
 
     /// The campaign the event is about, when it names one.
-    pub fn campaign_id(&self) -> Option<&str> {
+    pub fn campaign_id(&self) -> Option<&CampaignId> {
         match self {
             Event::Inbox(e) => e.campaign_id(),
             Event::Campaign(e) => e.campaign_id(),

@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 
-use super::{CampaignEvent, DecodeError, Decoder, EncodedEvent, InboxEvent};
+use super::{DecodeError, Decoder, EncodedEvent, InboxEvent};
 use crate::route::CampaignId;
 
 /// The prefix every encoded event starts with: a compact object, `type` first (§2.4).
@@ -34,7 +34,7 @@ pub enum FromJsonError {
         /// The campaign the bytes were received for.
         expected: CampaignId,
         /// The event's `campaignId`.
-        found: String,
+        found: CampaignId,
     },
     /// A valid event, but not laid out as [`encode`](InboxEvent::encode) writes it (compact,
     /// `type` first, nothing around the object): the bytes go to clients unchanged, so they
@@ -81,9 +81,10 @@ impl EncodedEvent {
         })
     }
 
-    /// Wraps `bytes`, an event of `campaign`'s channel as [`CampaignEvent::encode`] writes it,
-    /// after decoding it once to check and classify it (`progress` is coalescable; `completed`,
-    /// `failed` and `cancelled` are terminal). The result shares `bytes`.
+    /// Wraps `bytes`, an event of `campaign`'s channel as
+    /// [`CampaignEvent::encode`](super::CampaignEvent::encode) writes it, after decoding it
+    /// once to check and classify it (`progress` is coalescable; `completed`, `failed` and
+    /// `cancelled` are terminal). The result shares `bytes`.
     ///
     /// Refused as [`from_inbox_json`](Self::from_inbox_json) refuses, and also an event whose
     /// `campaignId` is not `campaign`.
@@ -111,21 +112,20 @@ impl EncodedEvent {
     ) -> Result<EncodedEvent, FromJsonError> {
         check_compact(&bytes)?;
         let event = unlimited().campaign(&bytes)?;
-        match &event {
-            CampaignEvent::Unknown(unknown) => {
-                return Err(FromJsonError::UnknownType {
-                    kind: unknown.kind.clone(),
+        match event.campaign_id() {
+            Some(id) if id == campaign => {}
+            Some(found) => {
+                return Err(FromJsonError::CampaignMismatch {
+                    expected: campaign.clone(),
+                    found: found.clone(),
                 });
             }
-            _ => match event.campaign_id() {
-                Some(id) if id == campaign.as_str() => {}
-                found => {
-                    return Err(FromJsonError::CampaignMismatch {
-                        expected: campaign.clone(),
-                        found: found.unwrap_or_default().to_owned(),
-                    });
-                }
-            },
+            // Every known campaign type names its campaign: only an unknown one has none.
+            None => {
+                return Err(FromJsonError::UnknownType {
+                    kind: event.type_name().to_owned(),
+                });
+            }
         }
         Ok(EncodedEvent {
             bytes,
@@ -154,7 +154,8 @@ fn check_compact(bytes: &[u8]) -> Result<(), FromJsonError> {
 mod tests {
     use super::*;
     use crate::event::{
-        Cancelled, EmailReceived, EventClass, Failed, Progress, Timestamp, UnknownEvent,
+        CampaignEvent, Cancelled, EmailReceived, EventClass, Failed, Progress, Timestamp,
+        UnknownEvent,
     };
 
     fn campaign(id: &str) -> CampaignId {
@@ -180,22 +181,8 @@ mod tests {
     #[test]
     fn campaign_classes() {
         let id = campaign("c1");
-        let progress = CampaignEvent::Progress(Progress {
-            campaign_id: "c1".into(),
-            sent: 1,
-            total: 2,
-            delivered: 1,
-            bounced: 0,
-            opened: 0,
-        })
-        .encode();
-        let failed = CampaignEvent::Failed(Failed {
-            campaign_id: "c1".into(),
-            error: "smtp".into(),
-            sent: None,
-            failed_at: None,
-        })
-        .encode();
+        let progress = CampaignEvent::Progress(Progress::new(id.clone(), 1, 2, 1, 0, 0)).encode();
+        let failed = CampaignEvent::Failed(Failed::new(id.clone(), "smtp")).encode();
         let got = EncodedEvent::from_campaign_json(progress.bytes().clone(), &id).unwrap();
         assert_eq!(got.class(), EventClass::Progress);
         assert_eq!(got, progress);
@@ -206,17 +193,12 @@ mod tests {
     #[test]
     fn refusals() {
         let id = campaign("c1");
-        let cancelled = CampaignEvent::Cancelled(Cancelled {
-            campaign_id: "c2".into(),
-            sent: None,
-            cancelled_at: None,
-        })
-        .encode();
+        let cancelled = CampaignEvent::Cancelled(Cancelled::new(campaign("c2"))).encode();
         assert_eq!(
             EncodedEvent::from_campaign_json(cancelled.bytes().clone(), &id),
             Err(FromJsonError::CampaignMismatch {
                 expected: id.clone(),
-                found: "c2".into()
+                found: campaign("c2")
             })
         );
         // A campaign event is not an inbox event, and the reverse.

@@ -463,26 +463,26 @@ pub fn email_tag(event: &Event) -> Option<(String, u64)> {
 }
 
 pub fn progress(campaign: &str, sent: u64, total: u64) -> CampaignEvent {
-    CampaignEvent::Progress(Progress::new(campaign, sent, total, sent, 0, sent / 2))
+    CampaignEvent::Progress(Progress::new(cid(campaign), sent, total, sent, 0, sent / 2))
 }
 
 pub fn completed(campaign: &str, sent: u64) -> CampaignEvent {
     CampaignEvent::Completed(
-        Completed::new(campaign, sent, sent, 0, sent / 2)
+        Completed::new(cid(campaign), sent, sent, 0, sent / 2)
             .with_completed_at(ts("2026-05-27T11:00:00Z")),
     )
 }
 
 pub fn failed(campaign: &str) -> CampaignEvent {
     CampaignEvent::Failed(
-        Failed::new(campaign, "smtp relay refused the batch")
+        Failed::new(cid(campaign), "smtp relay refused the batch")
             .with_sent(12)
             .with_failed_at(ts("2026-05-27T11:00:00Z")),
     )
 }
 
 pub fn cancelled(campaign: &str) -> CampaignEvent {
-    CampaignEvent::Cancelled(Cancelled::new(campaign))
+    CampaignEvent::Cancelled(Cancelled::new(cid(campaign)))
 }
 
 /// The `sent` count of a `progress` event.
