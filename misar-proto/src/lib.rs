@@ -15,6 +15,7 @@
 //! | [`server`] | [`server::ServerSession`]: heartbeat, outbound queue, limits, close |
 //! | [`client`] | [`client::ClientSession`]: handshake request, decoding, liveness, advice |
 //! | [`backoff`] | reconnect delays: exponential backoff with full jitter |
+//! | [`config`] | [`config::ConfigError`]: what the configurations' `validate` refuse |
 //! | `testing` | the deterministic `Pair` harness (cargo feature `testing`) |
 //!
 //! Values are checked where they enter: an event's `campaignId` is a [`route::CampaignId`]
@@ -29,6 +30,7 @@ pub mod auth;
 pub mod backoff;
 pub mod client;
 pub mod close;
+pub mod config;
 pub mod event;
 pub mod handshake;
 pub mod message;
