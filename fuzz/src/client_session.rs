@@ -213,6 +213,14 @@ encode_enum!(Frame, 5;
     Junk { len, byte } => 4,
 );
 
+/// The campaign of the frames built here (`c-42`, as in the samples).
+fn campaign() -> CampaignId {
+    match CampaignId::new(CAMPAIGNS[0]) {
+        Ok(id) => id,
+        Err(e) => panic!("fixed campaign id: {e}"),
+    }
+}
+
 impl Frame {
     /// The frame's bytes.
     pub fn bytes(&self) -> Vec<u8> {
@@ -231,38 +239,22 @@ impl Frame {
                 frame
             }
             Frame::Terminal { kind } => {
-                let campaign_id = "c-42".to_owned();
+                let campaign_id = campaign();
                 let event = match kind % 3 {
-                    0 => CampaignEvent::Completed(Completed {
-                        campaign_id,
-                        sent: 3,
-                        delivered: 3,
-                        bounced: 0,
-                        opened: 1,
-                        completed_at: None,
-                    }),
-                    1 => CampaignEvent::Failed(Failed {
-                        campaign_id,
-                        error: "relay down".into(),
-                        sent: Some(1),
-                        failed_at: None,
-                    }),
-                    _ => CampaignEvent::Cancelled(Cancelled {
-                        campaign_id,
-                        sent: None,
-                        cancelled_at: None,
-                    }),
+                    0 => CampaignEvent::Completed(Completed::new(campaign_id, 3, 3, 0, 1)),
+                    1 => CampaignEvent::Failed(Failed::new(campaign_id, "relay down").with_sent(1)),
+                    _ => CampaignEvent::Cancelled(Cancelled::new(campaign_id)),
                 };
                 event.encode().bytes().to_vec()
             }
-            Frame::Progress { sent } => CampaignEvent::Progress(Progress {
-                campaign_id: "c-42".into(),
-                sent: u64::from(*sent),
-                total: 1 << 33,
-                delivered: 0,
-                bounced: 0,
-                opened: 0,
-            })
+            Frame::Progress { sent } => CampaignEvent::Progress(Progress::new(
+                campaign(),
+                u64::from(*sent),
+                1 << 33,
+                0,
+                0,
+                0,
+            ))
             .encode()
             .bytes()
             .to_vec(),

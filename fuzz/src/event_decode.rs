@@ -12,14 +12,17 @@
 //!   value; `encode`, `encode_into` and [`Event::encode`] write the same bytes; an unknown
 //!   event is written back exactly as received;
 //! - [`Timestamp::parse`] keeps valid text as is, and what it accepts needs no escaping;
+//! - the input, as text, is a `campaignId` exactly when [`CampaignId::new`] accepts it: the
+//!   decoder then keeps it as is, and otherwise refuses it as an invalid `campaignId`;
 //! - the input, as (lossy) text, round-trips through every kind of string field (the
 //!   encoder's own escaping against serde_json's parser).
 
 use misar_proto::close::ChannelKind;
 use misar_proto::event::{
-    Bounce, BounceType, CampaignEvent, DecodeError, Decoder, EmailReceived, Event, Failed,
-    InboxEvent, Timestamp, decode, decode_campaign, decode_inbox,
+    Bounce, BounceType, CampaignEvent, Cancelled, DecodeError, Decoder, EmailReceived, Event,
+    Failed, FieldError, InboxEvent, Timestamp, decode, decode_campaign, decode_inbox,
 };
+use misar_proto::route::CampaignId;
 
 /// A limit small enough that the fuzzer crosses it often.
 const SMALL_LIMIT: usize = 64;
@@ -67,6 +70,7 @@ pub fn run(data: &[u8]) {
 
     if let Ok(text) = std::str::from_utf8(data) {
         check_timestamp(text);
+        check_campaign_id(text);
     }
     check_string_fields(&String::from_utf8_lossy(data));
 }
@@ -176,17 +180,38 @@ fn check_timestamp(text: &str) {
             .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'),
         "timestamp {text:?} would need escaping"
     );
-    let event = Event::from(EmailReceived {
-        from: "a".into(),
-        subject: "b".into(),
-        received_at: timestamp,
-        message_id: None,
-        to: None,
-    });
+    let event = Event::from(EmailReceived::new("a", "b", timestamp));
     assert_eq!(
         decode(ChannelKind::Inbox, event.encode().bytes()),
         Ok(event)
     );
+}
+
+fn check_campaign_id(text: &str) {
+    let quoted = match serde_json::to_string(text) {
+        Ok(quoted) => quoted,
+        Err(e) => panic!("a string is always JSON: {e}"),
+    };
+    let frame = format!(r#"{{"type":"cancelled","campaignId":{quoted}}}"#);
+    let got = Decoder::new(usize::MAX).campaign(frame.as_bytes());
+    match CampaignId::new(text) {
+        Ok(id) => {
+            assert_eq!(id.as_str(), text);
+            let event = CampaignEvent::Cancelled(Cancelled::new(id));
+            assert_eq!(got, Ok(event.clone()));
+            // Campaign ids are written without escaping.
+            let encoded = event.encode();
+            let expected = format!(r#"{{"type":"cancelled","campaignId":"{text}"}}"#);
+            assert_eq!(encoded.bytes().as_ref(), expected.as_bytes());
+        }
+        Err(reason) => assert_eq!(
+            got,
+            Err(DecodeError::InvalidField {
+                field: "campaignId",
+                reason: FieldError::CampaignId(reason),
+            })
+        ),
+    }
 }
 
 fn check_string_fields(text: &str) {
@@ -196,26 +221,17 @@ fn check_string_fields(text: &str) {
     };
     let unlimited = Decoder::new(usize::MAX);
     let events = [
-        Event::from(EmailReceived {
-            from: text.to_owned(),
-            subject: text.to_owned(),
-            received_at: at.clone(),
-            message_id: Some(text.to_owned()),
-            to: Some(String::new()),
-        }),
-        Event::from(Bounce {
-            email: text.to_owned(),
-            bounce_type: Some(BounceType::from_wire(text)),
-            reason: Some(text.to_owned()),
-            campaign_id: None,
-            bounced_at: at,
-        }),
-        Event::from(Failed {
-            campaign_id: text.to_owned(),
-            error: text.to_owned(),
-            sent: Some(u64::MAX),
-            failed_at: None,
-        }),
+        Event::from(
+            EmailReceived::new(text.to_owned(), text.to_owned(), at.clone())
+                .with_message_id(text.to_owned())
+                .with_to(String::new()),
+        ),
+        Event::from(
+            Bounce::new(text.to_owned(), at)
+                .with_bounce_type(BounceType::from_wire(text))
+                .with_reason(text.to_owned()),
+        ),
+        Event::from(Failed::new(campaign("c-42"), text.to_owned()).with_sent(u64::MAX)),
     ];
     for event in events {
         let encoded = event.encode();
@@ -227,5 +243,13 @@ fn check_string_fields(text: &str) {
             Ok(event),
             "string field round trip"
         );
+    }
+}
+
+/// A campaign id from a literal known to be valid.
+fn campaign(id: &str) -> CampaignId {
+    match CampaignId::new(id) {
+        Ok(id) => id,
+        Err(e) => panic!("fixed campaign id {id:?} refused: {e}"),
     }
 }

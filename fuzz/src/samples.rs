@@ -7,6 +7,7 @@ use misar_proto::event::{
     Bounce, BounceType, CampaignCompleted, CampaignStarted, Cancelled, Complaint, Completed,
     EmailReceived, EncodedEvent, Event, Failed, Progress, Timestamp, Unsubscribe,
 };
+use misar_proto::route::CampaignId;
 
 /// The protocol source's example events, as published (pretty-printed).
 pub const SEED_EXAMPLES: [&str; 4] = [
@@ -86,85 +87,51 @@ fn ts(text: &str) -> Timestamp {
     }
 }
 
+fn campaign(id: &str) -> CampaignId {
+    match CampaignId::new(id) {
+        Ok(id) => id,
+        Err(e) => panic!("sample campaign id {id}: {e}"),
+    }
+}
+
 /// One event of every type (with and without optional fields), built from the types.
 pub fn events() -> Vec<Event> {
     let at = ts("2026-05-27T10:15:00Z");
     vec![
-        EmailReceived {
-            from: "ana@example.com".into(),
-            subject: "Re: \"quotes\" \\ and\nnewlines \u{1f980}".into(),
-            received_at: at.clone(),
-            message_id: Some("<id@example.com>".into()),
-            to: Some("me@example.com".into()),
-        }
+        EmailReceived::new(
+            "ana@example.com",
+            "Re: \"quotes\" \\ and\nnewlines \u{1f980}",
+            at.clone(),
+        )
+        .with_message_id("<id@example.com>")
+        .with_to("me@example.com")
         .into(),
-        Bounce {
-            email: "x@example.com".into(),
-            bounce_type: Some(BounceType::Soft),
-            reason: None,
-            campaign_id: Some("c-42".into()),
-            bounced_at: at.clone(),
-        }
+        Bounce::new("x@example.com", at.clone())
+            .with_bounce_type(BounceType::Soft)
+            .with_campaign_id(campaign("c-42"))
+            .into(),
+        Complaint::new("x@example.com", ts("2026-05-27T10:15:00.25+05:30")).into(),
+        Unsubscribe::new("x@example.com", at.clone())
+            .with_campaign_id(campaign("c-42"))
+            .into(),
+        CampaignStarted::new(campaign("c-42"), "May Newsletter", 10_000, at.clone()).into(),
+        CampaignCompleted::new(
+            campaign("c-42"),
+            "May Newsletter",
+            10_000,
+            9_855,
+            2_340,
+            at.clone(),
+        )
         .into(),
-        Complaint {
-            email: "x@example.com".into(),
-            campaign_id: None,
-            complained_at: ts("2026-05-27T10:15:00.25+05:30"),
-        }
-        .into(),
-        Unsubscribe {
-            email: "x@example.com".into(),
-            campaign_id: Some("c-42".into()),
-            unsubscribed_at: at.clone(),
-        }
-        .into(),
-        CampaignStarted {
-            campaign_id: "c-42".into(),
-            campaign_name: "May Newsletter".into(),
-            total: 10_000,
-            started_at: at.clone(),
-        }
-        .into(),
-        CampaignCompleted {
-            campaign_id: "c-42".into(),
-            campaign_name: "May Newsletter".into(),
-            sent: 10_000,
-            delivered: 9_855,
-            opened: 2_340,
-            completed_at: at.clone(),
-        }
-        .into(),
-        Progress {
-            campaign_id: "c-42".into(),
-            sent: 2_500,
-            total: 10_000,
-            delivered: 2_480,
-            bounced: 20,
-            opened: 450,
-        }
-        .into(),
-        Completed {
-            campaign_id: "c-42".into(),
-            sent: 10_000,
-            delivered: 9_855,
-            bounced: 145,
-            opened: 2_340,
-            completed_at: Some(at.clone()),
-        }
-        .into(),
-        Failed {
-            campaign_id: "c-42".into(),
-            error: "relay refused".into(),
-            sent: None,
-            failed_at: Some(at),
-        }
-        .into(),
-        Cancelled {
-            campaign_id: "c-42".into(),
-            sent: Some(u64::MAX),
-            cancelled_at: None,
-        }
-        .into(),
+        Progress::new(campaign("c-42"), 2_500, 10_000, 2_480, 20, 450).into(),
+        Completed::new(campaign("c-42"), 10_000, 9_855, 145, 2_340)
+            .with_completed_at(at.clone())
+            .into(),
+        Failed::new(campaign("c-42"), "relay refused")
+            .with_failed_at(at)
+            .into(),
+        Cancelled::new(campaign("c-42")).with_sent(u64::MAX).into(),
     ]
 }
 

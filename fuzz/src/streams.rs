@@ -562,13 +562,11 @@ fn inbox_samples() -> Vec<InboxEvent> {
 
 fn inbox_event(kind: InboxKind, n: u64, pad: u8) -> InboxEvent {
     match kind {
-        InboxKind::Email => InboxEvent::EmailReceived(EmailReceived {
-            from: "ana@example.com".into(),
-            subject: format!("e{n}{}", "x".repeat(pad.into())),
-            received_at: timestamp(),
-            message_id: None,
-            to: None,
-        }),
+        InboxKind::Email => InboxEvent::EmailReceived(EmailReceived::new(
+            "ana@example.com",
+            format!("e{n}{}", "x".repeat(pad.into())),
+            timestamp(),
+        )),
         InboxKind::Sample { index } => {
             let all = inbox_samples();
             match all.get(usize::from(index) % all.len().max(1)) {
@@ -576,49 +574,43 @@ fn inbox_event(kind: InboxKind, n: u64, pad: u8) -> InboxEvent {
                 None => panic!("no inbox sample"),
             }
         }
-        InboxKind::Unknown => InboxEvent::Unknown(UnknownEvent {
-            kind: "calendar_invite".into(),
-            raw: Bytes::from(format!(r#"{{"type":"calendar_invite","n":{n}}}"#)),
-        }),
+        InboxKind::Unknown => InboxEvent::Unknown(UnknownEvent::new(
+            "calendar_invite",
+            Bytes::from(format!(r#"{{"type":"calendar_invite","n":{n}}}"#)),
+        )),
     }
 }
 
 fn campaign_event(kind: CampaignKind, id: &str, n: u64, pad: u8) -> CampaignEvent {
-    let campaign_id = id.to_owned();
+    let Ok(campaign_id) = CampaignId::new(id) else {
+        panic!("the target's campaign ids are valid: {id:?}");
+    };
     match kind {
-        CampaignKind::Progress => CampaignEvent::Progress(Progress {
+        CampaignKind::Progress => CampaignEvent::Progress(Progress::new(
             campaign_id,
-            sent: n,
-            total: 1_000_000,
-            delivered: n,
-            bounced: 0,
-            opened: u64::from(pad),
-        }),
-        CampaignKind::Completed => CampaignEvent::Completed(Completed {
-            campaign_id,
-            sent: n,
-            delivered: n,
-            bounced: 0,
-            opened: u64::from(pad),
-            completed_at: None,
-        }),
-        CampaignKind::Failed => CampaignEvent::Failed(Failed {
-            campaign_id,
-            error: format!("e{n}{}", "x".repeat(pad.into())),
-            sent: Some(n),
-            failed_at: None,
-        }),
-        CampaignKind::Cancelled => CampaignEvent::Cancelled(Cancelled {
-            campaign_id,
-            sent: Some(n),
-            cancelled_at: Some(timestamp()),
-        }),
-        CampaignKind::Unknown => CampaignEvent::Unknown(UnknownEvent {
-            kind: "paused".into(),
-            raw: Bytes::from(format!(
+            n,
+            1_000_000,
+            n,
+            0,
+            u64::from(pad),
+        )),
+        CampaignKind::Completed => {
+            CampaignEvent::Completed(Completed::new(campaign_id, n, n, 0, u64::from(pad)))
+        }
+        CampaignKind::Failed => CampaignEvent::Failed(
+            Failed::new(campaign_id, format!("e{n}{}", "x".repeat(pad.into()))).with_sent(n),
+        ),
+        CampaignKind::Cancelled => CampaignEvent::Cancelled(
+            Cancelled::new(campaign_id)
+                .with_sent(n)
+                .with_cancelled_at(timestamp()),
+        ),
+        CampaignKind::Unknown => CampaignEvent::Unknown(UnknownEvent::new(
+            "paused",
+            Bytes::from(format!(
                 r#"{{"type":"paused","campaignId":"{id}","n":{n}}}"#
             )),
-        }),
+        )),
     }
 }
 
@@ -680,11 +672,13 @@ fn expect_relayed(
         StreamKey::Campaign(id) => {
             let event = decoder.campaign(bytes)?;
             let unknown = matches!(event, CampaignEvent::Unknown(_));
-            if !unknown && event.campaign_id() != Some(id.as_str()) {
-                return Err(PublishError::CampaignMismatch {
-                    target: id.clone(),
-                    found: event.campaign_id().unwrap_or_default().to_owned(),
-                });
+            if let (false, Some(found)) = (unknown, event.campaign_id()) {
+                if found != id {
+                    return Err(PublishError::CampaignMismatch {
+                        target: id.clone(),
+                        found: found.clone(),
+                    });
+                }
             }
             Ok((event.class(), unknown))
         }
@@ -1275,7 +1269,7 @@ impl Harness {
         } else if id != CAMPAIGNS[c] {
             Err(PublishError::CampaignMismatch {
                 target: campaign(c),
-                found: id.to_owned(),
+                found: CampaignId::new(id).unwrap_or_else(|_| panic!("valid id {id:?}")),
             })
         } else {
             self.within_bound(event.encode())

@@ -110,13 +110,14 @@ async fn main() -> std::io::Result<()> {
 }
 
 fn event(seq: u64, sent_at_ns: u64, pad: usize) -> InboxEvent {
-    InboxEvent::EmailReceived(EmailReceived {
-        from: "bench@example.com".into(),
-        subject: "x".repeat(pad),
-        received_at: Timestamp::parse(RECEIVED_AT).unwrap_or_else(|_| unreachable!()),
-        message_id: Some(format!("bench-{seq}-{sent_at_ns}")),
-        to: None,
-    })
+    InboxEvent::EmailReceived(
+        EmailReceived::new(
+            "bench@example.com",
+            "x".repeat(pad),
+            Timestamp::parse(RECEIVED_AT).unwrap_or_else(|_| unreachable!()),
+        )
+        .with_message_id(format!("bench-{seq}-{sent_at_ns}")),
+    )
 }
 
 fn digits(n: u64) -> usize {

@@ -16,6 +16,7 @@ use http::header::{
 };
 use http::{HeaderValue, StatusCode};
 use hyper::upgrade::OnUpgrade;
+use misar_proto::config::ConfigError;
 use misar_proto::handshake::{
     self, Accepted, HandshakeConfig, RejectAction, Rejected, RejectionStyle, Step,
 };
@@ -158,8 +159,41 @@ impl<A: Authorizer> MisarWsBuilder<A> {
         self
     }
 
+    /// The router and its shutdown handle, after checking the sessions' configuration with
+    /// [`ServerConfig::validate`] (a zero pong timeout, close grace, queue bound or message
+    /// burst, a zero refill period, a ping interval below 1 ms).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use misar_proto_axum::{MemoryAuthorizer, MisarWs};
+    /// use misar_proto_tokio::hub::{Hub, HubConfig};
+    ///
+    /// let hub = Hub::new(HubConfig::default());
+    /// let error = MisarWs::builder(hub, MemoryAuthorizer::new())
+    ///     .pong_timeout(Duration::ZERO)
+    ///     .try_build()
+    ///     .unwrap_err();
+    /// assert_eq!(error.field, "pong_timeout");
+    /// ```
+    pub fn try_build(self) -> Result<MisarWs, ConfigError> {
+        self.server.validate()?;
+        Ok(self.assemble())
+    }
+
     /// The router and its shutdown handle.
+    ///
+    /// Infallible: a [`ServerConfig`] that [`ServerConfig::validate`] refuses is used anyway
+    /// (each session clamps the ping interval and the refill period, and the other refused
+    /// values have the effects `validate` documents), with a warning logged here. Use
+    /// [`try_build`](Self::try_build) to refuse it instead.
     pub fn build(self) -> MisarWs {
+        if let Err(error) = self.server.validate() {
+            tracing::warn!(%error, "misar-proto-axum: serving with an invalid server configuration");
+        }
+        self.assemble()
+    }
+
+    fn assemble(self) -> MisarWs {
         let grace = self
             .shutdown_grace
             .unwrap_or(self.hub.config().shutdown_grace);
@@ -454,5 +488,34 @@ mod tests {
         assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
         assert_eq!(retry_after_secs(Duration::from_secs(5)), 5);
         assert_eq!(retry_after_secs(Duration::MAX), u32::MAX);
+    }
+
+    #[tokio::test]
+    async fn try_build_refuses_an_invalid_server_config_and_build_does_not() {
+        use misar_proto::config::ConfigProblem;
+        use misar_proto_tokio::hub::HubConfig;
+
+        use crate::MemoryAuthorizer;
+
+        let builder = || MisarWs::builder(Hub::new(HubConfig::default()), MemoryAuthorizer::new());
+        assert!(builder().try_build().is_ok());
+        let error = builder()
+            .server_config(ServerConfig {
+                max_queued_events: 0,
+                ..ServerConfig::default()
+            })
+            .try_build()
+            .unwrap_err();
+        assert_eq!(
+            (error.field, error.problem),
+            ("max_queued_events", ConfigProblem::Zero)
+        );
+        let error = builder()
+            .ping_interval(Duration::ZERO)
+            .try_build()
+            .unwrap_err();
+        assert_eq!(error.field, "ping_interval");
+        // `build` serves it anyway (documented), so existing code keeps working.
+        let _ = builder().pong_timeout(Duration::ZERO).build();
     }
 }

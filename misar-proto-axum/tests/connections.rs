@@ -16,35 +16,32 @@ use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 fn email(n: usize) -> InboxEvent {
-    InboxEvent::EmailReceived(EmailReceived {
-        from: format!("sender{n}@example.com"),
-        subject: format!("message {n}"),
-        received_at: Timestamp::parse("2026-05-27T10:15:00Z").unwrap(),
-        message_id: None,
-        to: None,
-    })
+    InboxEvent::EmailReceived(EmailReceived::new(
+        format!("sender{n}@example.com"),
+        format!("message {n}"),
+        Timestamp::parse("2026-05-27T10:15:00Z").unwrap(),
+    ))
 }
 
 fn progress(campaign: &str, sent: u64) -> CampaignEvent {
-    CampaignEvent::Progress(Progress {
-        campaign_id: campaign.into(),
+    CampaignEvent::Progress(Progress::new(
+        CampaignId::new(campaign).unwrap(),
         sent,
-        total: 100,
-        delivered: sent,
-        bounced: 0,
-        opened: 0,
-    })
+        100,
+        sent,
+        0,
+        0,
+    ))
 }
 
 fn completed(campaign: &str) -> CampaignEvent {
-    CampaignEvent::Completed(Completed {
-        campaign_id: campaign.into(),
-        sent: 100,
-        delivered: 99,
-        bounced: 1,
-        opened: 10,
-        completed_at: None,
-    })
+    CampaignEvent::Completed(Completed::new(
+        CampaignId::new(campaign).unwrap(),
+        100,
+        99,
+        1,
+        10,
+    ))
 }
 
 fn text_of(bytes: &bytes::Bytes) -> String {

@@ -87,13 +87,11 @@ async fn keys_never_reach_the_logs() {
         .await;
     server.auth.fail_keys.store(false, Ordering::SeqCst);
     // Events flow, then everything shuts down.
-    let event = InboxEvent::EmailReceived(EmailReceived {
-        from: "a@example.com".into(),
-        subject: "hello".into(),
-        received_at: Timestamp::parse("2026-05-27T10:15:00Z").unwrap(),
-        message_id: None,
-        to: None,
-    });
+    let event = InboxEvent::EmailReceived(EmailReceived::new(
+        "a@example.com",
+        "hello",
+        Timestamp::parse("2026-05-27T10:15:00Z").unwrap(),
+    ));
     server
         .hub
         .publish_inbox(&AccountId::from("alice"), &event)

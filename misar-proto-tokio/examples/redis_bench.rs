@@ -178,13 +178,14 @@ async fn setup(name: &'static str, url: &str) -> Result<Setup, Box<dyn std::erro
 
 /// An inbox event carrying its number in `messageId`.
 fn event(number: u64) -> InboxEvent {
-    InboxEvent::EmailReceived(EmailReceived {
-        from: "bench@example.com".into(),
-        subject: "A subject of a typical length for an email notification".into(),
-        received_at: Timestamp::parse("2026-05-27T10:15:00Z").unwrap_or_else(|_| unreachable!()),
-        message_id: Some(number.to_string()),
-        to: None,
-    })
+    InboxEvent::EmailReceived(
+        EmailReceived::new(
+            "bench@example.com",
+            "A subject of a typical length for an email notification",
+            Timestamp::parse("2026-05-27T10:15:00Z").unwrap_or_else(|_| unreachable!()),
+        )
+        .with_message_id(number.to_string()),
+    )
 }
 
 /// Connects `setup`'s clients (account `bench`) and waits until every node is subscribed.

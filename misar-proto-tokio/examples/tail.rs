@@ -284,7 +284,7 @@ impl Output {
         // Message first, position last: each call may redraw.
         bar.set_message(format!(
             "{}: delivered {}, bounced {}, opened {}",
-            clean(&progress.campaign_id),
+            clean(progress.campaign_id.as_str()),
             progress.delivered,
             progress.bounced,
             progress.opened
@@ -419,14 +419,14 @@ fn describe_event(event: &Event) -> String {
                 "{}  campaign_started  {} ({}): {} recipients",
                 e.started_at,
                 clean(&e.campaign_name),
-                clean(&e.campaign_id),
+                clean(e.campaign_id.as_str()),
                 e.total,
             ),
             InboxEvent::CampaignCompleted(e) => format!(
                 "{}  campaign_completed  {} ({}): sent {}, delivered {}, opened {}",
                 e.completed_at,
                 clean(&e.campaign_name),
-                clean(&e.campaign_id),
+                clean(e.campaign_id.as_str()),
                 e.sent,
                 e.delivered,
                 e.opened,
@@ -437,7 +437,7 @@ fn describe_event(event: &Event) -> String {
         Event::Campaign(campaign) => match campaign {
             CampaignEvent::Progress(e) => format!(
                 "progress  {}: sent {}/{} ({}), delivered {}, bounced {}, opened {}",
-                clean(&e.campaign_id),
+                clean(e.campaign_id.as_str()),
                 e.sent,
                 e.total,
                 percent(e.sent, e.total),
@@ -447,7 +447,7 @@ fn describe_event(event: &Event) -> String {
             ),
             CampaignEvent::Completed(e) => format!(
                 "completed  {}: sent {}, delivered {}, bounced {}, opened {}{}",
-                clean(&e.campaign_id),
+                clean(e.campaign_id.as_str()),
                 e.sent,
                 e.delivered,
                 e.bounced,
@@ -456,14 +456,14 @@ fn describe_event(event: &Event) -> String {
             ),
             CampaignEvent::Failed(e) => format!(
                 "failed  {}: {}{}{}",
-                clean(&e.campaign_id),
+                clean(e.campaign_id.as_str()),
                 clean(&e.error),
                 optional("sent", e.sent),
                 optional("at", e.failed_at.as_ref()),
             ),
             CampaignEvent::Cancelled(e) => format!(
                 "cancelled  {}{}{}",
-                clean(&e.campaign_id),
+                clean(e.campaign_id.as_str()),
                 optional("sent", e.sent),
                 optional("at", e.cancelled_at.as_ref()),
             ),

@@ -103,10 +103,10 @@ async fn every_recipient_gets_the_same_bytes() {
 #[tokio::test]
 async fn publishes_that_cannot_be_validated_are_refused() {
     let hub = Hub::new(HubConfig::default());
-    let unknown = UnknownEvent {
-        kind: "future_thing".into(),
-        raw: Bytes::from_static(br#"{"type":"future_thing"}"#),
-    };
+    let unknown = UnknownEvent::new(
+        "future_thing",
+        Bytes::from_static(br#"{"type":"future_thing"}"#),
+    );
     let error = hub
         .publish_inbox(&account("a1"), &InboxEvent::Unknown(unknown.clone()))
         .await

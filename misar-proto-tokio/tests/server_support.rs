@@ -96,37 +96,28 @@ pub fn email(i: usize, pad: usize) -> InboxEvent {
     if subject.len() < pad {
         subject.push_str(&"x".repeat(pad - subject.len()));
     }
-    InboxEvent::EmailReceived(EmailReceived {
-        from: "ada@example.com".into(),
+    InboxEvent::EmailReceived(EmailReceived::new(
+        "ada@example.com",
         subject,
-        received_at: Timestamp::parse("2026-05-27T10:15:00Z").unwrap(),
-        message_id: None,
-        to: None,
-    })
+        Timestamp::parse("2026-05-27T10:15:00Z").unwrap(),
+    ))
 }
 
 /// A `progress` of `campaign` with `sent` sent.
 pub fn progress(campaign: &str, sent: u64) -> CampaignEvent {
-    CampaignEvent::Progress(Progress {
-        campaign_id: campaign.into(),
+    CampaignEvent::Progress(Progress::new(
+        self::campaign(campaign),
         sent,
-        total: 1000,
-        delivered: sent,
-        bounced: 0,
-        opened: 0,
-    })
+        1000,
+        sent,
+        0,
+        0,
+    ))
 }
 
 /// The `completed` of `campaign`.
 pub fn completed(campaign: &str) -> CampaignEvent {
-    CampaignEvent::Completed(Completed {
-        campaign_id: campaign.into(),
-        sent: 1000,
-        delivered: 990,
-        bounced: 10,
-        opened: 300,
-        completed_at: None,
-    })
+    CampaignEvent::Completed(Completed::new(self::campaign(campaign), 1000, 990, 10, 300))
 }
 
 /// The text an inbox event is sent as.

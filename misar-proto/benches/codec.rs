@@ -7,7 +7,7 @@
 //! throughput is in bytes of the encoded event. All three decode the same bytes (ours). Our
 //! encode includes turning the buffer into the shared `Bytes`; the derive peer stops at its
 //! `Vec<u8>`, so the comparison leans against us. Our decode also validates timestamps and
-//! dispatches on `type`, which the derive structs do not.
+//! campaign ids and dispatches on `type`, which the derive structs do not.
 
 use std::hint::black_box;
 
@@ -17,6 +17,7 @@ use misar_proto::event::{
     Bounce, BounceType, CampaignCompleted, CampaignStarted, Cancelled, Complaint, Completed,
     EmailReceived, Event, Failed, Progress, Timestamp, Unsubscribe, decode_campaign, decode_inbox,
 };
+use misar_proto::route::CampaignId;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -156,6 +157,10 @@ fn ts() -> Timestamp {
     Timestamp::parse(AT).unwrap()
 }
 
+fn id() -> CampaignId {
+    CampaignId::new(CAMPAIGN).unwrap()
+}
+
 fn s(v: &str) -> String {
     v.to_owned()
 }
@@ -164,13 +169,13 @@ fn s(v: &str) -> String {
 fn codec(c: &mut Criterion) {
     run(
         c,
-        EmailReceived {
-            from: s("Ana Souza <ana.souza@example.com>"),
-            subject: s("Re: Q3 planning \u{2014} agenda and notes"),
-            received_at: ts(),
-            message_id: Some(s("<CAF=x7k2Qp@mail.example.com>")),
-            to: Some(s("team@misar.io")),
-        }
+        EmailReceived::new(
+            s("Ana Souza <ana.souza@example.com>"),
+            s("Re: Q3 planning \u{2014} agenda and notes"),
+            ts(),
+        )
+        .with_message_id(s("<CAF=x7k2Qp@mail.example.com>"))
+        .with_to(s("team@misar.io"))
         .into(),
         DEmailReceived {
             kind: s("email_received"),
@@ -183,16 +188,13 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        Bounce {
-            email: s("no.such.user@example.org"),
-            bounce_type: Some(BounceType::Hard),
-            reason: Some(s(
+        Bounce::new(s("no.such.user@example.org"), ts())
+            .with_bounce_type(BounceType::Hard)
+            .with_reason(s(
                 "550 5.1.1 The email account that you tried to reach does not exist",
-            )),
-            campaign_id: Some(s(CAMPAIGN)),
-            bounced_at: ts(),
-        }
-        .into(),
+            ))
+            .with_campaign_id(id())
+            .into(),
         DBounce {
             kind: s("bounce"),
             email: s("no.such.user@example.org"),
@@ -206,12 +208,9 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        Complaint {
-            email: s("annoyed@example.net"),
-            campaign_id: Some(s(CAMPAIGN)),
-            complained_at: ts(),
-        }
-        .into(),
+        Complaint::new(s("annoyed@example.net"), ts())
+            .with_campaign_id(id())
+            .into(),
         DComplaint {
             kind: s("complaint"),
             email: s("annoyed@example.net"),
@@ -221,12 +220,9 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        Unsubscribe {
-            email: s("leaving@example.net"),
-            campaign_id: Some(s(CAMPAIGN)),
-            unsubscribed_at: ts(),
-        }
-        .into(),
+        Unsubscribe::new(s("leaving@example.net"), ts())
+            .with_campaign_id(id())
+            .into(),
         DUnsubscribe {
             kind: s("unsubscribe"),
             email: s("leaving@example.net"),
@@ -236,13 +232,7 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        CampaignStarted {
-            campaign_id: s(CAMPAIGN),
-            campaign_name: s("May Newsletter"),
-            total: 10_000,
-            started_at: ts(),
-        }
-        .into(),
+        CampaignStarted::new(id(), s("May Newsletter"), 10_000, ts()).into(),
         DCampaignStarted {
             kind: s("campaign_started"),
             campaign_id: s(CAMPAIGN),
@@ -253,15 +243,7 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        CampaignCompleted {
-            campaign_id: s(CAMPAIGN),
-            campaign_name: s("May Newsletter"),
-            sent: 10_000,
-            delivered: 9_855,
-            opened: 2_340,
-            completed_at: ts(),
-        }
-        .into(),
+        CampaignCompleted::new(id(), s("May Newsletter"), 10_000, 9_855, 2_340, ts()).into(),
         DCampaignCompleted {
             kind: s("campaign_completed"),
             campaign_id: s(CAMPAIGN),
@@ -274,15 +256,7 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        Progress {
-            campaign_id: s(CAMPAIGN),
-            sent: 2_500,
-            total: 10_000,
-            delivered: 2_480,
-            bounced: 20,
-            opened: 450,
-        }
-        .into(),
+        Progress::new(id(), 2_500, 10_000, 2_480, 20, 450).into(),
         DProgress {
             kind: s("progress"),
             campaign_id: s(CAMPAIGN),
@@ -295,15 +269,9 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        Completed {
-            campaign_id: s(CAMPAIGN),
-            sent: 10_000,
-            delivered: 9_855,
-            bounced: 145,
-            opened: 2_340,
-            completed_at: Some(ts()),
-        }
-        .into(),
+        Completed::new(id(), 10_000, 9_855, 145, 2_340)
+            .with_completed_at(ts())
+            .into(),
         DCompleted {
             kind: s("completed"),
             campaign_id: s(CAMPAIGN),
@@ -316,12 +284,12 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        Failed {
-            campaign_id: s(CAMPAIGN),
-            error: s("SMTP relay refused the connection: 421 too many connections"),
-            sent: Some(120),
-            failed_at: Some(ts()),
-        }
+        Failed::new(
+            id(),
+            s("SMTP relay refused the connection: 421 too many connections"),
+        )
+        .with_sent(120)
+        .with_failed_at(ts())
         .into(),
         DFailed {
             kind: s("failed"),
@@ -333,12 +301,10 @@ fn codec(c: &mut Criterion) {
     );
     run(
         c,
-        Cancelled {
-            campaign_id: s(CAMPAIGN),
-            sent: Some(4_000),
-            cancelled_at: Some(ts()),
-        }
-        .into(),
+        Cancelled::new(id())
+            .with_sent(4_000)
+            .with_cancelled_at(ts())
+            .into(),
         DCancelled {
             kind: s("cancelled"),
             campaign_id: s(CAMPAIGN),

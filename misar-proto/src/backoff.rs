@@ -31,6 +31,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::close::Pace;
+use crate::config::{ConfigError, nonzero_duration};
 
 /// How much larger the starting window is for [`Pace::Longer`] than for [`Pace::Normal`].
 pub const LONGER_PACE_FACTOR: u32 = 4;
@@ -46,6 +47,37 @@ pub struct BackoffConfig {
     pub base: Duration,
     /// The largest window (30 s by default). A cap below the base makes every window the cap.
     pub cap: Duration,
+}
+
+impl BackoffConfig {
+    /// Checks the configuration: a zero `base` or a zero `cap` makes every delay zero, so a
+    /// client would reconnect in a tight loop, and a crowd of clients would return all at
+    /// once (the backoff would not back off). A `cap` below the `base` is accepted: every
+    /// window is then the cap (a constant window, still jittered).
+    ///
+    /// [`Backoff::new`] does not call this (zero delays are what it then draws).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use misar_proto::backoff::BackoffConfig;
+    ///
+    /// assert!(BackoffConfig::default().validate().is_ok());
+    /// let error = BackoffConfig { base: Duration::ZERO, ..Default::default() }.validate();
+    /// assert_eq!(error.unwrap_err().field, "base");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_as("base", "cap")
+    }
+
+    /// [`validate`](Self::validate) with the fields named as given (for a nested config).
+    pub(crate) fn validate_as(
+        &self,
+        base: &'static str,
+        cap: &'static str,
+    ) -> Result<(), ConfigError> {
+        nonzero_duration(base, self.base)?;
+        nonzero_duration(cap, self.cap)
+    }
 }
 
 impl Default for BackoffConfig {
@@ -323,6 +355,34 @@ mod tests {
         backoff.attempt = u32::MAX;
         assert!(backoff.next_delay(Pace::Normal) <= Duration::from_secs(30));
         assert_eq!(backoff.attempts(), u32::MAX);
+    }
+
+    #[test]
+    fn validation_refuses_zero_base_and_cap_only() {
+        use crate::config::ConfigProblem;
+        assert_eq!(BackoffConfig::default().validate(), Ok(()));
+        let zero_base = BackoffConfig {
+            base: Duration::ZERO,
+            cap: ms(10),
+        };
+        let zero_cap = BackoffConfig {
+            base: ms(10),
+            cap: Duration::ZERO,
+        };
+        for (config, field) in [(zero_base, "base"), (zero_cap, "cap")] {
+            let error = config.validate().unwrap_err();
+            assert_eq!((error.field, error.problem), (field, ConfigProblem::Zero));
+            // What it would do: every delay is zero, however many attempts failed.
+            let mut backoff = Backoff::new(config, 1);
+            for _ in 0..10 {
+                assert_eq!(backoff.next_delay(Pace::Longer), Duration::ZERO);
+            }
+        }
+        let cap_below_base = BackoffConfig {
+            base: ms(100),
+            cap: ms(50),
+        };
+        assert_eq!(cap_below_base.validate(), Ok(()));
     }
 
     #[test]

@@ -16,7 +16,14 @@
 //! | [`streams`] | the fan-out table: subscribers, limits, late joiners, finished campaigns, revocation, publish validation |
 //! | [`client`] | [`client::ClientSession`]: handshake request, decoding, liveness, advice |
 //! | [`backoff`] | reconnect delays: exponential backoff with full jitter |
+//! | [`config`] | [`config::ConfigError`]: what the configurations' `validate` refuse |
 //! | `testing` | the deterministic `Pair` harness (cargo feature `testing`) |
+//!
+//! Values are checked where they enter: an event's `campaignId` is a [`route::CampaignId`]
+//! (the same 1–128 characters of `[A-Za-z0-9_-]` as the channel's path), so decoding refuses
+//! a frame whose `campaignId` is anything else, naming the field; timestamps are validated
+//! [`event::Timestamp`]s. The event structs are `#[non_exhaustive]` and built with their
+//! `new` and `with_*` methods.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -24,6 +31,7 @@ pub mod auth;
 pub mod backoff;
 pub mod client;
 pub mod close;
+pub mod config;
 pub mod event;
 pub mod handshake;
 pub mod message;

@@ -18,7 +18,7 @@ pub const MAX_CAMPAIGN_ID_LEN: usize = 128;
 pub struct CampaignId(Box<str>);
 
 /// Why a string is not a campaign id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
 #[non_exhaustive]
 pub enum CampaignIdError {
     /// The id is empty.
@@ -41,6 +41,17 @@ pub enum CampaignIdError {
 impl CampaignId {
     /// Validates a campaign id (already percent-decoded).
     pub fn new(id: &str) -> Result<Self, CampaignIdError> {
+        Self::validate(id)?;
+        Ok(Self(id.into()))
+    }
+
+    /// Like [`new`](Self::new), reusing the allocation of an owned string.
+    pub(crate) fn from_string(id: String) -> Result<Self, CampaignIdError> {
+        Self::validate(&id)?;
+        Ok(Self(id.into_boxed_str()))
+    }
+
+    fn validate(id: &str) -> Result<(), CampaignIdError> {
         if id.is_empty() {
             return Err(CampaignIdError::Empty);
         }
@@ -53,7 +64,7 @@ impl CampaignId {
         {
             return Err(CampaignIdError::InvalidCharacter { position });
         }
-        Ok(Self(id.into()))
+        Ok(())
     }
 
     /// The id.
@@ -78,6 +89,39 @@ impl fmt::Debug for CampaignId {
 impl fmt::Display for CampaignId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for CampaignId {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for CampaignId {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for CampaignId {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl TryFrom<String> for CampaignId {
+    type Error = CampaignIdError;
+    /// Validates an owned string, keeping its allocation.
+    fn try_from(id: String) -> Result<Self, Self::Error> {
+        Self::from_string(id)
+    }
+}
+
+impl TryFrom<&str> for CampaignId {
+    type Error = CampaignIdError;
+    fn try_from(id: &str) -> Result<Self, Self::Error> {
+        Self::new(id)
     }
 }
 
@@ -312,6 +356,20 @@ mod tests {
         let root = Routes::new("/");
         assert_eq!(root.resolve("/inbox"), Ok(Channel::Inbox));
         assert_eq!(root.resolve("/campaigns/x"), Ok(campaign("x")));
+    }
+
+    #[test]
+    fn campaign_id_conversions_and_comparisons() {
+        let id = CampaignId::try_from(String::from("c-1")).unwrap();
+        assert_eq!(CampaignId::try_from("c-1"), Ok(id.clone()));
+        let owned = String::from("c-1");
+        assert!(id == "c-1" && id == *"c-1" && id == owned);
+        assert!(id != "c-2");
+        assert_eq!(
+            CampaignId::try_from(String::from("c 1")),
+            Err(CampaignIdError::InvalidCharacter { position: 1 })
+        );
+        assert_eq!(CampaignId::try_from(""), Err(CampaignIdError::Empty));
     }
 
     #[test]

@@ -7,10 +7,13 @@ use misar_proto::event::{
     Failed, FieldError, InboxEvent, JsonType, Progress, Timestamp, TimestampError, UnknownEvent,
     Unsubscribe, decode, decode_campaign, decode_inbox,
 };
+use misar_proto::route::CampaignIdError;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum K {
     Str,
+    /// A campaign id.
+    Id,
     Count,
     Time,
     Bounce,
@@ -45,7 +48,7 @@ const SPECS: &[Spec] = &[
             ("email", Str, true),
             ("bounceType", Bounce, false),
             ("reason", Str, false),
-            ("campaignId", Str, false),
+            ("campaignId", Id, false),
             ("bouncedAt", Time, true),
         ],
     },
@@ -54,7 +57,7 @@ const SPECS: &[Spec] = &[
         channel: Inbox,
         fields: &[
             ("email", Str, true),
-            ("campaignId", Str, false),
+            ("campaignId", Id, false),
             ("complainedAt", Time, true),
         ],
     },
@@ -63,7 +66,7 @@ const SPECS: &[Spec] = &[
         channel: Inbox,
         fields: &[
             ("email", Str, true),
-            ("campaignId", Str, false),
+            ("campaignId", Id, false),
             ("unsubscribedAt", Time, true),
         ],
     },
@@ -71,7 +74,7 @@ const SPECS: &[Spec] = &[
         ty: "campaign_started",
         channel: Inbox,
         fields: &[
-            ("campaignId", Str, true),
+            ("campaignId", Id, true),
             ("campaignName", Str, true),
             ("total", Count, true),
             ("startedAt", Time, true),
@@ -81,7 +84,7 @@ const SPECS: &[Spec] = &[
         ty: "campaign_completed",
         channel: Inbox,
         fields: &[
-            ("campaignId", Str, true),
+            ("campaignId", Id, true),
             ("campaignName", Str, true),
             ("sent", Count, true),
             ("delivered", Count, true),
@@ -93,7 +96,7 @@ const SPECS: &[Spec] = &[
         ty: "progress",
         channel: Campaign,
         fields: &[
-            ("campaignId", Str, true),
+            ("campaignId", Id, true),
             ("sent", Count, true),
             ("total", Count, true),
             ("delivered", Count, true),
@@ -105,7 +108,7 @@ const SPECS: &[Spec] = &[
         ty: "completed",
         channel: Campaign,
         fields: &[
-            ("campaignId", Str, true),
+            ("campaignId", Id, true),
             ("sent", Count, true),
             ("delivered", Count, true),
             ("bounced", Count, true),
@@ -117,7 +120,7 @@ const SPECS: &[Spec] = &[
         ty: "failed",
         channel: Campaign,
         fields: &[
-            ("campaignId", Str, true),
+            ("campaignId", Id, true),
             ("error", Str, true),
             ("sent", Count, false),
             ("failedAt", Time, false),
@@ -127,7 +130,7 @@ const SPECS: &[Spec] = &[
         ty: "cancelled",
         channel: Campaign,
         fields: &[
-            ("campaignId", Str, true),
+            ("campaignId", Id, true),
             ("sent", Count, false),
             ("cancelledAt", Time, false),
         ],
@@ -137,6 +140,7 @@ const SPECS: &[Spec] = &[
 fn sample(k: K) -> &'static str {
     match k {
         Str => r#""x-1""#,
+        Id => r#""c-1""#,
         Count => "7",
         Time => r#""2026-05-27T10:15:00Z""#,
         Bounce => r#""hard""#,
@@ -146,7 +150,7 @@ fn sample(k: K) -> &'static str {
 fn expected(k: K) -> Expected {
     match k {
         Count => Expected::Count,
-        Str | Time | Bounce => Expected::String,
+        Str | Id | Time | Bounce => Expected::String,
     }
 }
 
@@ -256,7 +260,7 @@ fn each_field_mistyped_is_named() {
                     ("[]", JsonType::Array),
                     ("{}", JsonType::Object),
                 ],
-                Str | Time | Bounce => &[
+                Str | Id | Time | Bounce => &[
                     ("7", JsonType::Number),
                     ("-7", JsonType::Number),
                     ("7.5", JsonType::Number),
@@ -397,6 +401,76 @@ fn counts_are_unsigned_64_bit_integers() {
             }
         }
     }
+}
+
+#[test]
+fn each_campaign_id_field_is_validated() {
+    let cases = [
+        (String::new(), CampaignIdError::Empty),
+        ("a".repeat(129), CampaignIdError::TooLong { len: 129 }),
+        (
+            "a b".to_owned(),
+            CampaignIdError::InvalidCharacter { position: 1 },
+        ),
+        (
+            "c/1".to_owned(),
+            CampaignIdError::InvalidCharacter { position: 1 },
+        ),
+        (
+            "é".to_owned(),
+            CampaignIdError::InvalidCharacter { position: 0 },
+        ),
+        (
+            "c.1".to_owned(),
+            CampaignIdError::InvalidCharacter { position: 1 },
+        ),
+    ];
+    let mut fields = 0;
+    for spec in SPECS {
+        for &(field, kind, _) in spec.fields {
+            if kind != Id {
+                continue;
+            }
+            fields += 1;
+            for (value, err) in &cases {
+                let text = object(&entries(spec, |name, k| {
+                    Some(if name == field {
+                        serde_json::to_string(value).unwrap()
+                    } else {
+                        sample(k).to_owned()
+                    })
+                }));
+                assert_eq!(
+                    dec(spec, &text),
+                    Err(DecodeError::InvalidField {
+                        field,
+                        reason: FieldError::CampaignId(*err)
+                    }),
+                    "{text}"
+                );
+            }
+            // The longest id, and one written with escapes (kept unescaped), are valid.
+            for (value, id) in [
+                (format!("\"{}\"", "Z".repeat(128)), "Z".repeat(128)),
+                (r#""c\u002d1_X""#.to_owned(), "c-1_X".to_owned()),
+            ] {
+                let text = object(&entries(spec, |name, k| {
+                    Some(if name == field {
+                        value.clone()
+                    } else {
+                        sample(k).to_owned()
+                    })
+                }));
+                let event = dec(spec, &text).unwrap_or_else(|e| panic!("{text}: {e}"));
+                assert_eq!(event.campaign_id(), Some(&cid(&id)), "{text}");
+                let encoded = event.encode();
+                let wire = std::str::from_utf8(encoded.bytes()).unwrap();
+                assert!(wire.contains(&format!("\"campaignId\":\"{id}\"")), "{wire}");
+            }
+        }
+    }
+    // Every §2.4 type but email_received names a campaign.
+    assert_eq!(fields, 9);
 }
 
 #[test]
@@ -550,10 +624,7 @@ fn wrong_channel_both_ways() {
 #[test]
 fn unknown_types_are_kept_whole() {
     let raw = br#"{"type":"calendar_invite","when":"2026-06-01T09:00:00Z","who":["a","b"]}"#;
-    let want = UnknownEvent {
-        kind: "calendar_invite".into(),
-        raw: bytes::Bytes::from_static(raw),
-    };
+    let want = UnknownEvent::new("calendar_invite", bytes::Bytes::from_static(raw));
     assert_eq!(decode_inbox(raw), Ok(InboxEvent::Unknown(want.clone())));
     assert_eq!(
         decode_campaign(raw),
@@ -752,8 +823,8 @@ fn size_limit_is_checked_before_parsing() {
     assert_eq!(Decoder::default().max_len(), DEFAULT_MAX_LEN);
     assert_eq!(DEFAULT_MAX_LEN, 64 * 1024);
     let big = format!(
-        r#"{{"type":"cancelled","campaignId":"{}"}}"#,
-        "c".repeat(DEFAULT_MAX_LEN)
+        r#"{{"type":"failed","campaignId":"c","error":"{}"}}"#,
+        "e".repeat(DEFAULT_MAX_LEN)
     );
     assert_eq!(
         decode_campaign(big.as_bytes()),
@@ -822,50 +893,41 @@ fn seed_examples_decode() {
     let email = b"{\n  \"type\": \"email_received\",\n  \"from\": \"[email protected]\",\n  \"subject\": \"Re: Your email\",\n  \"receivedAt\": \"2026-05-27T10:15:00Z\"\n}";
     assert_eq!(
         decode_inbox(email),
-        Ok(InboxEvent::EmailReceived(EmailReceived {
-            from: "[email protected]".into(),
-            subject: "Re: Your email".into(),
-            received_at: Timestamp::parse("2026-05-27T10:15:00Z").unwrap(),
-            message_id: None,
-            to: None,
-        }))
+        Ok(InboxEvent::EmailReceived(EmailReceived::new(
+            "[email protected]",
+            "Re: Your email",
+            Timestamp::parse("2026-05-27T10:15:00Z").unwrap()
+        )))
     );
     let completed = b"{\n  \"type\": \"campaign_completed\",\n  \"campaignId\": \"uuid\",\n  \"campaignName\": \"May Newsletter\",\n  \"sent\": 10000,\n  \"delivered\": 9855,\n  \"opened\": 2340,\n  \"completedAt\": \"2026-05-27T11:00:00Z\"\n}";
     assert_eq!(
         decode_inbox(completed),
-        Ok(InboxEvent::CampaignCompleted(CampaignCompleted {
-            campaign_id: "uuid".into(),
-            campaign_name: "May Newsletter".into(),
-            sent: 10000,
-            delivered: 9855,
-            opened: 2340,
-            completed_at: Timestamp::parse("2026-05-27T11:00:00Z").unwrap(),
-        }))
+        Ok(InboxEvent::CampaignCompleted(CampaignCompleted::new(
+            cid("uuid"),
+            "May Newsletter",
+            10000,
+            9855,
+            2340,
+            Timestamp::parse("2026-05-27T11:00:00Z").unwrap()
+        )))
     );
     let progress = b"{\n  \"type\": \"progress\",\n  \"campaignId\": \"uuid\",\n  \"sent\": 2500,\n  \"total\": 10000,\n  \"delivered\": 2480,\n  \"bounced\": 20,\n  \"opened\": 450\n}";
     assert_eq!(
         decode_campaign(progress),
-        Ok(CampaignEvent::Progress(Progress {
-            campaign_id: "uuid".into(),
-            sent: 2500,
-            total: 10000,
-            delivered: 2480,
-            bounced: 20,
-            opened: 450,
-        }))
+        Ok(CampaignEvent::Progress(Progress::new(
+            cid("uuid"),
+            2500,
+            10000,
+            2480,
+            20,
+            450
+        )))
     );
     let done = b"{\n  \"type\": \"completed\",\n  \"campaignId\": \"uuid\",\n  \"sent\": 10000,\n  \"delivered\": 9855,\n  \"bounced\": 145,\n  \"opened\": 2340\n}";
     let event = decode_campaign(done).unwrap();
     assert_eq!(
         event,
-        CampaignEvent::Completed(Completed {
-            campaign_id: "uuid".into(),
-            sent: 10000,
-            delivered: 9855,
-            bounced: 145,
-            opened: 2340,
-            completed_at: None,
-        })
+        CampaignEvent::Completed(Completed::new(cid("uuid"), 10000, 9855, 145, 2340))
     );
     assert!(event.is_terminal());
     assert_eq!(
@@ -882,108 +944,64 @@ fn ts(s: &str) -> Timestamp {
 fn every_type() -> Vec<(Event, &'static str)> {
     vec![
         (
-            EmailReceived {
-                from: "Ana <ana@example.com>".into(),
-                subject: "Re: \"Q3\"\n\tplan \\ ✓".into(),
-                received_at: ts("2026-05-27T10:15:00Z"),
-                message_id: Some("<m1@x>".into()),
-                to: Some("me@example.com".into()),
-            }
+            EmailReceived::new(
+                "Ana <ana@example.com>",
+                "Re: \"Q3\"\n\tplan \\ ✓",
+                ts("2026-05-27T10:15:00Z"),
+            )
+            .with_message_id("<m1@x>")
+            .with_to("me@example.com")
             .into(),
             r#"{"type":"email_received","from":"Ana <ana@example.com>","subject":"Re: \"Q3\"\n\tplan \\ ✓","receivedAt":"2026-05-27T10:15:00Z","messageId":"<m1@x>","to":"me@example.com"}"#,
         ),
         (
-            Bounce {
-                email: "x@y".into(),
-                bounce_type: Some(BounceType::Soft),
-                reason: Some("mailbox full".into()),
-                campaign_id: Some("c1".into()),
-                bounced_at: ts("2026-05-27T10:15:00.123+02:00"),
-            }
-            .into(),
+            Bounce::new("x@y", ts("2026-05-27T10:15:00.123+02:00"))
+                .with_bounce_type(BounceType::Soft)
+                .with_reason("mailbox full")
+                .with_campaign_id(cid("c1"))
+                .into(),
             r#"{"type":"bounce","email":"x@y","bounceType":"soft","reason":"mailbox full","campaignId":"c1","bouncedAt":"2026-05-27T10:15:00.123+02:00"}"#,
         ),
         (
-            Complaint {
-                email: "x@y".into(),
-                campaign_id: Some("c1".into()),
-                complained_at: ts("2026-05-27T10:15:00Z"),
-            }
-            .into(),
+            Complaint::new("x@y", ts("2026-05-27T10:15:00Z"))
+                .with_campaign_id(cid("c1"))
+                .into(),
             r#"{"type":"complaint","email":"x@y","campaignId":"c1","complainedAt":"2026-05-27T10:15:00Z"}"#,
         ),
         (
-            Unsubscribe {
-                email: "x@y".into(),
-                campaign_id: None,
-                unsubscribed_at: ts("2026-05-27T10:15:00Z"),
-            }
-            .into(),
+            Unsubscribe::new("x@y", ts("2026-05-27T10:15:00Z")).into(),
             r#"{"type":"unsubscribe","email":"x@y","unsubscribedAt":"2026-05-27T10:15:00Z"}"#,
         ),
         (
-            CampaignStarted {
-                campaign_id: "c1".into(),
-                campaign_name: "May".into(),
-                total: 10000,
-                started_at: ts("2026-05-27T10:00:00Z"),
-            }
-            .into(),
+            CampaignStarted::new(cid("c1"), "May", 10000, ts("2026-05-27T10:00:00Z")).into(),
             r#"{"type":"campaign_started","campaignId":"c1","campaignName":"May","total":10000,"startedAt":"2026-05-27T10:00:00Z"}"#,
         ),
         (
-            CampaignCompleted {
-                campaign_id: "c1".into(),
-                campaign_name: "May".into(),
-                sent: 0,
-                delivered: u64::MAX,
-                opened: 1,
-                completed_at: ts("2026-05-27T11:00:00Z"),
-            }
-            .into(),
+            CampaignCompleted::new(cid("c1"), "May", 0, u64::MAX, 1, ts("2026-05-27T11:00:00Z"))
+                .into(),
             r#"{"type":"campaign_completed","campaignId":"c1","campaignName":"May","sent":0,"delivered":18446744073709551615,"opened":1,"completedAt":"2026-05-27T11:00:00Z"}"#,
         ),
         (
-            Progress {
-                campaign_id: "c1".into(),
-                sent: 1,
-                total: 2,
-                delivered: 3,
-                bounced: 4,
-                opened: 5,
-            }
-            .into(),
+            Progress::new(cid("c1"), 1, 2, 3, 4, 5).into(),
             r#"{"type":"progress","campaignId":"c1","sent":1,"total":2,"delivered":3,"bounced":4,"opened":5}"#,
         ),
         (
-            Completed {
-                campaign_id: "c1".into(),
-                sent: 1,
-                delivered: 2,
-                bounced: 3,
-                opened: 4,
-                completed_at: Some(ts("2026-05-27T11:00:00Z")),
-            }
-            .into(),
+            Completed::new(cid("c1"), 1, 2, 3, 4)
+                .with_completed_at(ts("2026-05-27T11:00:00Z"))
+                .into(),
             r#"{"type":"completed","campaignId":"c1","sent":1,"delivered":2,"bounced":3,"opened":4,"completedAt":"2026-05-27T11:00:00Z"}"#,
         ),
         (
-            Failed {
-                campaign_id: "c1".into(),
-                error: "smtp relay down".into(),
-                sent: Some(12),
-                failed_at: Some(ts("2026-05-27T11:00:00Z")),
-            }
-            .into(),
+            Failed::new(cid("c1"), "smtp relay down")
+                .with_sent(12)
+                .with_failed_at(ts("2026-05-27T11:00:00Z"))
+                .into(),
             r#"{"type":"failed","campaignId":"c1","error":"smtp relay down","sent":12,"failedAt":"2026-05-27T11:00:00Z"}"#,
         ),
         (
-            Cancelled {
-                campaign_id: "c1".into(),
-                sent: None,
-                cancelled_at: Some(ts("2026-05-27T11:00:00Z")),
-            }
-            .into(),
+            Cancelled::new(cid("c1"))
+                .with_cancelled_at(ts("2026-05-27T11:00:00Z"))
+                .into(),
             r#"{"type":"cancelled","campaignId":"c1","cancelledAt":"2026-05-27T11:00:00Z"}"#,
         ),
     ]
@@ -1040,7 +1058,7 @@ fn classes_names_and_campaign_ids() {
         assert_eq!(event.type_name(), name);
         assert_eq!(event.class(), class, "{name}");
         assert_eq!(event.encode().class(), class, "{name}");
-        assert_eq!(event.campaign_id(), id, "{name}");
+        assert_eq!(event.campaign_id().map(|c| c.as_str()), id, "{name}");
         match event {
             Event::Campaign(e) => {
                 assert_eq!(e.is_terminal(), terminal);
@@ -1112,27 +1130,25 @@ fn bounce_types() {
 #[test]
 fn strings_escape_and_unescape() {
     let nasty = "\u{0}\u{1f}\"\\/\u{7f}\u{80}\u{2028}é日本🦀\r\n\t\u{8}\u{c}";
-    let event: Event = Failed {
-        campaign_id: nasty.into(),
-        error: nasty.repeat(3),
-        sent: None,
-        failed_at: None,
-    }
-    .into();
+    let event: Event = Failed::new(cid("c-1"), nasty.repeat(3)).into();
     let encoded = event.encode();
     let text = std::str::from_utf8(encoded.bytes()).unwrap();
     // No raw control characters on the wire.
     assert!(!text.bytes().any(|b| b < 0x20), "{text}");
     assert_eq!(decode(Campaign, encoded.bytes()), Ok(event));
     // Escaped keys and values in the input are understood.
-    let escaped = br#"{"\u0074ype":"c\u0061ncelled","c\u0061mpaignId":"\ud83e\udd80\/"}"#;
+    let escaped = br#"{"\u0074ype":"c\u0061ncelled","c\u0061mpaignId":"\u0063-\u0031"}"#;
     assert_eq!(
         decode_campaign(escaped),
-        Ok(CampaignEvent::Cancelled(Cancelled {
-            campaign_id: "🦀/".into(),
-            sent: None,
-            cancelled_at: None,
-        }))
+        Ok(CampaignEvent::Cancelled(Cancelled::new(cid("c-1"))))
+    );
+    // An escaped character that is not allowed in a campaign id is refused once unescaped.
+    assert_eq!(
+        decode_campaign(br#"{"type":"cancelled","campaignId":"\ud83e\udd80\/"}"#),
+        Err(DecodeError::InvalidField {
+            field: "campaignId",
+            reason: FieldError::CampaignId(CampaignIdError::InvalidCharacter { position: 0 })
+        })
     );
 }
 
@@ -1157,4 +1173,9 @@ fn errors_display_the_field() {
         DecodeError::WrongChannel { kind: "progress" }.to_string(),
         "`progress` is not an event of this channel"
     );
+}
+
+/// A campaign id from a literal the test knows to be valid.
+fn cid(id: &str) -> misar_proto::route::CampaignId {
+    misar_proto::route::CampaignId::new(id).expect("a valid campaign id")
 }

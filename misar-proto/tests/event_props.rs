@@ -4,9 +4,10 @@
 use misar_proto::close::ChannelKind;
 use misar_proto::event::{
     Bounce, BounceType, CampaignCompleted, CampaignEvent, CampaignStarted, Cancelled, Complaint,
-    Completed, DecodeError, Decoder, EmailReceived, Event, Failed, InboxEvent, Progress, Timestamp,
-    UnknownEvent, Unsubscribe,
+    Completed, DecodeError, Decoder, EmailReceived, Event, Failed, FieldError, InboxEvent,
+    Progress, Timestamp, UnknownEvent, Unsubscribe,
 };
+use misar_proto::route::{CampaignId, MAX_CAMPAIGN_ID_LEN};
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 
 const KNOWN: [&str; 10] = [
@@ -43,6 +44,29 @@ fn text(g: &mut Gen) -> String {
         }
         _ => String::arbitrary(g),
     }
+}
+
+/// A valid campaign id: 1–128 characters of `[A-Za-z0-9_-]`, biased towards the edges
+/// (one character, the longest, the two punctuation characters, UUIDs).
+fn campaign_id(g: &mut Gen) -> CampaignId {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+    let len = match pick(g, 5) {
+        0 => 1,
+        1 => MAX_CAMPAIGN_ID_LEN,
+        2 => 36,
+        _ => 1 + pick(g, MAX_CAMPAIGN_ID_LEN),
+    };
+    let id: String = (0..len)
+        .map(|_| {
+            let at = if pick(g, 8) == 0 {
+                ALPHABET.len() - 1 - pick(g, 2) // '_' or '-'
+            } else {
+                pick(g, ALPHABET.len())
+            };
+            char::from(ALPHABET[at])
+        })
+        .collect();
+    CampaignId::new(&id).unwrap_or_else(|e| panic!("generated {id:?} is valid: {e}"))
 }
 
 fn count(g: &mut Gen) -> u64 {
@@ -162,57 +186,43 @@ fn unknown(g: &mut Gen) -> UnknownEvent {
         entries.rotate_left(1);
     }
     let raw = format!("{{{}}}", entries.join(","));
-    UnknownEvent {
-        kind,
-        raw: raw.into(),
-    }
+    UnknownEvent::new(kind, raw.into())
 }
 
 fn inbox(g: &mut Gen) -> InboxEvent {
     match pick(g, 7) {
-        0 => EmailReceived {
-            from: text(g),
-            subject: text(g),
-            received_at: timestamp(g),
-            message_id: opt(g, text),
-            to: opt(g, text),
+        0 => {
+            let mut e = EmailReceived::new(text(g), text(g), timestamp(g));
+            e.message_id = opt(g, text);
+            e.to = opt(g, text);
+            e.into()
         }
-        .into(),
-        1 => Bounce {
-            email: text(g),
-            bounce_type: opt(g, bounce_type),
-            reason: opt(g, text),
-            campaign_id: opt(g, text),
-            bounced_at: timestamp(g),
+        1 => {
+            let mut e = Bounce::new(text(g), timestamp(g));
+            e.bounce_type = opt(g, bounce_type);
+            e.reason = opt(g, text);
+            e.campaign_id = opt(g, campaign_id);
+            e.into()
         }
-        .into(),
-        2 => Complaint {
-            email: text(g),
-            campaign_id: opt(g, text),
-            complained_at: timestamp(g),
+        2 => {
+            let mut e = Complaint::new(text(g), timestamp(g));
+            e.campaign_id = opt(g, campaign_id);
+            e.into()
         }
-        .into(),
-        3 => Unsubscribe {
-            email: text(g),
-            campaign_id: opt(g, text),
-            unsubscribed_at: timestamp(g),
+        3 => {
+            let mut e = Unsubscribe::new(text(g), timestamp(g));
+            e.campaign_id = opt(g, campaign_id);
+            e.into()
         }
-        .into(),
-        4 => CampaignStarted {
-            campaign_id: text(g),
-            campaign_name: text(g),
-            total: count(g),
-            started_at: timestamp(g),
-        }
-        .into(),
-        5 => CampaignCompleted {
-            campaign_id: text(g),
-            campaign_name: text(g),
-            sent: count(g),
-            delivered: count(g),
-            opened: count(g),
-            completed_at: timestamp(g),
-        }
+        4 => CampaignStarted::new(campaign_id(g), text(g), count(g), timestamp(g)).into(),
+        5 => CampaignCompleted::new(
+            campaign_id(g),
+            text(g),
+            count(g),
+            count(g),
+            count(g),
+            timestamp(g),
+        )
         .into(),
         _ => InboxEvent::Unknown(unknown(g)),
     }
@@ -220,37 +230,32 @@ fn inbox(g: &mut Gen) -> InboxEvent {
 
 fn campaign(g: &mut Gen) -> CampaignEvent {
     match pick(g, 5) {
-        0 => Progress {
-            campaign_id: text(g),
-            sent: count(g),
-            total: count(g),
-            delivered: count(g),
-            bounced: count(g),
-            opened: count(g),
-        }
+        0 => Progress::new(
+            campaign_id(g),
+            count(g),
+            count(g),
+            count(g),
+            count(g),
+            count(g),
+        )
         .into(),
-        1 => Completed {
-            campaign_id: text(g),
-            sent: count(g),
-            delivered: count(g),
-            bounced: count(g),
-            opened: count(g),
-            completed_at: opt(g, timestamp),
+        1 => {
+            let mut e = Completed::new(campaign_id(g), count(g), count(g), count(g), count(g));
+            e.completed_at = opt(g, timestamp);
+            e.into()
         }
-        .into(),
-        2 => Failed {
-            campaign_id: text(g),
-            error: text(g),
-            sent: opt(g, count),
-            failed_at: opt(g, timestamp),
+        2 => {
+            let mut e = Failed::new(campaign_id(g), text(g));
+            e.sent = opt(g, count);
+            e.failed_at = opt(g, timestamp);
+            e.into()
         }
-        .into(),
-        3 => Cancelled {
-            campaign_id: text(g),
-            sent: opt(g, count),
-            cancelled_at: opt(g, timestamp),
+        3 => {
+            let mut e = Cancelled::new(campaign_id(g));
+            e.sent = opt(g, count);
+            e.cancelled_at = opt(g, timestamp);
+            e.into()
         }
-        .into(),
         _ => CampaignEvent::Unknown(unknown(g)),
     }
 }
@@ -347,6 +352,60 @@ fn events_never_decode_on_the_other_channel() {
     run(500, prop as fn(AnyEvent) -> TestResult);
 }
 
+/// A string as a `campaignId`: decoded when it is a campaign id, otherwise refused with a
+/// field error naming `campaignId`, on every type that has one (required or optional).
+#[test]
+fn campaign_ids_decode_only_when_valid() {
+    fn prop(valid: bool, which: u8, seed: String) -> bool {
+        let mut g = Gen::new(64);
+        let id = if valid {
+            campaign_id(&mut g).to_string()
+        } else {
+            // Anything goes, and a crafted near miss half the time.
+            match seed.len() % 4 {
+                0 => String::new(),
+                1 => "a".repeat(MAX_CAMPAIGN_ID_LEN + 1),
+                2 => format!("ok{seed}/"),
+                _ => seed,
+            }
+        };
+        let quoted = serde_json::to_string(&id).unwrap();
+        let (channel, frame) = match which % 4 {
+            0 => (
+                ChannelKind::Campaign,
+                format!(r#"{{"type":"cancelled","campaignId":{quoted}}}"#),
+            ),
+            1 => (
+                ChannelKind::Campaign,
+                format!(r#"{{"type":"failed","error":"e","campaignId":{quoted},"sent":1}}"#),
+            ),
+            2 => (
+                ChannelKind::Inbox,
+                format!(
+                    r#"{{"type":"complaint","email":"a","campaignId":{quoted},"complainedAt":"2026-05-27T10:15:00Z"}}"#
+                ),
+            ),
+            _ => (
+                ChannelKind::Inbox,
+                format!(
+                    r#"{{"type":"campaign_started","campaignId":{quoted},"campaignName":"n","total":1,"startedAt":"2026-05-27T10:15:00Z"}}"#
+                ),
+            ),
+        };
+        let got = BIG.decode(channel, frame.as_bytes());
+        match CampaignId::new(&id) {
+            Ok(expected) => got.is_ok_and(|e| e.campaign_id() == Some(&expected)),
+            Err(reason) => {
+                got == Err(DecodeError::InvalidField {
+                    field: "campaignId",
+                    reason: FieldError::CampaignId(reason),
+                })
+            }
+        }
+    }
+    run(2000, prop as fn(bool, u8, String) -> bool);
+}
+
 /// Whatever decodes must re-encode to something that decodes to the same event.
 fn stable(channel: ChannelKind, bytes: &[u8]) -> bool {
     match BIG.decode(channel, bytes) {
@@ -411,10 +470,11 @@ impl Arbitrary for AnyObject {
         }
         for _ in 0..pick(g, 10) {
             let key = KEYS[pick(g, KEYS.len())];
-            let value = match pick(g, 6) {
+            let value = match pick(g, 7) {
                 0 => format!("\"{}\"", timestamp(g)),
                 1 => count(g).to_string(),
                 2 => format!("\"{}\"", ["hard", "soft", "x"][pick(g, 3)]),
+                3 => format!("\"{}\"", campaign_id(g)),
                 _ => json_value(g, 2),
             };
             entries.push(format!("\"{key}\":{value}"));

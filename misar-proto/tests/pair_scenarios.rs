@@ -42,47 +42,29 @@ fn pair(channel: Channel) -> Pair {
 }
 
 fn progress(sent: u64) -> EncodedEvent {
-    CampaignEvent::Progress(Progress {
-        campaign_id: "spring-sale".into(),
-        sent,
-        total: 1000,
-        delivered: sent,
-        bounced: 0,
-        opened: 0,
-    })
-    .encode()
+    CampaignEvent::Progress(Progress::new(cid("spring-sale"), sent, 1000, sent, 0, 0)).encode()
 }
 
 fn completed() -> EncodedEvent {
-    CampaignEvent::Completed(Completed {
-        campaign_id: "spring-sale".into(),
-        sent: 1000,
-        delivered: 990,
-        bounced: 10,
-        opened: 400,
-        completed_at: Some(Timestamp::parse("2026-05-27T11:00:00Z").unwrap()),
-    })
+    CampaignEvent::Completed(
+        Completed::new(cid("spring-sale"), 1000, 990, 10, 400)
+            .with_completed_at(Timestamp::parse("2026-05-27T11:00:00Z").unwrap()),
+    )
     .encode()
 }
 
 /// An event type from a newer server: ordinary (never coalesced, never dropped).
 fn unknown(n: u64) -> EncodedEvent {
     let raw = format!(r#"{{"type":"delivery_paused","n":{n}}}"#);
-    CampaignEvent::Unknown(UnknownEvent {
-        kind: "delivery_paused".into(),
-        raw: Bytes::from(raw),
-    })
-    .encode()
+    CampaignEvent::Unknown(UnknownEvent::new("delivery_paused", Bytes::from(raw))).encode()
 }
 
 fn email(subject: &str) -> EncodedEvent {
-    InboxEvent::EmailReceived(EmailReceived {
-        from: "ana@example.com".into(),
-        subject: subject.into(),
-        received_at: Timestamp::parse("2026-05-27T10:15:00Z").unwrap(),
-        message_id: None,
-        to: None,
-    })
+    InboxEvent::EmailReceived(EmailReceived::new(
+        "ana@example.com",
+        subject,
+        Timestamp::parse("2026-05-27T10:15:00Z").unwrap(),
+    ))
     .encode()
 }
 
@@ -623,12 +605,10 @@ mod table {
         ));
         // Over the bound: refused, nothing for anyone.
         let mut pair = pair(campaign());
-        let big = CampaignEvent::Failed(misar_proto::event::Failed {
-            campaign_id: "spring-sale".into(),
-            error: "x".repeat(300),
-            sent: None,
-            failed_at: None,
-        });
+        let big = CampaignEvent::Failed(misar_proto::event::Failed::new(
+            CampaignId::new("spring-sale").unwrap(),
+            "x".repeat(300),
+        ));
         let id = CampaignId::new("spring-sale").unwrap();
         assert!(matches!(
             t.publish_campaign(&id, &big, t0),
@@ -647,4 +627,9 @@ mod table {
             ClientEvent::Event(Event::Campaign(CampaignEvent::Unknown(u))) if u.kind == "delivery_paused"
         )));
     }
+}
+
+/// A campaign id from a literal the test knows to be valid.
+fn cid(id: &str) -> misar_proto::route::CampaignId {
+    misar_proto::route::CampaignId::new(id).expect("a valid campaign id")
 }

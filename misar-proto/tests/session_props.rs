@@ -141,28 +141,16 @@ fn accepted_session(config: ServerConfig, now: Instant) -> ServerSession {
 fn event(n: usize, class: EventClass) -> EncodedEvent {
     let n = n as u64;
     match class {
-        EventClass::Progress => CampaignEvent::Progress(Progress {
-            campaign_id: "c1".into(),
-            sent: n,
-            total: 1 << 20,
-            delivered: 0,
-            bounced: 0,
-            opened: 0,
-        })
-        .encode(),
-        EventClass::Terminal => CampaignEvent::Completed(Completed {
-            campaign_id: "c1".into(),
-            sent: n,
-            delivered: 0,
-            bounced: 0,
-            opened: 0,
-            completed_at: None,
-        })
-        .encode(),
-        _ => CampaignEvent::Unknown(UnknownEvent {
-            kind: "x".into(),
-            raw: Bytes::from(format!(r#"{{"type":"x","n":{n}}}"#)),
-        })
+        EventClass::Progress => {
+            CampaignEvent::Progress(Progress::new(cid("c1"), n, 1 << 20, 0, 0, 0)).encode()
+        }
+        EventClass::Terminal => {
+            CampaignEvent::Completed(Completed::new(cid("c1"), n, 0, 0, 0)).encode()
+        }
+        _ => CampaignEvent::Unknown(UnknownEvent::new(
+            "x",
+            Bytes::from(format!(r#"{{"type":"x","n":{n}}}"#)),
+        ))
         .encode(),
     }
 }
@@ -540,4 +528,9 @@ fn pair_invariants_under_arbitrary_faults() {
         .tests(500)
         .rng(Gen::new(40))
         .quickcheck(run_pair as fn(Vec<PairOp>) -> TestResult);
+}
+
+/// A campaign id from a literal the test knows to be valid.
+fn cid(id: &str) -> misar_proto::route::CampaignId {
+    misar_proto::route::CampaignId::new(id).expect("a valid campaign id")
 }

@@ -116,39 +116,19 @@ fn accepted(a: usize, c: Option<usize>) -> Accepted {
 }
 
 fn inbox_event(n: u64) -> InboxEvent {
-    InboxEvent::EmailReceived(EmailReceived {
-        from: "a@example.com".into(),
-        subject: format!("e{n}"),
-        received_at: Timestamp::parse("2026-05-27T10:15:00Z").unwrap(),
-        message_id: None,
-        to: None,
-    })
+    InboxEvent::EmailReceived(EmailReceived::new(
+        "a@example.com",
+        format!("e{n}"),
+        Timestamp::parse("2026-05-27T10:15:00Z").unwrap(),
+    ))
 }
 
 fn campaign_event(c: usize, kind: u8, n: u64) -> CampaignEvent {
-    let id = format!("c{c}");
+    let id = campaign(c);
     match kind {
-        0..=5 => CampaignEvent::Progress(Progress {
-            campaign_id: id,
-            sent: n,
-            total: 1_000_000,
-            delivered: n,
-            bounced: 0,
-            opened: 0,
-        }),
-        6 => CampaignEvent::Completed(Completed {
-            campaign_id: id,
-            sent: n,
-            delivered: n,
-            bounced: 0,
-            opened: 0,
-            completed_at: None,
-        }),
-        _ => CampaignEvent::Cancelled(Cancelled {
-            campaign_id: id,
-            sent: Some(n),
-            cancelled_at: None,
-        }),
+        0..=5 => CampaignEvent::Progress(Progress::new(id, n, 1_000_000, n, 0, 0)),
+        6 => CampaignEvent::Completed(Completed::new(id, n, n, 0, 0)),
+        _ => CampaignEvent::Cancelled(Cancelled::new(id).with_sent(n)),
     }
 }
 

@@ -197,27 +197,26 @@ pub fn drive_client(
 }
 
 /// The campaign's progress as the application publishes it: `steps` updates, then completion.
-pub fn campaign_events(campaign: &str, steps: u64) -> Vec<CampaignEvent> {
+pub fn campaign_events(campaign: &CampaignId, steps: u64) -> Vec<CampaignEvent> {
     let mut events: Vec<CampaignEvent> = (1..=steps)
         .map(|step| {
-            CampaignEvent::Progress(Progress {
-                campaign_id: campaign.into(),
-                sent: step * 100,
-                total: steps * 100,
-                delivered: step * 98,
-                bounced: step * 2,
-                opened: step * 40,
-            })
+            CampaignEvent::Progress(Progress::new(
+                campaign.clone(),
+                step * 100,
+                steps * 100,
+                step * 98,
+                step * 2,
+                step * 40,
+            ))
         })
         .collect();
-    events.push(CampaignEvent::Completed(Completed {
-        campaign_id: campaign.into(),
-        sent: steps * 100,
-        delivered: steps * 98,
-        bounced: steps * 2,
-        opened: steps * 40,
-        completed_at: None,
-    }));
+    events.push(CampaignEvent::Completed(Completed::new(
+        campaign.clone(),
+        steps * 100,
+        steps * 98,
+        steps * 2,
+        steps * 40,
+    )));
     events
 }
 
@@ -231,7 +230,7 @@ pub fn run() -> Result<Report, String> {
         pong_timeout: Duration::from_millis(200),
         ..ClientConfig::new("ws://in-memory.example/mail/ws", key)
     };
-    let mut client = ClientSession::new(config, Channel::Campaign(campaign));
+    let mut client = ClientSession::new(config, Channel::Campaign(campaign.clone()));
     let mut report = Report {
         events: Vec::new(),
         pings: 0,
@@ -289,7 +288,7 @@ pub fn run() -> Result<Report, String> {
         let publisher_runtime = runtime()?;
         thread::spawn(move || {
             let campaign = CampaignId::new("spring-sale").expect("a valid id");
-            for event in campaign_events("spring-sale", 10) {
+            for event in campaign_events(&campaign, 10) {
                 thread::sleep(Duration::from_millis(20));
                 if publisher_runtime
                     .block_on(hub.publish_campaign(&campaign, &event))

@@ -527,51 +527,44 @@ async fn s2_3_auto_style_closes_for_query_clients_and_answers_403_to_header_clie
 fn every_inbox_event() -> Vec<InboxEvent> {
     vec![
         email("all", 1),
-        InboxEvent::EmailReceived(EmailReceived {
-            from: "ada@example.com".into(),
-            subject: "Ünïcödé \"quoted\" \\ and\nnewline".into(),
-            received_at: ts("2026-05-27T10:15:00.123+02:00"),
-            message_id: Some("<m1@example.com>".into()),
-            to: Some("team@example.com".into()),
-        }),
-        InboxEvent::Bounce(Bounce {
-            email: "gone@example.com".into(),
-            bounce_type: Some(BounceType::Hard),
-            reason: Some("550 no such user".into()),
-            campaign_id: Some("camp-alice".into()),
-            bounced_at: ts("2026-05-27T10:16:00Z"),
-        }),
-        InboxEvent::Bounce(Bounce {
-            email: "later@example.com".into(),
-            bounce_type: None,
-            reason: None,
-            campaign_id: None,
-            bounced_at: ts("2026-05-27T10:16:30Z"),
-        }),
-        InboxEvent::Complaint(Complaint {
-            email: "angry@example.com".into(),
-            campaign_id: Some("camp-alice".into()),
-            complained_at: ts("2026-05-27T10:17:00Z"),
-        }),
-        InboxEvent::Unsubscribe(Unsubscribe {
-            email: "bye@example.com".into(),
-            campaign_id: None,
-            unsubscribed_at: ts("2026-05-27T10:18:00Z"),
-        }),
-        InboxEvent::CampaignStarted(CampaignStarted {
-            campaign_id: "camp-alice".into(),
-            campaign_name: "May Newsletter".into(),
-            total: u64::MAX,
-            started_at: ts("2026-05-27T10:19:00Z"),
-        }),
-        InboxEvent::CampaignCompleted(CampaignCompleted {
-            campaign_id: "camp-alice".into(),
-            campaign_name: "May Newsletter".into(),
-            sent: 10_000,
-            delivered: 9_855,
-            opened: 2_340,
-            completed_at: ts("2026-05-27T11:00:00Z"),
-        }),
+        InboxEvent::EmailReceived(
+            EmailReceived::new(
+                "ada@example.com",
+                "Ünïcödé \"quoted\" \\ and\nnewline",
+                ts("2026-05-27T10:15:00.123+02:00"),
+            )
+            .with_message_id("<m1@example.com>")
+            .with_to("team@example.com"),
+        ),
+        InboxEvent::Bounce(
+            Bounce::new("gone@example.com", ts("2026-05-27T10:16:00Z"))
+                .with_bounce_type(BounceType::Hard)
+                .with_reason("550 no such user")
+                .with_campaign_id(cid("camp-alice")),
+        ),
+        InboxEvent::Bounce(Bounce::new("later@example.com", ts("2026-05-27T10:16:30Z"))),
+        InboxEvent::Complaint(
+            Complaint::new("angry@example.com", ts("2026-05-27T10:17:00Z"))
+                .with_campaign_id(cid("camp-alice")),
+        ),
+        InboxEvent::Unsubscribe(Unsubscribe::new(
+            "bye@example.com",
+            ts("2026-05-27T10:18:00Z"),
+        )),
+        InboxEvent::CampaignStarted(CampaignStarted::new(
+            cid("camp-alice"),
+            "May Newsletter",
+            u64::MAX,
+            ts("2026-05-27T10:19:00Z"),
+        )),
+        InboxEvent::CampaignCompleted(CampaignCompleted::new(
+            cid("camp-alice"),
+            "May Newsletter",
+            10_000,
+            9_855,
+            2_340,
+            ts("2026-05-27T11:00:00Z"),
+        )),
     ]
 }
 
@@ -676,10 +669,10 @@ async fn s2_4_the_server_never_sends_what_it_cannot_validate() {
         .subscribe_inbox()
         .updates();
     expect_connected(&mut inbox).await;
-    let unknown = InboxEvent::Unknown(UnknownEvent {
-        kind: "email_opened".into(),
-        raw: bytes::Bytes::from_static(br#"{"type":"email_opened"}"#),
-    });
+    let unknown = InboxEvent::Unknown(UnknownEvent::new(
+        "email_opened",
+        bytes::Bytes::from_static(br#"{"type":"email_opened"}"#),
+    ));
     assert!(matches!(
         server.hub.publish_inbox(&acct(ALICE), &unknown).await,
         Err(PublishError::Refused(Refusal::UnknownType { .. }))
@@ -1294,37 +1287,24 @@ fn mixed_inbox(seq: u64) -> InboxEvent {
     let at = ts("2026-05-27T10:15:00Z");
     match seq % 6 {
         0 => email("mixed", seq),
-        1 => InboxEvent::Bounce(Bounce {
-            email: format!("u{seq}@example.com"),
-            bounce_type: Some(BounceType::Soft),
-            reason: None,
-            campaign_id: None,
-            bounced_at: at,
-        }),
-        2 => InboxEvent::Complaint(Complaint {
-            email: format!("u{seq}@example.com"),
-            campaign_id: None,
-            complained_at: at,
-        }),
-        3 => InboxEvent::Unsubscribe(Unsubscribe {
-            email: format!("u{seq}@example.com"),
-            campaign_id: Some("camp-alice".into()),
-            unsubscribed_at: at,
-        }),
-        4 => InboxEvent::CampaignStarted(CampaignStarted {
-            campaign_id: format!("c{seq}"),
-            campaign_name: "n".into(),
-            total: seq,
-            started_at: at,
-        }),
-        _ => InboxEvent::CampaignCompleted(CampaignCompleted {
-            campaign_id: format!("c{seq}"),
-            campaign_name: "n".into(),
-            sent: seq,
-            delivered: seq,
-            opened: 0,
-            completed_at: at,
-        }),
+        1 => InboxEvent::Bounce(
+            Bounce::new(format!("u{seq}@example.com"), at).with_bounce_type(BounceType::Soft),
+        ),
+        2 => InboxEvent::Complaint(Complaint::new(format!("u{seq}@example.com"), at)),
+        3 => InboxEvent::Unsubscribe(
+            Unsubscribe::new(format!("u{seq}@example.com"), at).with_campaign_id(cid("camp-alice")),
+        ),
+        4 => {
+            InboxEvent::CampaignStarted(CampaignStarted::new(cid(&format!("c{seq}")), "n", seq, at))
+        }
+        _ => InboxEvent::CampaignCompleted(CampaignCompleted::new(
+            cid(&format!("c{seq}")),
+            "n",
+            seq,
+            seq,
+            0,
+            at,
+        )),
     }
 }
 
@@ -2046,4 +2026,9 @@ async fn s2_9_revocation_closes_with_4401_or_4403_and_touches_nobody_else() {
     );
     assert_eq!(next_event(&mut bob_campaign).await, Event::Campaign(step));
     server.wait_connections(2).await;
+}
+
+/// A campaign id from a literal the test knows to be valid.
+fn cid(id: &str) -> misar_proto::route::CampaignId {
+    misar_proto::route::CampaignId::new(id).expect("a valid campaign id")
 }

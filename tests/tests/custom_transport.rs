@@ -30,7 +30,7 @@ use misar_proto::server::{
 #[test]
 fn custom_transport_example_runs_end_to_end() {
     let report = example::run().expect("the example runs");
-    let expected: Vec<Event> = example::campaign_events("spring-sale", 10)
+    let expected: Vec<Event> = example::campaign_events(&cid("spring-sale"), 10)
         .into_iter()
         .map(Event::Campaign)
         .collect();
@@ -277,13 +277,11 @@ fn open(link: Handshake) -> Box<Link> {
 }
 
 fn email(n: u64) -> InboxEvent {
-    InboxEvent::EmailReceived(EmailReceived {
-        from: "ada@example.com".into(),
-        subject: format!("#{n}"),
-        received_at: Timestamp::parse("2026-05-27T10:15:00Z").unwrap(),
-        message_id: None,
-        to: None,
-    })
+    InboxEvent::EmailReceived(EmailReceived::new(
+        "ada@example.com",
+        format!("#{n}"),
+        Timestamp::parse("2026-05-27T10:15:00Z").unwrap(),
+    ))
 }
 
 #[test]
@@ -363,7 +361,7 @@ fn custom_transport_campaign_finishes_after_the_terminal_event() {
         Channel::Campaign(CampaignId::new("spring-sale").unwrap()),
     );
     let mut link = open(Link::connect(client, RejectionStyle::Http));
-    let events = example::campaign_events("spring-sale", 3);
+    let events = example::campaign_events(&cid("spring-sale"), 3);
     // Queued faster than sent: the progress updates coalesce into the latest.
     for event in &events {
         link.server.enqueue(event.encode(), link.now).unwrap();
@@ -386,14 +384,7 @@ fn custom_transport_campaign_finishes_after_the_terminal_event() {
         (CloseCause::Finished, Ending::Handshake)
     );
     // The channel is over: nothing more is accepted.
-    let late = CampaignEvent::Progress(Progress {
-        campaign_id: "spring-sale".into(),
-        sent: 1,
-        total: 1,
-        delivered: 1,
-        bounced: 0,
-        opened: 0,
-    });
+    let late = CampaignEvent::Progress(Progress::new(cid("spring-sale"), 1, 1, 1, 0, 0));
     assert!(link.server.enqueue(late.encode(), link.now).is_err());
 }
 
@@ -461,4 +452,9 @@ fn custom_transport_refusals_and_revocation_reach_the_client() {
         ))
     );
     assert_eq!(link.server_end.map(|e| e.unsent_events), Some(1));
+}
+
+/// A campaign id from a literal the test knows to be valid.
+fn cid(id: &str) -> misar_proto::route::CampaignId {
+    misar_proto::route::CampaignId::new(id).expect("a valid campaign id")
 }

@@ -153,7 +153,7 @@ async fn consume(
                 }
             }
             (Stream::Campaign(campaign), Event::Campaign(c)) => {
-                if c.campaign_id() != Some(campaign.as_str()) {
+                if c.campaign_id().map(|id| id.as_str()) != Some(campaign.as_str()) {
                     return Err(format!(
                         "{campaign} received {:?}'s {}",
                         c.campaign_id(),

@@ -57,34 +57,26 @@ async fn inbox(demo: Arc<Demo>, tick: Duration) {
         let account = AccountId::from(if n % 3 == 0 { "bob" } else { "alice" });
         let contact = SENDERS[n % SENDERS.len()].to_owned();
         let event = match n % 5 {
-            0 => InboxEvent::Bounce(Bounce {
-                email: contact,
-                bounce_type: Some(if ids.below(2) == 0 {
-                    BounceType::Hard
-                } else {
-                    BounceType::Soft
-                }),
-                reason: Some("mailbox unavailable".into()),
-                campaign_id: None,
-                bounced_at: clock::now(),
-            }),
-            3 => InboxEvent::Unsubscribe(Unsubscribe {
-                email: contact,
-                campaign_id: None,
-                unsubscribed_at: clock::now(),
-            }),
-            4 if ids.below(3) == 0 => InboxEvent::Complaint(Complaint {
-                email: contact,
-                campaign_id: None,
-                complained_at: clock::now(),
-            }),
-            _ => InboxEvent::EmailReceived(EmailReceived {
-                from: contact,
-                subject: SUBJECTS[n % SUBJECTS.len()].to_owned(),
-                received_at: clock::now(),
-                message_id: Some(format!("<{}@demo.misar>", ids.uuid())),
-                to: Some(format!("{account}@demo.misar")),
-            }),
+            0 => InboxEvent::Bounce(
+                Bounce::new(contact, clock::now())
+                    .with_bounce_type(if ids.below(2) == 0 {
+                        BounceType::Hard
+                    } else {
+                        BounceType::Soft
+                    })
+                    .with_reason("mailbox unavailable"),
+            ),
+            3 => InboxEvent::Unsubscribe(Unsubscribe::new(contact, clock::now())),
+            4 if ids.below(3) == 0 => InboxEvent::Complaint(Complaint::new(contact, clock::now())),
+            _ => InboxEvent::EmailReceived(
+                EmailReceived::new(
+                    contact,
+                    SUBJECTS[n % SUBJECTS.len()].to_owned(),
+                    clock::now(),
+                )
+                .with_message_id(format!("<{}@demo.misar>", ids.uuid()))
+                .with_to(format!("{account}@demo.misar")),
+            ),
         };
         if let Err(e) = demo.hub.publish_inbox(&account, &event).await {
             tracing::warn!(error = %e, "simulation: inbox publish failed");
@@ -106,12 +98,12 @@ async fn campaigns(demo: Arc<Demo>, tick: Duration) {
         let total = 500 + ids.below(16) * 100;
         // Owned by alice before anyone hears of it, so her campaign sockets are accepted.
         demo.add_campaign(id.clone(), alice.clone());
-        let started = InboxEvent::CampaignStarted(CampaignStarted {
-            campaign_id: id.to_string(),
-            campaign_name: name.clone(),
+        let started = InboxEvent::CampaignStarted(CampaignStarted::new(
+            id.clone(),
+            name.clone(),
             total,
-            started_at: clock::now(),
-        });
+            clock::now(),
+        ));
         if let Err(e) = demo.hub.publish_inbox(&alice, &started).await {
             tracing::warn!(error = %e, "simulation: publish failed");
         }
@@ -122,39 +114,35 @@ async fn campaigns(demo: Arc<Demo>, tick: Duration) {
             bounced = sent / 50;
             delivered = sent - bounced;
             opened = delivered / 4;
-            let progress = CampaignEvent::Progress(Progress {
-                campaign_id: id.to_string(),
+            let progress = CampaignEvent::Progress(Progress::new(
+                id.clone(),
                 sent,
                 total,
                 delivered,
                 bounced,
                 opened,
-            });
+            ));
             if let Err(e) = demo.hub.publish_campaign(&id, &progress).await {
                 tracing::warn!(error = %e, "simulation: publish failed");
             }
             sleep(tick).await;
         }
         let completed_at = clock::now();
-        let completed = CampaignEvent::Completed(Completed {
-            campaign_id: id.to_string(),
-            sent: total,
-            delivered,
-            bounced,
-            opened,
-            completed_at: Some(completed_at.clone()),
-        });
+        let completed = CampaignEvent::Completed(
+            Completed::new(id.clone(), total, delivered, bounced, opened)
+                .with_completed_at(completed_at.clone()),
+        );
         if let Err(e) = demo.hub.publish_campaign(&id, &completed).await {
             tracing::warn!(error = %e, "simulation: publish failed");
         }
-        let summary = InboxEvent::CampaignCompleted(CampaignCompleted {
-            campaign_id: id.to_string(),
-            campaign_name: name,
-            sent: total,
+        let summary = InboxEvent::CampaignCompleted(CampaignCompleted::new(
+            id.clone(),
+            name,
+            total,
             delivered,
             opened,
             completed_at,
-        });
+        ));
         if let Err(e) = demo.hub.publish_inbox(&alice, &summary).await {
             tracing::warn!(error = %e, "simulation: publish failed");
         }

@@ -63,6 +63,7 @@ use misar_proto::auth::ApiKey;
 use misar_proto::backoff::BackoffConfig;
 use misar_proto::client::{AuthStyle, ClientConfig, ClientSession, RejectionBody, RequestError};
 use misar_proto::close::{CloseCode, Disconnect, Fatal};
+use misar_proto::config::{ConfigError, ConfigProblem};
 use misar_proto::route::{CampaignId, Channel};
 
 pub use subscription::{Subscription, Update, Updates};
@@ -181,13 +182,25 @@ impl ClientBuilder {
         self
     }
 
-    /// Checks the URL and builds the client. Nothing connects yet.
+    /// Checks the URL and the settings, and builds the client. Nothing connects yet.
+    ///
+    /// Refused: a URL the core cannot connect to ([`BuildError::Url`]); a setting
+    /// [`ClientConfig::validate`] refuses (a zero heartbeat, close grace, message size or
+    /// backoff), or a zero [`connect_timeout`](Self::connect_timeout), which would fail
+    /// every attempt at once ([`BuildError::Config`]).
     pub fn build(mut self) -> Result<Client, BuildError> {
         // tungstenite answers pings on its own; a second pong from the session would be noise.
         self.config.answer_pings = false;
         // The URL is the same for every channel but the appended path: checking it once for
         // the inbox catches every error the core would report later.
         ClientSession::new(self.config.clone(), Channel::Inbox).handshake_request()?;
+        self.config.validate()?;
+        if self.connect_timeout.is_zero() {
+            return Err(BuildError::Config(ConfigError::new(
+                "connect_timeout",
+                ConfigProblem::Zero,
+            )));
+        }
         Ok(Client {
             config: self.config,
             reconnect: self.reconnect,
@@ -203,6 +216,10 @@ pub enum BuildError {
     /// The server URL is unusable.
     #[error(transparent)]
     Url(#[from] RequestError),
+    /// A setting is refused (it names the field: a [`ClientConfig`] field such as
+    /// `"pong_timeout"` or `"backoff.base"`, or the builder's own `"connect_timeout"`).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// A configured client; each `subscribe_*` call opens one independent [`Subscription`].
@@ -383,6 +400,61 @@ mod tests {
             .unwrap_err();
         assert_eq!(err, BuildError::Url(RequestError::UnsupportedScheme));
         assert!(Client::builder("ws://h/mail/ws", key()).build().is_ok());
+    }
+
+    #[test]
+    fn build_checks_the_settings() {
+        let zero = Duration::ZERO;
+        let cases: [(ClientBuilder, &str); 6] = [
+            (
+                Client::builder("ws://h/mail/ws", key()).heartbeat(zero, Duration::from_secs(1)),
+                "ping_interval",
+            ),
+            (
+                Client::builder("ws://h/mail/ws", key()).heartbeat(Duration::from_secs(1), zero),
+                "pong_timeout",
+            ),
+            (
+                Client::builder("ws://h/mail/ws", key()).close_grace(zero),
+                "close_grace",
+            ),
+            (
+                Client::builder("ws://h/mail/ws", key()).max_message_size(0),
+                "max_message",
+            ),
+            (
+                Client::builder("ws://h/mail/ws", key()).backoff(BackoffConfig {
+                    base: zero,
+                    cap: Duration::from_secs(1),
+                }),
+                "backoff.base",
+            ),
+            (
+                Client::builder("ws://h/mail/ws", key()).connect_timeout(zero),
+                "connect_timeout",
+            ),
+        ];
+        for (builder, field) in cases {
+            assert_eq!(
+                builder.build().unwrap_err(),
+                BuildError::Config(ConfigError::new(field, ConfigProblem::Zero))
+            );
+        }
+        // A URL problem is reported first, as before.
+        let err = Client::builder("https://h/mail/ws", key())
+            .connect_timeout(zero)
+            .build()
+            .unwrap_err();
+        assert_eq!(err, BuildError::Url(RequestError::UnsupportedScheme));
+        // Short but non-zero settings (as tests use) are fine.
+        assert!(
+            Client::builder("ws://h/mail/ws", key())
+                .heartbeat(Duration::from_millis(5), Duration::from_millis(5))
+                .close_grace(Duration::from_millis(1))
+                .connect_timeout(Duration::from_millis(1))
+                .build()
+                .is_ok()
+        );
     }
 
     #[test]

@@ -47,13 +47,11 @@
 //! // In a handler: `let mark = hub.mark();` before the hooks, then
 //! // `let feed = hub.subscribe(accepted, mark, &ServerConfig::default())?;` before the upgrade,
 //! // then `serve_connection(transport, feed, DriverConfig::default())` after it.
-//! let event = InboxEvent::EmailReceived(EmailReceived {
-//!     from: "ada@example.com".into(),
-//!     subject: "Hello".into(),
-//!     received_at: Timestamp::parse("2026-05-27T10:15:00Z")?,
-//!     message_id: None,
-//!     to: None,
-//! });
+//! let event = InboxEvent::EmailReceived(EmailReceived::new(
+//!     "ada@example.com",
+//!     "Hello",
+//!     Timestamp::parse("2026-05-27T10:15:00Z")?,
+//! ));
 //! let report = hub.publish_inbox(&AccountId::new("acct-1"), &event).await?;
 //! assert_eq!(report.delivered, 0); // nobody is connected
 //! assert_eq!(hub.stats().encodes, 1);

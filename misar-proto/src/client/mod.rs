@@ -73,6 +73,7 @@ use bytes::Bytes;
 use crate::auth::ApiKey;
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::close::{Advice, CloseCode, CloseFrame, CloseReason, Disconnect, Fatal, Pace, advise};
+use crate::config::{ConfigError, nonzero_count, nonzero_duration};
 use crate::event::{DEFAULT_MAX_LEN, DecodeError, Decoder, Event};
 use crate::message::{Incoming, Message, ReceivedClose};
 use crate::route::Channel;
@@ -84,7 +85,7 @@ pub use request::{AuthStyle, HandshakeFailure, RejectionBody, RequestError};
 /// and ask the driver to wake up in a busy loop.
 const MIN_LIVENESS: Duration = Duration::from_millis(1);
 
-/// Settings of a client session.
+/// Settings of a client session. Check one you build with [`validate`](Self::validate).
 #[derive(Clone)]
 pub struct ClientConfig {
     /// The server's base URL, `ws://` or `wss://`, up to the mount prefix
@@ -132,6 +133,43 @@ impl ClientConfig {
             jitter_seed: None,
             answer_pings: true,
         }
+    }
+
+    /// Checks the settings (not the URL: [`ClientSession::handshake_request`] reports URL
+    /// problems as [`RequestError`]s); the first refused field, in declaration order, is
+    /// reported.
+    ///
+    /// | field | refused | why |
+    /// |---|---|---|
+    /// | `ping_interval` | zero | every connection would count as healthy at once, so the backoff would start over at every disconnect and a server that accepts and drops would be hammered; and the liveness window would be the pong timeout alone |
+    /// | `pong_timeout` | zero | the liveness window would be exactly the server's ping interval: any latency and the live server is declared dead just before each ping, a reconnect loop |
+    /// | `close_grace` | zero | the client would never wait for the server's close: after a terminal event it would close itself at once, and its own close handshakes could never complete |
+    /// | `max_message` | zero | every event is over the limit ([`ClientEvent::Invalid`]); a transport that applies the same limit (tungstenite) fails every connection, a reconnect loop |
+    /// | `backoff.base`, `backoff.cap` | zero | every reconnect delay is zero: a tight reconnect loop (see [`BackoffConfig::validate`]) |
+    ///
+    /// [`ClientSession::new`] does not call this; it only keeps the liveness window at 1 ms
+    /// or more. Adapters validate where they build their configuration (the tokio `Client`
+    /// builder's `build` does).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use misar_proto::auth::ApiKey;
+    /// use misar_proto::client::ClientConfig;
+    ///
+    /// let mut config = ClientConfig::new("wss://api.misar.io/mail/ws", ApiKey::parse("msk_k").unwrap());
+    /// assert!(config.validate().is_ok());
+    /// config.backoff.cap = Duration::ZERO;
+    /// assert_eq!(config.validate().unwrap_err().field, "backoff.cap");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        nonzero_duration("ping_interval", self.ping_interval)?;
+        nonzero_duration("pong_timeout", self.pong_timeout)?;
+        nonzero_duration("close_grace", self.close_grace)?;
+        nonzero_count(
+            "max_message",
+            u64::try_from(self.max_message).unwrap_or(u64::MAX),
+        )?;
+        self.backoff.validate_as("backoff.base", "backoff.cap")
     }
 
     /// The liveness window: `ping_interval + pong_timeout`, at least 1 ms.

@@ -499,3 +499,62 @@ fn debug_hides_the_key_and_the_query() {
     let session = ClientSession::new(config(), Channel::Inbox);
     assert!(!format!("{session:?}").contains("msk_client_key_9876"));
 }
+
+#[test]
+fn the_default_config_is_valid() {
+    assert_eq!(config().validate(), Ok(()));
+}
+
+#[test]
+fn each_config_rule_names_its_field() {
+    use crate::config::ConfigProblem;
+    type Edit = fn(&mut ClientConfig);
+    let cases: [(Edit, &str); 6] = [
+        (|c| c.ping_interval = Duration::ZERO, "ping_interval"),
+        (|c| c.pong_timeout = Duration::ZERO, "pong_timeout"),
+        (|c| c.close_grace = Duration::ZERO, "close_grace"),
+        (|c| c.max_message = 0, "max_message"),
+        (|c| c.backoff.base = Duration::ZERO, "backoff.base"),
+        (|c| c.backoff.cap = Duration::ZERO, "backoff.cap"),
+    ];
+    for (edit, field) in cases {
+        let mut c = config();
+        edit(&mut c);
+        let error = c.validate().unwrap_err();
+        assert_eq!((error.field, error.problem), (field, ConfigProblem::Zero));
+        assert!(!error.to_string().contains("msk_"), "{error}");
+    }
+    // The smallest accepted values.
+    let mut c = config();
+    c.ping_interval = Duration::from_nanos(1);
+    c.pong_timeout = Duration::from_nanos(1);
+    c.close_grace = Duration::from_nanos(1);
+    c.max_message = 1;
+    c.backoff.base = Duration::from_nanos(1);
+    c.backoff.cap = Duration::from_nanos(1);
+    assert_eq!(c.validate(), Ok(()));
+}
+
+#[test]
+fn zero_ping_interval_would_reset_the_backoff_at_every_disconnect() {
+    // Why `ping_interval` 0 is refused: a connection that opens and drops at once counts as
+    // healthy, so the window never grows.
+    let mut config = config();
+    config.ping_interval = Duration::ZERO;
+    let backoff = Backoff::with_random(config.backoff, Box::new(|| u64::MAX));
+    let mut c = ClientSession::with_backoff(config, Channel::Inbox, backoff);
+    let t0 = origin();
+    for _ in 0..5 {
+        c.handle_handshake_response(StatusCode::SWITCHING_PROTOCOLS, b"", t0)
+            .unwrap();
+        c.handle_transport_closed(t0);
+        let (_, outcome) = disconnected(&mut c);
+        assert_eq!(
+            outcome,
+            ClientOutcome::Reconnect {
+                delay: ms(500),
+                pace: Pace::Normal
+            }
+        );
+    }
+}

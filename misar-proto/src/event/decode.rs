@@ -32,6 +32,7 @@ use super::{
     JsonType, Progress, Timestamp, UnknownEvent, Unsubscribe,
 };
 use crate::close::ChannelKind;
+use crate::route::CampaignId;
 
 /// The default size limit of a [`Decoder`]: 64 KiB.
 pub const DEFAULT_MAX_LEN: usize = 64 * 1024;
@@ -138,7 +139,7 @@ impl Decoder {
 /// use misar_proto::event::{decode_inbox, DecodeError, InboxEvent};
 ///
 /// let e = decode_inbox(br#"{"type":"campaign_completed","campaignId":"uuid","campaignName":"May Newsletter","sent":10000,"delivered":9855,"opened":2340,"completedAt":"2026-05-27T11:00:00Z"}"#)?;
-/// assert_eq!(e.campaign_id(), Some("uuid"));
+/// assert_eq!(e.campaign_id().map(|id| id.as_str()), Some("uuid"));
 ///
 /// let e = decode_inbox(br#"{"type":"calendar_invite","when":"soon"}"#)?;
 /// assert!(matches!(e, InboxEvent::Unknown(u) if u.kind == "calendar_invite"));
@@ -161,6 +162,7 @@ pub fn decode_inbox(bytes: &[u8]) -> Result<InboxEvent, DecodeError> {
 ///
 /// ```
 /// use misar_proto::event::{decode_campaign, CampaignEvent, DecodeError, FieldError};
+/// use misar_proto::route::CampaignIdError;
 ///
 /// let e = decode_campaign(br#"{"type":"progress","campaignId":"uuid","sent":2500,"total":10000,"delivered":2480,"bounced":20,"opened":450}"#)?;
 /// assert!(matches!(e, CampaignEvent::Progress(p) if p.sent == 2500 && p.total == 10000));
@@ -168,6 +170,14 @@ pub fn decode_inbox(bytes: &[u8]) -> Result<InboxEvent, DecodeError> {
 /// assert_eq!(
 ///     decode_campaign(br#"{"type":"cancelled","campaignId":"uuid","sent":-1}"#),
 ///     Err(DecodeError::InvalidField { field: "sent", reason: FieldError::Negative })
+/// );
+/// // A campaign id is 1–128 characters of [A-Za-z0-9_-], as in the channel's path.
+/// assert_eq!(
+///     decode_campaign(br#"{"type":"cancelled","campaignId":"a/b"}"#),
+///     Err(DecodeError::InvalidField {
+///         field: "campaignId",
+///         reason: FieldError::CampaignId(CampaignIdError::InvalidCharacter { position: 1 }),
+///     })
 /// );
 /// # Ok::<(), DecodeError>(())
 /// ```
@@ -734,6 +744,16 @@ impl FromWire for Timestamp {
     }
 }
 
+impl FromWire for CampaignId {
+    const EXPECTED: Expected = Expected::String;
+    fn from_str(s: &str) -> Result<Self, FieldError> {
+        Ok(CampaignId::new(s)?)
+    }
+    fn from_string(s: String) -> Result<Self, FieldError> {
+        Ok(CampaignId::from_string(s)?)
+    }
+}
+
 impl FromWire for BounceType {
     const EXPECTED: Expected = Expected::String;
     fn from_str(s: &str) -> Result<Self, FieldError> {
@@ -957,7 +977,7 @@ fields!(BounceFields => Bounce {
     optional {
         bounce_type: BounceType = BounceType "bounceType",
         reason: String = Reason "reason",
-        campaign_id: String = CampaignId "campaignId",
+        campaign_id: CampaignId = CampaignId "campaignId",
     }
 });
 
@@ -967,7 +987,7 @@ fields!(ComplaintFields => Complaint {
         complained_at: Timestamp = ComplainedAt "complainedAt",
     }
     optional {
-        campaign_id: String = CampaignId "campaignId",
+        campaign_id: CampaignId = CampaignId "campaignId",
     }
 });
 
@@ -977,13 +997,13 @@ fields!(UnsubscribeFields => Unsubscribe {
         unsubscribed_at: Timestamp = UnsubscribedAt "unsubscribedAt",
     }
     optional {
-        campaign_id: String = CampaignId "campaignId",
+        campaign_id: CampaignId = CampaignId "campaignId",
     }
 });
 
 fields!(CampaignStartedFields => CampaignStarted {
     required {
-        campaign_id: String = CampaignId "campaignId",
+        campaign_id: CampaignId = CampaignId "campaignId",
         campaign_name: String = CampaignName "campaignName",
         total: u64 = Total "total",
         started_at: Timestamp = StartedAt "startedAt",
@@ -993,7 +1013,7 @@ fields!(CampaignStartedFields => CampaignStarted {
 
 fields!(CampaignCompletedFields => CampaignCompleted {
     required {
-        campaign_id: String = CampaignId "campaignId",
+        campaign_id: CampaignId = CampaignId "campaignId",
         campaign_name: String = CampaignName "campaignName",
         sent: u64 = Sent "sent",
         delivered: u64 = Delivered "delivered",
@@ -1005,7 +1025,7 @@ fields!(CampaignCompletedFields => CampaignCompleted {
 
 fields!(ProgressFields => Progress {
     required {
-        campaign_id: String = CampaignId "campaignId",
+        campaign_id: CampaignId = CampaignId "campaignId",
         sent: u64 = Sent "sent",
         total: u64 = Total "total",
         delivered: u64 = Delivered "delivered",
@@ -1017,7 +1037,7 @@ fields!(ProgressFields => Progress {
 
 fields!(CompletedFields => Completed {
     required {
-        campaign_id: String = CampaignId "campaignId",
+        campaign_id: CampaignId = CampaignId "campaignId",
         sent: u64 = Sent "sent",
         delivered: u64 = Delivered "delivered",
         bounced: u64 = Bounced "bounced",
@@ -1030,7 +1050,7 @@ fields!(CompletedFields => Completed {
 
 fields!(FailedFields => Failed {
     required {
-        campaign_id: String = CampaignId "campaignId",
+        campaign_id: CampaignId = CampaignId "campaignId",
         error: String = Error "error",
     }
     optional {
@@ -1041,7 +1061,7 @@ fields!(FailedFields => Failed {
 
 fields!(CancelledFields => Cancelled {
     required {
-        campaign_id: String = CampaignId "campaignId",
+        campaign_id: CampaignId = CampaignId "campaignId",
     }
     optional {
         sent: u64 = Sent "sent",

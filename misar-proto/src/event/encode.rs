@@ -12,6 +12,7 @@ use super::{
     Completed, EmailReceived, EncodedEvent, Event, Failed, InboxEvent, Progress, Timestamp,
     UnknownEvent, Unsubscribe,
 };
+use crate::route::CampaignId;
 
 /// Where a writer puts JSON: a buffer, or a size counter.
 pub(super) trait Sink {
@@ -19,7 +20,7 @@ pub(super) trait Sink {
     fn raw(&mut self, bytes: &[u8]);
     /// A JSON string with escaping.
     fn string(&mut self, s: &str);
-    /// A JSON string known to need no escaping (validated timestamps).
+    /// A JSON string known to need no escaping (validated timestamps and campaign ids).
     fn plain_string(&mut self, s: &str);
     /// An unsigned integer.
     fn count(&mut self, v: u64);
@@ -125,6 +126,14 @@ fn opt_string<S: Sink>(s: &mut S, key: &[u8], value: Option<&String>) {
     }
 }
 
+/// An optional `campaignId` (campaign ids are `[A-Za-z0-9_-]`: nothing to escape).
+fn opt_campaign<S: Sink>(s: &mut S, value: Option<&CampaignId>) {
+    if let Some(v) = value {
+        s.raw(br#","campaignId":"#);
+        s.plain_string(v.as_str());
+    }
+}
+
 fn opt_count<S: Sink>(s: &mut S, key: &[u8], value: Option<u64>) {
     if let Some(v) = value {
         s.raw(key);
@@ -162,7 +171,7 @@ impl Bounce {
             s.string(bt.as_str());
         }
         opt_string(s, br#","reason":"#, self.reason.as_ref());
-        opt_string(s, br#","campaignId":"#, self.campaign_id.as_ref());
+        opt_campaign(s, self.campaign_id.as_ref());
         s.raw(br#","bouncedAt":"#);
         s.plain_string(self.bounced_at.as_str());
         s.raw(b"}");
@@ -173,7 +182,7 @@ impl Complaint {
     fn write<S: Sink>(&self, s: &mut S) {
         s.raw(br#"{"type":"complaint","email":"#);
         s.string(&self.email);
-        opt_string(s, br#","campaignId":"#, self.campaign_id.as_ref());
+        opt_campaign(s, self.campaign_id.as_ref());
         s.raw(br#","complainedAt":"#);
         s.plain_string(self.complained_at.as_str());
         s.raw(b"}");
@@ -184,7 +193,7 @@ impl Unsubscribe {
     fn write<S: Sink>(&self, s: &mut S) {
         s.raw(br#"{"type":"unsubscribe","email":"#);
         s.string(&self.email);
-        opt_string(s, br#","campaignId":"#, self.campaign_id.as_ref());
+        opt_campaign(s, self.campaign_id.as_ref());
         s.raw(br#","unsubscribedAt":"#);
         s.plain_string(self.unsubscribed_at.as_str());
         s.raw(b"}");
@@ -194,7 +203,7 @@ impl Unsubscribe {
 impl CampaignStarted {
     fn write<S: Sink>(&self, s: &mut S) {
         s.raw(br#"{"type":"campaign_started","campaignId":"#);
-        s.string(&self.campaign_id);
+        s.plain_string(self.campaign_id.as_str());
         s.raw(br#","campaignName":"#);
         s.string(&self.campaign_name);
         s.raw(br#","total":"#);
@@ -208,7 +217,7 @@ impl CampaignStarted {
 impl CampaignCompleted {
     fn write<S: Sink>(&self, s: &mut S) {
         s.raw(br#"{"type":"campaign_completed","campaignId":"#);
-        s.string(&self.campaign_id);
+        s.plain_string(self.campaign_id.as_str());
         s.raw(br#","campaignName":"#);
         s.string(&self.campaign_name);
         s.raw(br#","sent":"#);
@@ -226,7 +235,7 @@ impl CampaignCompleted {
 impl Progress {
     fn write<S: Sink>(&self, s: &mut S) {
         s.raw(br#"{"type":"progress","campaignId":"#);
-        s.string(&self.campaign_id);
+        s.plain_string(self.campaign_id.as_str());
         s.raw(br#","sent":"#);
         s.count(self.sent);
         s.raw(br#","total":"#);
@@ -244,7 +253,7 @@ impl Progress {
 impl Completed {
     fn write<S: Sink>(&self, s: &mut S) {
         s.raw(br#"{"type":"completed","campaignId":"#);
-        s.string(&self.campaign_id);
+        s.plain_string(self.campaign_id.as_str());
         s.raw(br#","sent":"#);
         s.count(self.sent);
         s.raw(br#","delivered":"#);
@@ -261,7 +270,7 @@ impl Completed {
 impl Failed {
     fn write<S: Sink>(&self, s: &mut S) {
         s.raw(br#"{"type":"failed","campaignId":"#);
-        s.string(&self.campaign_id);
+        s.plain_string(self.campaign_id.as_str());
         s.raw(br#","error":"#);
         s.string(&self.error);
         opt_count(s, br#","sent":"#, self.sent);
@@ -273,7 +282,7 @@ impl Failed {
 impl Cancelled {
     fn write<S: Sink>(&self, s: &mut S) {
         s.raw(br#"{"type":"cancelled","campaignId":"#);
-        s.string(&self.campaign_id);
+        s.plain_string(self.campaign_id.as_str());
         opt_count(s, br#","sent":"#, self.sent);
         opt_time(s, br#","cancelledAt":"#, self.cancelled_at.as_ref());
         s.raw(b"}");

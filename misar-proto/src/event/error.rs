@@ -1,6 +1,7 @@
 //! Typed decoding errors: each names what was wrong, and the field when there is one.
 
 use super::TimestampError;
+use crate::route::CampaignIdError;
 
 /// Why a text frame is not an event of the expected channel.
 ///
@@ -87,13 +88,17 @@ pub enum FieldError {
     /// A timestamp that is not RFC 3339.
     #[error("{0}")]
     Timestamp(#[from] TimestampError),
+    /// A `campaignId` that is not 1–128 characters of `[A-Za-z0-9_-]` (§2.1).
+    #[error("{0}")]
+    CampaignId(#[from] CampaignIdError),
 }
 
 /// The JSON type a field must hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Expected {
-    /// A string (plain text, an RFC 3339 timestamp, a `bounceType`, the `type`).
+    /// A string (plain text, an RFC 3339 timestamp, a campaign id, a `bounceType`, the
+    /// `type`).
     String,
     /// A non-negative integer that fits in 64 bits.
     Count,

@@ -7,31 +7,41 @@
 //! - Decoding: [`decode_inbox`], [`decode_campaign`], [`decode`] or a [`Decoder`] with its own
 //!   size limit. Unknown fields are ignored, an unknown `type` is kept, anything else wrong is a
 //!   [`DecodeError`] naming the field.
+//! - Campaign ids: every field that holds one (`campaignId` of `bounce`, `complaint`,
+//!   `unsubscribe`, `campaign_started`, `campaign_completed` and of the four campaign-channel
+//!   types) is a [`CampaignId`] (1–128 characters of `[A-Za-z0-9_-]`, as in the channel's
+//!   path, §2.1): a frame whose `campaignId` is not one is refused with
+//!   [`DecodeError::InvalidField`] naming `campaignId` ([`FieldError::CampaignId`]), and the
+//!   `campaign_id()` accessors return `Option<&CampaignId>`.
+//! - Building: the event structs are `#[non_exhaustive]` (§2.4 may gain optional fields):
+//!   build one with its `new` (the required fields, in wire order) and `with_*` methods (the
+//!   optional ones), e.g. [`EmailReceived::new`]; fields stay public to read and change.
 //! - Relaying: [`crate::streams::validate_relayed`] wraps bytes another node encoded (checked
 //!   by one decode, not re-encoded).
 //!
 //! ```
 //! use misar_proto::event::{decode_campaign, CampaignEvent, EventClass, Progress};
+//! use misar_proto::route::CampaignId;
 //!
-//! let event = CampaignEvent::Progress(Progress {
-//!     campaign_id: "c-42".into(),
-//!     sent: 2500,
-//!     total: 10000,
-//!     delivered: 2480,
-//!     bounced: 20,
-//!     opened: 450,
-//! });
+//! let campaign = CampaignId::new("c-42")?;
+//! // campaignId, sent, total, delivered, bounced, opened
+//! let event = CampaignEvent::Progress(Progress::new(campaign.clone(), 2500, 10000, 2480, 20, 450));
 //! let encoded = event.encode();
 //! assert_eq!(
 //!     encoded.bytes().as_ref(),
 //!     br#"{"type":"progress","campaignId":"c-42","sent":2500,"total":10000,"delivered":2480,"bounced":20,"opened":450}"#
 //! );
 //! assert_eq!(encoded.class(), EventClass::Progress);
-//! assert_eq!(decode_campaign(encoded.bytes()), Ok(event));
+//! assert_eq!(decode_campaign(encoded.bytes()), Ok(event.clone()));
+//! assert_eq!(event.campaign_id(), Some(&campaign));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use bytes::Bytes;
 
+use crate::route::CampaignId;
+
+mod build;
 mod decode;
 mod encode;
 mod error;
@@ -67,6 +77,7 @@ impl BounceType {
 
 /// `email_received`: a new inbound email.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EmailReceived {
     /// `from`.
     pub from: String,
@@ -82,6 +93,7 @@ pub struct EmailReceived {
 
 /// `bounce`: an outbound email bounced.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Bounce {
     /// `email`.
     pub email: String,
@@ -90,38 +102,41 @@ pub struct Bounce {
     /// `reason?`.
     pub reason: Option<String>,
     /// `campaignId?`.
-    pub campaign_id: Option<String>,
+    pub campaign_id: Option<CampaignId>,
     /// `bouncedAt`.
     pub bounced_at: Timestamp,
 }
 
 /// `complaint`: a spam complaint.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Complaint {
     /// `email`.
     pub email: String,
     /// `campaignId?`.
-    pub campaign_id: Option<String>,
+    pub campaign_id: Option<CampaignId>,
     /// `complainedAt`.
     pub complained_at: Timestamp,
 }
 
 /// `unsubscribe`: a contact unsubscribed.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Unsubscribe {
     /// `email`.
     pub email: String,
     /// `campaignId?`.
-    pub campaign_id: Option<String>,
+    pub campaign_id: Option<CampaignId>,
     /// `unsubscribedAt`.
     pub unsubscribed_at: Timestamp,
 }
 
 /// `campaign_started`: a campaign send began.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CampaignStarted {
     /// `campaignId`.
-    pub campaign_id: String,
+    pub campaign_id: CampaignId,
     /// `campaignName`.
     pub campaign_name: String,
     /// `total`.
@@ -132,9 +147,10 @@ pub struct CampaignStarted {
 
 /// `campaign_completed`: a campaign send finished (inbox summary).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CampaignCompleted {
     /// `campaignId`.
-    pub campaign_id: String,
+    pub campaign_id: CampaignId,
     /// `campaignName`.
     pub campaign_name: String,
     /// `sent`.
@@ -149,9 +165,10 @@ pub struct CampaignCompleted {
 
 /// `progress`: periodic send progress (coalescable).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Progress {
     /// `campaignId`.
-    pub campaign_id: String,
+    pub campaign_id: CampaignId,
     /// `sent`.
     pub sent: u64,
     /// `total`.
@@ -166,9 +183,10 @@ pub struct Progress {
 
 /// `completed`: terminal, the send finished.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Completed {
     /// `campaignId`.
-    pub campaign_id: String,
+    pub campaign_id: CampaignId,
     /// `sent`.
     pub sent: u64,
     /// `delivered`.
@@ -183,9 +201,10 @@ pub struct Completed {
 
 /// `failed`: terminal, the send failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Failed {
     /// `campaignId`.
-    pub campaign_id: String,
+    pub campaign_id: CampaignId,
     /// `error`.
     pub error: String,
     /// `sent?`.
@@ -196,9 +215,10 @@ pub struct Failed {
 
 /// `cancelled`: terminal, the campaign was cancelled.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Cancelled {
     /// `campaignId`.
-    pub campaign_id: String,
+    pub campaign_id: CampaignId,
     /// `sent?`.
     pub sent: Option<u64>,
     /// `cancelledAt?`.
@@ -209,6 +229,7 @@ pub struct Cancelled {
 ///
 /// Encoding writes `raw` back unchanged, so a relay forwards events newer than itself intact.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UnknownEvent {
     /// The `type` field.
     pub kind: String,
@@ -333,11 +354,11 @@ impl InboxEvent {
     }
 
     /// The campaign the event is about, when it names one.
-    pub fn campaign_id(&self) -> Option<&str> {
+    pub fn campaign_id(&self) -> Option<&CampaignId> {
         match self {
-            InboxEvent::Bounce(e) => e.campaign_id.as_deref(),
-            InboxEvent::Complaint(e) => e.campaign_id.as_deref(),
-            InboxEvent::Unsubscribe(e) => e.campaign_id.as_deref(),
+            InboxEvent::Bounce(e) => e.campaign_id.as_ref(),
+            InboxEvent::Complaint(e) => e.campaign_id.as_ref(),
+            InboxEvent::Unsubscribe(e) => e.campaign_id.as_ref(),
             InboxEvent::CampaignStarted(e) => Some(&e.campaign_id),
             InboxEvent::CampaignCompleted(e) => Some(&e.campaign_id),
             InboxEvent::EmailReceived(_) | InboxEvent::Unknown(_) => None,
@@ -363,7 +384,7 @@ impl CampaignEvent {
     }
 
     /// The campaign the event is about (`None` only for an unknown event).
-    pub fn campaign_id(&self) -> Option<&str> {
+    pub fn campaign_id(&self) -> Option<&CampaignId> {
         match self {
             CampaignEvent::Progress(e) => Some(&e.campaign_id),
             CampaignEvent::Completed(e) => Some(&e.campaign_id),
@@ -404,7 +425,7 @@ impl Event {
     }
 
     /// The campaign the event is about, when it names one.
-    pub fn campaign_id(&self) -> Option<&str> {
+    pub fn campaign_id(&self) -> Option<&CampaignId> {
         match self {
             Event::Inbox(e) => e.campaign_id(),
             Event::Campaign(e) => e.campaign_id(),

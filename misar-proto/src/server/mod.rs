@@ -97,6 +97,7 @@
 mod limits;
 mod queue;
 pub(crate) mod timers;
+mod validate;
 
 use std::time::{Duration, Instant};
 
@@ -120,6 +121,9 @@ const MAX_CONTROL_PAYLOAD: usize = 125;
 const MIN_PING_INTERVAL: Duration = Duration::from_millis(1);
 
 /// Settings of a server session. `Default` gives the values of §2.5–§2.8.
+///
+/// Check a configuration you build with [`validate`](Self::validate): a session accepts any
+/// values, and some (a zero pong timeout, zero queue bounds, ...) would misbehave silently.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
     /// A ping is sent every `ping_interval` (30 s). Values below 1 ms are treated as 1 ms.
@@ -359,6 +363,11 @@ pub struct ServerSession {
 impl ServerSession {
     /// A session serving the accepted request, opened at `now` (the first ping is due at
     /// `now + ping_interval`).
+    ///
+    /// The configuration is not validated (see [`ServerConfig::validate`] for what it would
+    /// refuse): as a defence, `ping_interval` is clamped to at least 1 ms and
+    /// `client_message_refill` to at least 1 ns, and other refused values have the effects
+    /// documented there.
     pub fn new(accepted: Accepted, config: ServerConfig, now: Instant) -> Self {
         let mut session = Self::build(Role::Serving(accepted), config, now);
         let interval = session.config.ping_interval;

@@ -38,16 +38,12 @@
 //! let early = table.subscribe(&account, &stream, mark, "early", now)?;
 //! assert_eq!(early.first, None);
 //!
-//! let done = CampaignEvent::Completed(Completed {
-//!     campaign_id: "c-42".into(), sent: 3, delivered: 3, bounced: 0, opened: 1, completed_at: None,
-//! });
+//! let done = CampaignEvent::Completed(Completed::new(campaign.clone(), 3, 3, 0, 1));
 //! let delivery = table.publish_campaign(&campaign, &done, now)?;
 //! assert_eq!(delivery.recipients, vec!["early"]);
 //!
 //! // Finished: the terminal event sticks, a stray progress is refused...
-//! let stray = CampaignEvent::Progress(Progress {
-//!     campaign_id: "c-42".into(), sent: 2, total: 3, delivered: 2, bounced: 0, opened: 0,
-//! });
+//! let stray = CampaignEvent::Progress(Progress::new(campaign.clone(), 2, 3, 2, 0, 0));
 //! assert!(matches!(
 //!     table.publish_campaign(&campaign, &stray, now),
 //!     Err(PublishError::Finished { .. })

@@ -56,12 +56,12 @@ pub enum PublishError {
         kind: String,
     },
     /// A campaign event whose `campaignId` is not the campaign it was published to.
-    #[error("the event is about campaign {found:?}, not {target}")]
+    #[error("the event is about campaign {found}, not {target}")]
     CampaignMismatch {
         /// The campaign published to.
         target: CampaignId,
         /// The event's `campaignId`.
-        found: String,
+        found: CampaignId,
     },
     /// The encoding is over [`PublishRules::max_event_bytes`].
     #[error("the event is {len} bytes, over the limit of {max}")]
@@ -95,10 +95,10 @@ pub enum PublishError {
 /// use misar_proto::event::{InboxEvent, UnknownEvent};
 /// use misar_proto::streams::{validate_inbox, PublishError, PublishRules};
 ///
-/// let unknown = InboxEvent::Unknown(UnknownEvent {
-///     kind: "calendar_invite".into(),
-///     raw: bytes::Bytes::from_static(br#"{"type":"calendar_invite"}"#),
-/// });
+/// let unknown = InboxEvent::Unknown(UnknownEvent::new(
+///     "calendar_invite",
+///     bytes::Bytes::from_static(br#"{"type":"calendar_invite"}"#),
+/// ));
 /// assert!(matches!(
 ///     validate_inbox(&unknown, &PublishRules::default()),
 ///     Err(PublishError::UnknownType { .. })
@@ -128,7 +128,7 @@ pub fn validate_campaign(
             kind: unknown.kind.clone(),
         });
     }
-    check_campaign_id(campaign, event.campaign_id())?;
+    check_campaign_id(campaign, event)?;
     within_bound(event.encode(), rules)
 }
 
@@ -174,7 +174,7 @@ pub fn validate_relayed(
         StreamKey::Campaign(campaign) => {
             let event = decoder.campaign(&bytes)?;
             if !matches!(event, CampaignEvent::Unknown(_)) {
-                check_campaign_id(campaign, event.campaign_id())?;
+                check_campaign_id(campaign, &event)?;
             }
             event.class()
         }
@@ -182,12 +182,16 @@ pub fn validate_relayed(
     Ok(EncodedEvent::new(bytes, class))
 }
 
-fn check_campaign_id(campaign: &CampaignId, found: Option<&str>) -> Result<(), PublishError> {
-    match found {
-        Some(id) if id == campaign.as_str() => Ok(()),
-        found => Err(PublishError::CampaignMismatch {
+fn check_campaign_id(campaign: &CampaignId, event: &CampaignEvent) -> Result<(), PublishError> {
+    match event.campaign_id() {
+        Some(id) if id == campaign => Ok(()),
+        Some(found) => Err(PublishError::CampaignMismatch {
             target: campaign.clone(),
-            found: found.unwrap_or_default().to_owned(),
+            found: found.clone(),
+        }),
+        // Every known type names its campaign; only an unknown one has none.
+        None => Err(PublishError::UnknownType {
+            kind: event.type_name().to_owned(),
         }),
     }
 }

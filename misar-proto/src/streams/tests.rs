@@ -20,35 +20,19 @@ fn account(id: &str) -> AccountId {
 }
 
 fn progress(id: &str, sent: u64) -> CampaignEvent {
-    CampaignEvent::Progress(Progress {
-        campaign_id: id.into(),
-        sent,
-        total: 100,
-        delivered: sent,
-        bounced: 0,
-        opened: 0,
-    })
+    CampaignEvent::Progress(Progress::new(campaign(id), sent, 100, sent, 0, 0))
 }
 
 fn completed(id: &str) -> CampaignEvent {
-    CampaignEvent::Completed(Completed {
-        campaign_id: id.into(),
-        sent: 100,
-        delivered: 99,
-        bounced: 1,
-        opened: 10,
-        completed_at: None,
-    })
+    CampaignEvent::Completed(Completed::new(campaign(id), 100, 99, 1, 10))
 }
 
 fn email(subject: &str) -> InboxEvent {
-    InboxEvent::EmailReceived(EmailReceived {
-        from: "ana@example.com".into(),
-        subject: subject.into(),
-        received_at: Timestamp::parse("2026-05-27T10:15:00Z").unwrap(),
-        message_id: None,
-        to: None,
-    })
+    InboxEvent::EmailReceived(EmailReceived::new(
+        "ana@example.com",
+        subject,
+        Timestamp::parse("2026-05-27T10:15:00Z").unwrap(),
+    ))
 }
 
 fn table() -> Streams<u32> {
@@ -73,11 +57,7 @@ fn terminal_sticks_and_finished_refuses() {
         })
     );
     // Another terminal event does not replace the first either.
-    let cancelled = CampaignEvent::Cancelled(Cancelled {
-        campaign_id: "c1".into(),
-        sent: None,
-        cancelled_at: None,
-    });
+    let cancelled = CampaignEvent::Cancelled(Cancelled::new(campaign("c1")));
     assert!(matches!(
         t.publish_campaign(&c, &cancelled, now),
         Err(PublishError::Finished { .. })
@@ -285,7 +265,7 @@ fn publish_validation() {
     let c = campaign("c1");
     assert!(matches!(
         validate_campaign(&c, &progress("c2", 1), &rules),
-        Err(PublishError::CampaignMismatch { found, .. }) if found == "c2"
+        Err(PublishError::CampaignMismatch { found, .. }) if found.as_str() == "c2"
     ));
     let unknown = CampaignEvent::Unknown(UnknownEvent {
         kind: "paused".into(),
@@ -329,13 +309,7 @@ fn relayed_events_are_checked_once_and_shared() {
     let rules = PublishRules::default();
     let c = campaign("c1");
     let key = StreamKey::Campaign(c.clone());
-    let failed = CampaignEvent::Failed(Failed {
-        campaign_id: "c1".into(),
-        error: "smtp".into(),
-        sent: None,
-        failed_at: None,
-    })
-    .encode();
+    let failed = CampaignEvent::Failed(Failed::new(campaign("c1"), "smtp")).encode();
     let got = validate_relayed(&key, failed.bytes().clone(), &rules).unwrap();
     assert_eq!(got, failed);
     assert_eq!(got.bytes().as_ptr(), failed.bytes().as_ptr(), "no copy");

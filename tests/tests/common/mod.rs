@@ -434,13 +434,11 @@ pub fn ts(text: &str) -> Timestamp {
 
 /// An inbox event tagged with its stream and sequence number (in `subject`: `tag#seq`).
 pub fn email(tag: &str, seq: u64) -> InboxEvent {
-    InboxEvent::EmailReceived(EmailReceived {
-        from: "sender@example.com".into(),
-        subject: format!("{tag}#{seq}"),
-        received_at: ts("2026-05-27T10:15:00Z"),
-        message_id: None,
-        to: None,
-    })
+    InboxEvent::EmailReceived(EmailReceived::new(
+        "sender@example.com",
+        format!("{tag}#{seq}"),
+        ts("2026-05-27T10:15:00Z"),
+    ))
 }
 
 /// An inbox event of about `size` bytes once encoded.
@@ -465,42 +463,26 @@ pub fn email_tag(event: &Event) -> Option<(String, u64)> {
 }
 
 pub fn progress(campaign: &str, sent: u64, total: u64) -> CampaignEvent {
-    CampaignEvent::Progress(Progress {
-        campaign_id: campaign.into(),
-        sent,
-        total,
-        delivered: sent,
-        bounced: 0,
-        opened: sent / 2,
-    })
+    CampaignEvent::Progress(Progress::new(cid(campaign), sent, total, sent, 0, sent / 2))
 }
 
 pub fn completed(campaign: &str, sent: u64) -> CampaignEvent {
-    CampaignEvent::Completed(Completed {
-        campaign_id: campaign.into(),
-        sent,
-        delivered: sent,
-        bounced: 0,
-        opened: sent / 2,
-        completed_at: Some(ts("2026-05-27T11:00:00Z")),
-    })
+    CampaignEvent::Completed(
+        Completed::new(cid(campaign), sent, sent, 0, sent / 2)
+            .with_completed_at(ts("2026-05-27T11:00:00Z")),
+    )
 }
 
 pub fn failed(campaign: &str) -> CampaignEvent {
-    CampaignEvent::Failed(Failed {
-        campaign_id: campaign.into(),
-        error: "smtp relay refused the batch".into(),
-        sent: Some(12),
-        failed_at: Some(ts("2026-05-27T11:00:00Z")),
-    })
+    CampaignEvent::Failed(
+        Failed::new(cid(campaign), "smtp relay refused the batch")
+            .with_sent(12)
+            .with_failed_at(ts("2026-05-27T11:00:00Z")),
+    )
 }
 
 pub fn cancelled(campaign: &str) -> CampaignEvent {
-    CampaignEvent::Cancelled(Cancelled {
-        campaign_id: campaign.into(),
-        sent: None,
-        cancelled_at: None,
-    })
+    CampaignEvent::Cancelled(Cancelled::new(cid(campaign)))
 }
 
 /// The `sent` count of a `progress` event.
