@@ -16,7 +16,7 @@ use misar_proto::handshake::{self, HandshakeConfig, RejectAction, RejectionStyle
 use misar_proto::message::Incoming;
 use misar_proto::route::{CampaignId, Channel};
 use misar_proto::server::{CloseCause, Ending, ServerConfig, ServerSession, SessionState};
-use misar_proto::testing::Pair;
+use misar_proto::testing::{PAIR_JITTER_SEED, Pair};
 
 /// The origin of virtual time (any instant will do; this is the only clock read).
 #[allow(clippy::disallowed_methods)]
@@ -206,9 +206,8 @@ fn events_reach_the_client_decoded_and_in_order() {
 fn shutdown_closes_1001_and_the_client_advises_a_jittered_reconnect() {
     let mut delays = Vec::new();
     for seed in 0..20 {
-        let mut config = Pair::client_config();
-        config.jitter_seed = Some(seed);
-        let mut pair = Pair::new(ServerConfig::default(), config, Channel::Inbox, origin());
+        let client = ClientSession::new(Pair::client_config(), Channel::Inbox, seed);
+        let mut pair = Pair::connect(client, ServerConfig::default(), origin()).unwrap();
         pair.run_for(secs(45));
         pair.shutdown();
         assert!(pair.run_to_end(secs(10)));
@@ -451,7 +450,7 @@ fn close_after_upgrade_session_only_sends_its_code() {
     };
     let t0 = origin();
     let server = ServerSession::rejected(close, ServerConfig::default(), t0);
-    let client = ClientSession::new(Pair::client_config(), Channel::Inbox);
+    let client = ClientSession::new(Pair::client_config(), Channel::Inbox, PAIR_JITTER_SEED);
     let mut pair = Pair::from_sessions(server, client, t0);
     pair.enqueue(email("never sent")).unwrap_err();
     pair.run_to_end(secs(60));
