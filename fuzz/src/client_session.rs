@@ -512,7 +512,7 @@ impl Harness {
         let outcome = if self.terminal_seen {
             ClientOutcome::Finish
         } else {
-            match advise(disconnect, self.kind()) {
+            match advise(disconnect, self.kind(), false) {
                 Advice::Finish => ClientOutcome::Finish,
                 Advice::Stop(fatal) => ClientOutcome::Stop(fatal),
                 Advice::Reconnect(pace) => {

@@ -7,7 +7,9 @@
 //! [`ClientSession::poll_event`] and [`ClientSession::poll_transmit`], and wakes up at
 //! [`ClientSession::poll_timeout`]. When a connection ends the session emits
 //! [`ClientEvent::Disconnected`] with the §2.6 advice: finish, reconnect after a jittered
-//! delay, or stop for good.
+//! delay, or stop for good. A campaign subscription finishes once its terminal event arrived
+//! (however the connection then ends); a close 1000 without one is no finish (proxies close
+//! with 1000 too) and is retried with backoff, as on the inbox.
 //!
 //! ```text
 //!             handshake 101                       server close / drop / dead
@@ -627,11 +629,9 @@ impl ClientSession {
         now: Instant,
         connected_since: Option<Instant>,
     ) -> ClientOutcome {
-        if self.terminal_seen {
-            // The campaign is over; reconnecting would only replay its end.
-            return self.record(ClientOutcome::Finish);
-        }
-        let outcome = match advise(&disconnect, self.channel.kind()) {
+        // After a terminal event the campaign is over (any end finishes); without one, a
+        // close 1000 is no finish and the session reconnects (§2.6).
+        let outcome = match advise(&disconnect, self.channel.kind(), self.terminal_seen) {
             Advice::Finish => ClientOutcome::Finish,
             Advice::Stop(fatal) => ClientOutcome::Stop(fatal),
             Advice::Reconnect(pace) => {

@@ -322,17 +322,79 @@ fn revocation_stops_and_slow_consumer_backs_off_longer() {
 }
 
 #[test]
-fn normal_close_finishes_a_campaign_but_not_the_inbox() {
+fn normal_close_after_a_terminal_event_finishes_a_campaign() {
     let t0 = origin();
     let mut c = open(campaign(), t0);
-    c.handle_message(close_msg(Some(1000)), t0);
+    c.handle_message(text(PROGRESS), t0);
+    c.handle_message(text(FAILED), t0);
+    c.handle_message(close_msg(Some(1000)), t0 + ms(10));
+    assert_eq!(
+        disconnected(&mut c),
+        (Disconnect::Closed(CloseCode::Normal), ClientOutcome::Finish)
+    );
+    assert_eq!(c.state(), ClientState::Done);
+    // The close is echoed, and no further connection is made.
+    assert!(matches!(
+        c.poll_transmit(),
+        Some(Message::Close(Some(f))) if f.code == CloseCode::Normal
+    ));
+    assert_eq!(c.handshake_request().unwrap_err(), RequestError::Ended);
+}
+
+#[test]
+fn normal_close_without_a_terminal_event_reconnects_a_campaign_with_backoff() {
+    // A proxy or load balancer closes with 1000 too: that is no finish.
+    let t0 = origin();
+    let mut c = open(campaign(), t0);
+    c.handle_message(text(PROGRESS), t0);
+    c.handle_message(close_msg(Some(1000)), t0 + ms(10));
+    assert_eq!(
+        disconnected(&mut c),
+        (
+            Disconnect::Closed(CloseCode::Normal),
+            ClientOutcome::Reconnect {
+                delay: ms(500),
+                pace: Pace::Normal
+            }
+        )
+    );
+    assert_eq!(c.state(), ClientState::Idle);
+    assert!(!c.saw_terminal_event());
+    // The next attempt asks for the same campaign; the backoff grows like the inbox's.
+    assert_eq!(
+        c.handshake_request().unwrap().uri(),
+        "wss://api.example.com/mail/ws/campaigns/c-1"
+    );
+    c.handle_handshake_response(StatusCode::SWITCHING_PROTOCOLS, b"", t0 + secs(1))
+        .unwrap();
+    c.handle_message(close_msg(Some(1000)), t0 + secs(1));
+    assert_eq!(
+        disconnected(&mut c).1,
+        ClientOutcome::Reconnect {
+            delay: ms(1000),
+            pace: Pace::Normal
+        }
+    );
+    // Then the campaign's end arrives on a later connection and finishes it.
+    c.handle_handshake_response(StatusCode::SWITCHING_PROTOCOLS, b"", t0 + secs(3))
+        .unwrap();
+    c.handle_message(text(FAILED), t0 + secs(3));
+    c.handle_message(close_msg(Some(1000)), t0 + secs(3));
     assert_eq!(disconnected(&mut c).1, ClientOutcome::Finish);
+}
+
+#[test]
+fn normal_close_reconnects_the_inbox() {
+    let t0 = origin();
     let mut c = open(Channel::Inbox, t0);
     c.handle_message(close_msg(Some(1000)), t0);
-    assert!(matches!(
+    assert_eq!(
         disconnected(&mut c).1,
-        ClientOutcome::Reconnect { .. }
-    ));
+        ClientOutcome::Reconnect {
+            delay: ms(500),
+            pace: Pace::Normal
+        }
+    );
 }
 
 #[test]
