@@ -54,6 +54,7 @@
 
 mod driver;
 mod subscription;
+mod update;
 mod wire;
 
 use std::fmt;
@@ -67,7 +68,8 @@ use misar_proto::close::{CloseCode, Disconnect, Fatal};
 use misar_proto::config::{ConfigError, ConfigProblem};
 use misar_proto::route::{CampaignId, Channel};
 
-pub use subscription::{Subscription, Update, Updates};
+pub use subscription::{Subscription, Updates};
+pub use update::Update;
 
 /// How long a connection attempt (TCP connect and WebSocket handshake) may take by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
