@@ -162,7 +162,6 @@ impl ClientSetup {
             base: ms(self.backoff_base_ms),
             cap: ms(self.backoff_cap_ms),
         };
-        config.jitter_seed = Some(self.jitter_seed);
         config.answer_pings = self.answer_pings;
         config
     }
@@ -471,7 +470,7 @@ impl Harness {
     fn new(setup: &ClientSetup) -> Self {
         let config = setup.config();
         let channel = setup.channel();
-        let session = ClientSession::new(config.clone(), channel.clone());
+        let session = ClientSession::new(config.clone(), channel.clone(), setup.jitter_seed);
         assert_eq!(session.state(), ClientState::Idle);
         assert_eq!(session.channel(), &channel);
         assert_eq!(session.poll_timeout(), None);
@@ -513,7 +512,7 @@ impl Harness {
         let outcome = if self.terminal_seen {
             ClientOutcome::Finish
         } else {
-            match advise(disconnect, self.kind()) {
+            match advise(disconnect, self.kind(), false) {
                 Advice::Finish => ClientOutcome::Finish,
                 Advice::Stop(fatal) => ClientOutcome::Stop(fatal),
                 Advice::Reconnect(pace) => {

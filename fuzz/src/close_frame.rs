@@ -8,7 +8,8 @@
 //! Checked: nothing panics; [`CloseCode::from_wire`] accepts exactly the sendable codes and
 //! round-trips them; reserved codes (1005, 1006, 1015) are refused as such; reasons are
 //! bounded to 123 bytes and truncated on a character boundary; [`advise`] follows the table of
-//! §2.6 for both channels.
+//! §2.6 for both channels, with and without a terminal event (a campaign finishes only after
+//! one: a 1000 alone reconnects).
 
 use misar_proto::close::{
     Advice, ApplicationCode, ChannelKind, CloseCode, CloseFrame, CloseReason, Disconnect, Fatal,
@@ -35,11 +36,12 @@ pub fn run(data: &[u8]) {
             Disconnect::Dropped,
             Disconnect::ConnectFailed,
         ] {
-            let advice = advise(&disconnect, channel);
+            let advice = advise(&disconnect, channel, false);
             assert!(
                 matches!(advice, Advice::Reconnect(_)),
                 "{disconnect:?} on {channel:?} must reconnect, got {advice:?}"
             );
+            check_after_terminal(&disconnect, channel);
         }
     }
 }
@@ -101,10 +103,12 @@ fn check_code(raw: u16) {
 
 /// §2.6: what a client does after the server closed with `code`.
 fn check_advice(code: CloseCode, channel: ChannelKind) {
-    let advice = advise(&Disconnect::Closed(code), channel);
+    let disconnect = Disconnect::Closed(code);
+    check_after_terminal(&disconnect, channel);
+    let advice = advise(&disconnect, channel, false);
     let expected = match (code, channel) {
-        (CloseCode::Normal, ChannelKind::Campaign) => Some(Advice::Finish),
-        (CloseCode::Normal, ChannelKind::Inbox)
+        // Without a terminal event a 1000 is no finish, on either channel.
+        (CloseCode::Normal, _)
         | (CloseCode::GoingAway, _)
         | (CloseCode::PolicyViolation, _)
         | (CloseCode::MessageTooBig, _) => Some(Advice::Reconnect(Pace::Normal)),
@@ -125,9 +129,21 @@ fn check_advice(code: CloseCode, channel: ChannelKind) {
     }
 }
 
+/// After a terminal event a campaign finishes however the connection ends; the inbox has no
+/// terminal events, so the flag changes nothing there.
+fn check_after_terminal(disconnect: &Disconnect, channel: ChannelKind) {
+    let advice = advise(disconnect, channel, true);
+    match channel {
+        ChannelKind::Campaign => assert_eq!(advice, Advice::Finish, "{disconnect:?}"),
+        ChannelKind::Inbox => assert_eq!(advice, advise(disconnect, channel, false)),
+    }
+}
+
 fn check_handshake_status(status: u16) {
     for channel in CHANNELS {
-        let advice = advise(&Disconnect::HandshakeRejected { status }, channel);
+        let disconnect = Disconnect::HandshakeRejected { status };
+        check_after_terminal(&disconnect, channel);
+        let advice = advise(&disconnect, channel, false);
         match status {
             403 => assert_eq!(advice, Advice::Stop(Fatal::HandshakeForbidden)),
             500..=599 => assert!(

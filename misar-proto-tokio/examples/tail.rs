@@ -15,7 +15,8 @@
 //!   terminal.
 //! - Connection news (connected, lost, reconnecting in …) goes to stderr.
 //!
-//! Exit status: 0 after a campaign's terminal event or on Ctrl-C (which closes with 1000);
+//! Exit status: 0 after a campaign's terminal event or on Ctrl-C (which closes with 1000); a
+//! close 1000 before the terminal event is no finish: tail reconnects, as the client does;
 //! 2 for bad arguments and when the server refuses for good (HTTP 403, close 4401 or 4403,
 //! another final refusal); 1 when stdout cannot be written.
 //!
@@ -498,6 +499,11 @@ fn seconds(duration: Duration) -> String {
 
 fn describe_disconnect(cause: &Disconnect) -> String {
     match cause {
+        // Only reported when the client reconnects: on a campaign, a 1000 before its terminal
+        // event (a proxy's, say) is no finish, so "campaign finished" would mislead.
+        Disconnect::Closed(CloseCode::Normal) => {
+            "the server closed the connection with 1000 (normal closure)".to_owned()
+        }
         Disconnect::Closed(code) => {
             let reason = code.default_reason();
             if reason.is_empty() {

@@ -354,6 +354,91 @@ async fn campaign_ends_after_its_terminal_event() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn campaign_1000_without_a_terminal_event_reconnects_with_backoff() {
+    // A proxy (or a draining load balancer) closes with 1000 too: no finish without the
+    // campaign's terminal event.
+    let server = TestServer::bind().await;
+    let client = builder(&server).build().unwrap();
+
+    let script = tokio::spawn(async move {
+        let mut first = server.accept().await;
+        first.send(&progress("c-1", 5, 10)).await;
+        first.close(1000, "").await;
+        assert_eq!(first.expect_close().await, Some(1000));
+        let mut second = server.accept().await;
+        assert_eq!(second.seen.path_and_query, "/mail/ws/campaigns/c-1");
+        second.send(&progress("c-1", 8, 10)).await;
+        second.close(1000, "").await;
+        assert_eq!(second.expect_close().await, Some(1000));
+        let mut third = server.accept().await;
+        third.send(&completed("c-1", 10)).await;
+        third.close(1000, "campaign finished").await;
+        assert_eq!(third.expect_close().await, Some(1000));
+        // Finished: no fourth attempt.
+        assert!(server.next_attempt(Duration::from_secs(60)).await.is_none());
+    });
+
+    let mut updates = client
+        .subscribe_campaign(CampaignId::new("c-1").unwrap())
+        .updates();
+    expect_connected(&mut updates).await;
+    assert_eq!(
+        next_event(&mut updates).await,
+        campaign(&progress("c-1", 5, 10))
+    );
+    let (cause, after, attempt) = expect_reconnecting(&mut updates).await;
+    assert_eq!(cause, Disconnect::Closed(CloseCode::Normal));
+    assert!(after <= Duration::from_millis(500), "{after:?}");
+    assert_eq!(attempt, 1);
+    expect_connected(&mut updates).await;
+    assert_eq!(
+        next_event(&mut updates).await,
+        campaign(&progress("c-1", 8, 10))
+    );
+    // A second one in a row backs off further, as on the inbox.
+    let (cause, after, attempt) = expect_reconnecting(&mut updates).await;
+    assert_eq!(cause, Disconnect::Closed(CloseCode::Normal));
+    assert!(after <= Duration::from_millis(1000), "{after:?}");
+    assert_eq!(attempt, 2);
+    expect_connected(&mut updates).await;
+    assert_eq!(
+        next_event(&mut updates).await,
+        campaign(&completed("c-1", 10))
+    );
+    assert!(updates.next().await.is_none());
+    script.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn campaign_1000_without_a_terminal_event_and_no_reconnects_gives_up() {
+    let server = TestServer::bind().await;
+    let client = builder(&server)
+        .reconnect(ReconnectPolicy::Never)
+        .build()
+        .unwrap();
+    let script = tokio::spawn(async move {
+        let mut conn = server.accept().await;
+        conn.send(&progress("c-1", 5, 10)).await;
+        conn.close(1000, "").await;
+        assert_eq!(conn.expect_close().await, Some(1000));
+    });
+    let mut sub = client.subscribe_campaign(CampaignId::new("c-1").unwrap());
+    assert_eq!(
+        sub.next().await.unwrap().unwrap(),
+        campaign(&progress("c-1", 5, 10))
+    );
+    // Not a normal end (`None`): the subscription did not see its campaign finish.
+    match sub.next().await {
+        Some(Err(SubscriptionError::GaveUp { cause, .. })) => {
+            assert_eq!(cause, Disconnect::Closed(CloseCode::Normal));
+        }
+        other => panic!("expected GaveUp, got {other:?}"),
+    }
+    assert!(sub.next().await.is_none());
+    script.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn close_sends_1000_and_ends_the_stream() {
     let server = TestServer::bind().await;
     let client = builder(&server).build().unwrap();

@@ -124,6 +124,37 @@ async fn json_prints_the_frames_as_received_and_exits_0_after_the_terminal_event
 }
 
 #[tokio::test]
+async fn a_1000_before_the_terminal_event_reconnects_and_the_terminal_event_exits_0() {
+    tail_binary();
+    let server = TestServer::bind().await;
+    let url = format!("{}/campaigns/c-9", server.base_url());
+    let child = tail(&["--url", &url, "--key", KEY, "--json"]);
+
+    let mut first = within(server.accept()).await;
+    first.send(&progress("c-9", 5, 10)).await;
+    first.close(1000, "").await;
+    assert_eq!(within(first.expect_close()).await, Some(1000));
+    // tail did not stop at the 1000: it comes back for the rest of the campaign.
+    let mut second = within(server.accept()).await;
+    assert_eq!(second.seen.path_and_query, "/mail/ws/campaigns/c-9");
+    second.send(&completed("c-9", 10)).await;
+    second.close(1000, "campaign finished").await;
+    assert_eq!(within(second.expect_close()).await, Some(1000));
+
+    let (status, stdout, stderr) = finish(child).await;
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [progress("c-9", 5, 10), completed("c-9", 10)]
+    );
+    assert!(
+        stderr.contains("closed the connection with 1000 (normal closure); reconnecting in"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("reconnected to"), "{stderr}");
+}
+
+#[tokio::test]
 async fn http_403_exits_2_with_the_servers_reason_and_no_retry() {
     tail_binary();
     let server = TestServer::bind().await;

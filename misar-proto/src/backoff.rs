@@ -6,10 +6,11 @@
 //! overloaded). "Full jitter" spreads a crowd of clients that lost the same server over the
 //! whole window instead of having them return in waves.
 //!
-//! The type is pure: randomness comes from a seeded generator (a splitmix64 written here) or
-//! from a closure the caller supplies, and the caller decides when a connection was healthy
-//! long enough to [`reset`](Backoff::reset) it (the client session does so after one
-//! `ping_interval`).
+//! The type is pure: randomness comes from a seeded generator (a splitmix64 written here)
+//! whose seed the caller supplies, or from a closure the caller supplies — never from an
+//! ambient source (this crate reads no OS entropy) — and the caller decides when a connection
+//! was healthy long enough to [`reset`](Backoff::reset) it (the client session does so after
+//! one `ping_interval`).
 //!
 //! ```
 //! use std::time::Duration;

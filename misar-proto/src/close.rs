@@ -25,7 +25,8 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CloseCode {
-    /// 1000: normal closure; sent after a campaign's terminal event.
+    /// 1000: normal closure; sent after a campaign's terminal event (a client finishes only if
+    /// that event arrived: see [`advise`]).
     Normal,
     /// 1001: going away; heartbeat timeout, server shutdown or restart.
     GoingAway,
@@ -302,7 +303,7 @@ pub enum Fatal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Advice {
-    /// The subscription is complete (campaign channel, close 1000 after a terminal event).
+    /// The subscription is complete: a campaign channel on which a terminal event arrived.
     Finish,
     /// Reconnect after a backoff delay of this pace.
     Reconnect(Pace),
@@ -312,21 +313,34 @@ pub enum Advice {
 
 /// The client's default action after a disconnect on a channel (§2.6), as a pure function.
 ///
+/// `terminal_event` says whether a terminal campaign event (`completed`, `failed`,
+/// `cancelled`) arrived on this subscription. It decides what a close 1000 means on a campaign
+/// channel: after a terminal event the subscription is finished (however the connection
+/// ended: reconnecting would only replay the end); without one, a 1000 is no finish — a
+/// proxy or load balancer closes with 1000 too — and the client reconnects with backoff, as
+/// on the inbox. On the inbox channel `terminal_event` is ignored (it has no terminal
+/// events).
+///
 /// ```
 /// use misar_proto::close::{advise, Advice, ChannelKind, CloseCode, Disconnect, Fatal, Pace};
-/// assert_eq!(advise(&Disconnect::Closed(CloseCode::Normal), ChannelKind::Campaign), Advice::Finish);
-/// assert_eq!(advise(&Disconnect::Closed(CloseCode::Normal), ChannelKind::Inbox), Advice::Reconnect(Pace::Normal));
-/// assert_eq!(advise(&Disconnect::Closed(CloseCode::Unauthorized), ChannelKind::Inbox), Advice::Stop(Fatal::Unauthorized));
-/// assert_eq!(advise(&Disconnect::HandshakeRejected { status: 403 }, ChannelKind::Inbox), Advice::Stop(Fatal::HandshakeForbidden));
+/// let normal = Disconnect::Closed(CloseCode::Normal);
+/// assert_eq!(advise(&normal, ChannelKind::Campaign, true), Advice::Finish);
+/// assert_eq!(advise(&normal, ChannelKind::Campaign, false), Advice::Reconnect(Pace::Normal));
+/// assert_eq!(advise(&normal, ChannelKind::Inbox, false), Advice::Reconnect(Pace::Normal));
+/// assert_eq!(advise(&Disconnect::Dropped, ChannelKind::Campaign, true), Advice::Finish);
+/// assert_eq!(advise(&Disconnect::Closed(CloseCode::Unauthorized), ChannelKind::Inbox, false), Advice::Stop(Fatal::Unauthorized));
+/// assert_eq!(advise(&Disconnect::HandshakeRejected { status: 403 }, ChannelKind::Inbox, false), Advice::Stop(Fatal::HandshakeForbidden));
 /// ```
-pub fn advise(disconnect: &Disconnect, channel: ChannelKind) -> Advice {
+pub fn advise(disconnect: &Disconnect, channel: ChannelKind, terminal_event: bool) -> Advice {
     use Advice::*;
+    if terminal_event && channel == ChannelKind::Campaign {
+        // The campaign is over: reconnecting would only replay its end.
+        return Finish;
+    }
     match disconnect {
         Disconnect::Closed(code) => match code {
-            CloseCode::Normal => match channel {
-                ChannelKind::Campaign => Finish,
-                ChannelKind::Inbox => Reconnect(Pace::Normal),
-            },
+            // Without a terminal event a 1000 is no finish, on either channel.
+            CloseCode::Normal => Reconnect(Pace::Normal),
             CloseCode::Unauthorized => Stop(Fatal::Unauthorized),
             CloseCode::Forbidden => Stop(Fatal::Forbidden),
             CloseCode::InternalError | CloseCode::TryAgainLater | CloseCode::BadGateway => {
@@ -344,5 +358,78 @@ pub fn advise(disconnect: &Disconnect, channel: ChannelKind) -> Advice {
             400..=499 => Stop(Fatal::HandshakeRefused(*status)),
             _ => Reconnect(Pace::Normal),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHANNELS: [ChannelKind; 2] = [ChannelKind::Inbox, ChannelKind::Campaign];
+
+    fn closed(code: u16) -> Disconnect {
+        Disconnect::Closed(CloseCode::from_wire(code).unwrap())
+    }
+
+    #[test]
+    fn normal_close_without_a_terminal_event_reconnects_on_both_channels() {
+        for channel in CHANNELS {
+            assert_eq!(
+                advise(&closed(1000), channel, false),
+                Advice::Reconnect(Pace::Normal),
+                "{channel:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn after_a_terminal_event_a_campaign_finishes_however_it_ends() {
+        for disconnect in [
+            closed(1000),
+            closed(1001),
+            closed(1011),
+            closed(4401),
+            Disconnect::ClosedWithoutCode,
+            Disconnect::Dropped,
+        ] {
+            assert_eq!(
+                advise(&disconnect, ChannelKind::Campaign, true),
+                Advice::Finish,
+                "{disconnect:?}"
+            );
+            // The inbox has no terminal events: the flag changes nothing there.
+            assert_eq!(
+                advise(&disconnect, ChannelKind::Inbox, true),
+                advise(&disconnect, ChannelKind::Inbox, false),
+                "{disconnect:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_rest_of_the_table() {
+        for channel in CHANNELS {
+            let at = |d: Disconnect| advise(&d, channel, false);
+            for code in [1001, 1008, 1009] {
+                assert_eq!(at(closed(code)), Advice::Reconnect(Pace::Normal), "{code}");
+            }
+            for code in [1011, 1013, 1014] {
+                assert_eq!(at(closed(code)), Advice::Reconnect(Pace::Longer), "{code}");
+            }
+            assert_eq!(at(closed(4401)), Advice::Stop(Fatal::Unauthorized));
+            assert_eq!(at(closed(4403)), Advice::Stop(Fatal::Forbidden));
+            for d in [
+                Disconnect::ClosedWithoutCode,
+                Disconnect::Dropped,
+                Disconnect::ConnectFailed,
+            ] {
+                assert_eq!(at(d), Advice::Reconnect(Pace::Normal));
+            }
+            let http = |status| at(Disconnect::HandshakeRejected { status });
+            assert_eq!(http(403), Advice::Stop(Fatal::HandshakeForbidden));
+            assert_eq!(http(404), Advice::Stop(Fatal::HandshakeRefused(404)));
+            assert_eq!(http(429), Advice::Reconnect(Pace::Longer));
+            assert_eq!(http(503), Advice::Reconnect(Pace::Normal));
+        }
     }
 }

@@ -66,6 +66,8 @@ pub fn virtual_epoch() -> Instant {
 pub const PAIR_URL: &str = "ws://pair.test/mail/ws";
 /// The key of [`Pair::client_config`].
 pub const PAIR_KEY: &str = "msk_pair_test_key";
+/// The jitter seed of the clients [`Pair::new`] builds (fixed, so runs are reproducible).
+pub const PAIR_JITTER_SEED: u64 = 0x5eed;
 /// The account the pair's key-check hook resolves every key to.
 pub const PAIR_ACCOUNT: &str = "pair-account";
 
@@ -115,12 +117,11 @@ pub enum ConnectError {
 
 impl Pair {
     /// The client configuration pairs are made for: [`PAIR_URL`], [`PAIR_KEY`] in the
-    /// `Authorization` header, a fixed jitter seed, and pings answered by the session (the
-    /// in-memory transport does not answer them).
+    /// `Authorization` header, and pings answered by the session (the in-memory transport
+    /// does not answer them). The client's jitter seed is [`PAIR_JITTER_SEED`].
     pub fn client_config() -> ClientConfig {
         let key = ApiKey::parse(PAIR_KEY).unwrap_or_else(|_| unreachable!("a valid test key"));
         let mut config = ClientConfig::new(PAIR_URL, key);
-        config.jitter_seed = Some(0x5eed);
         config.answer_pings = true;
         config
     }
@@ -148,7 +149,17 @@ impl Pair {
         channel: Channel,
         start: Instant,
     ) -> Result<Self, ConnectError> {
-        let mut client = ClientSession::new(client_config, channel);
+        let client = ClientSession::new(client_config, channel, PAIR_JITTER_SEED);
+        Self::connect(client, server_config, start)
+    }
+
+    /// Connects a client session built by the caller (e.g. with a jitter seed of its own) to a
+    /// server at `start`, through the real handshake.
+    pub fn connect(
+        mut client: ClientSession,
+        server_config: ServerConfig,
+        start: Instant,
+    ) -> Result<Self, ConnectError> {
         let server = Self::accept(
             &mut client,
             server_config,

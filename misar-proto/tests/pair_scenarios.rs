@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use misar_proto::client::ClientSession;
 use misar_proto::client::{ClientEvent, ClientOutcome, ClientState};
-use misar_proto::close::{CloseCode, Disconnect, Fatal, Pace};
+use misar_proto::close::{CloseCode, CloseFrame, Disconnect, Fatal, Pace};
 use misar_proto::event::{
     CampaignEvent, Completed, EmailReceived, EncodedEvent, Event, InboxEvent, Progress, Timestamp,
     UnknownEvent,
@@ -16,7 +16,7 @@ use misar_proto::handshake::{self, HandshakeConfig, RejectAction, RejectionStyle
 use misar_proto::message::Incoming;
 use misar_proto::route::{CampaignId, Channel};
 use misar_proto::server::{CloseCause, Ending, ServerConfig, ServerSession, SessionState};
-use misar_proto::testing::Pair;
+use misar_proto::testing::{PAIR_JITTER_SEED, Pair};
 
 /// The origin of virtual time (any instant will do; this is the only clock read).
 #[allow(clippy::disallowed_methods)]
@@ -206,9 +206,8 @@ fn events_reach_the_client_decoded_and_in_order() {
 fn shutdown_closes_1001_and_the_client_advises_a_jittered_reconnect() {
     let mut delays = Vec::new();
     for seed in 0..20 {
-        let mut config = Pair::client_config();
-        config.jitter_seed = Some(seed);
-        let mut pair = Pair::new(ServerConfig::default(), config, Channel::Inbox, origin());
+        let client = ClientSession::new(Pair::client_config(), Channel::Inbox, seed);
+        let mut pair = Pair::connect(client, ServerConfig::default(), origin()).unwrap();
         pair.run_for(secs(45));
         pair.shutdown();
         assert!(pair.run_to_end(secs(10)));
@@ -310,6 +309,47 @@ fn terminal_event_closes_1000_and_the_client_finishes() {
     assert_eq!(summary.cause, CloseCause::Finished);
     assert_eq!(summary.ending, Ending::Handshake);
     assert_eq!(summary.events_sent, 2);
+}
+
+#[test]
+fn a_1000_without_a_terminal_event_is_no_finish_the_campaign_client_reconnects() {
+    let mut pair = pair(campaign());
+    pair.run_for(secs(5));
+    pair.enqueue(progress(500)).unwrap();
+    pair.run_for(secs(1));
+    // Something in between (a proxy, a load balancer draining) closes with 1000.
+    let now = pair.now();
+    pair.server_mut()
+        .close(CloseFrame::new(CloseCode::Normal), now);
+    assert!(pair.run_to_end(secs(10)));
+    assert_eq!(pair.server_closes(), [(secs(6), Some(CloseCode::Normal))]);
+    assert!(!pair.client().saw_terminal_event());
+    let (at, disconnect, outcome) = pair.client_disconnect().unwrap();
+    assert_eq!(at, secs(6));
+    assert_eq!(disconnect, Disconnect::Closed(CloseCode::Normal));
+    let ClientOutcome::Reconnect { delay, pace } = outcome else {
+        panic!("a 1000 without a terminal event must reconnect: {outcome:?}")
+    };
+    assert_eq!(pace, Pace::Normal);
+    // The first attempt's window (the backoff's base), as after any other lost connection.
+    assert!(delay <= Duration::from_millis(500), "{delay:?}");
+    assert_eq!(pair.client().state(), ClientState::Idle);
+
+    // It comes back after the delay, gets the campaign's end, and only then finishes.
+    pair.run_for(delay);
+    pair.reconnect(ServerConfig::default()).unwrap();
+    pair.enqueue(completed()).unwrap();
+    assert!(pair.run_to_end(secs(10)));
+    let (_, disconnect, outcome) = pair.client_disconnect().unwrap();
+    assert_eq!(disconnect, Disconnect::Closed(CloseCode::Normal));
+    assert_eq!(outcome, ClientOutcome::Finish);
+    assert_eq!(pair.client().state(), ClientState::Done);
+    let events = client_events(&pair);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(matches!(
+        events[1],
+        Event::Campaign(CampaignEvent::Completed(_))
+    ));
 }
 
 #[test]
@@ -451,7 +491,7 @@ fn close_after_upgrade_session_only_sends_its_code() {
     };
     let t0 = origin();
     let server = ServerSession::rejected(close, ServerConfig::default(), t0);
-    let client = ClientSession::new(Pair::client_config(), Channel::Inbox);
+    let client = ClientSession::new(Pair::client_config(), Channel::Inbox, PAIR_JITTER_SEED);
     let mut pair = Pair::from_sessions(server, client, t0);
     pair.enqueue(email("never sent")).unwrap_err();
     pair.run_to_end(secs(60));

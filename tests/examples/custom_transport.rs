@@ -196,6 +196,15 @@ pub fn drive_client(
     }
 }
 
+/// A seed for the client's reconnect jitter. The core has no random source of its own; any
+/// per-client unpredictable value does (here the standard library's OS-seeded hasher keys).
+pub fn jitter_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    hasher.finish()
+}
+
 /// The campaign's progress as the application publishes it: `steps` updates, then completion.
 pub fn campaign_events(campaign: &CampaignId, steps: u64) -> Vec<CampaignEvent> {
     let mut events: Vec<CampaignEvent> = (1..=steps)
@@ -230,7 +239,7 @@ pub fn run() -> Result<Report, String> {
         pong_timeout: Duration::from_millis(200),
         ..ClientConfig::new("ws://in-memory.example/mail/ws", key)
     };
-    let mut client = ClientSession::new(config, Channel::Campaign(campaign.clone()));
+    let mut client = ClientSession::new(config, Channel::Campaign(campaign.clone()), jitter_seed());
     let mut report = Report {
         events: Vec::new(),
         pings: 0,

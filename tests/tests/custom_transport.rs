@@ -27,6 +27,9 @@ use misar_proto::server::{
     CloseCause, CloseSummary, Ending, ServerConfig, ServerOutput, ServerSession, SessionState,
 };
 
+/// The clients' jitter seed (fixed: the runs are reproducible).
+const SEED: u64 = 11;
+
 #[test]
 fn custom_transport_example_runs_end_to_end() {
     let report = example::run().expect("the example runs");
@@ -289,6 +292,7 @@ fn custom_transport_hours_of_heartbeat_in_virtual_time() {
     let client = ClientSession::new(
         client_config("msk_example_alice_key", AuthStyle::Query),
         Channel::Inbox,
+        SEED,
     );
     let mut link = open(Link::connect(client, RejectionStyle::Http));
     // Two hours with an event every now and then: a ping every 30 s, each answered.
@@ -345,6 +349,7 @@ fn custom_transport_hours_of_heartbeat_in_virtual_time() {
         ClientSession::new(
             client_config("msk_example_alice_key", AuthStyle::Query),
             Channel::Inbox,
+            SEED,
         ),
     );
     assert_eq!(client.state(), ClientState::Idle);
@@ -359,6 +364,7 @@ fn custom_transport_campaign_finishes_after_the_terminal_event() {
     let client = ClientSession::new(
         client_config("msk_example_alice_key", AuthStyle::Header),
         Channel::Campaign(CampaignId::new("spring-sale").unwrap()),
+        SEED,
     );
     let mut link = open(Link::connect(client, RejectionStyle::Http));
     let events = example::campaign_events(&cid("spring-sale"), 3);
@@ -394,6 +400,7 @@ fn custom_transport_refusals_and_revocation_reach_the_client() {
     let client = ClientSession::new(
         client_config("msk_example_mallory_key", AuthStyle::Header),
         Channel::Inbox,
+        SEED,
     );
     match Link::connect(client, RejectionStyle::Http) {
         Handshake::Refused(status, outcome, error) => {
@@ -418,7 +425,7 @@ fn custom_transport_refusals_and_revocation_reach_the_client() {
             Fatal::Forbidden,
         ),
     ] {
-        let client = ClientSession::new(client_config(key, AuthStyle::Query), channel);
+        let client = ClientSession::new(client_config(key, AuthStyle::Query), channel, SEED);
         let mut link = open(Link::connect(client, RejectionStyle::CloseAfterUpgrade));
         link.run_to_end(Duration::from_secs(60));
         assert_eq!(
@@ -434,6 +441,7 @@ fn custom_transport_refusals_and_revocation_reach_the_client() {
     let client = ClientSession::new(
         client_config("msk_example_alice_key", AuthStyle::Header),
         Channel::Inbox,
+        SEED,
     );
     let mut link = open(Link::connect(client, RejectionStyle::Http));
     link.server.enqueue(email(1).encode(), link.now).unwrap();

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
-use super::subscription::{Item, Update};
+use super::update::{Item, Update};
 use super::{ReconnectPolicy, SubscriptionError, wire};
 
 type Connection = WebSocketStream<MaybeTlsStream<TcpStream>>;

@@ -54,9 +54,11 @@
 
 mod driver;
 mod subscription;
+mod update;
 mod wire;
 
 use std::fmt;
+use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use misar_proto::auth::ApiKey;
@@ -66,7 +68,8 @@ use misar_proto::close::{CloseCode, Disconnect, Fatal};
 use misar_proto::config::{ConfigError, ConfigProblem};
 use misar_proto::route::{CampaignId, Channel};
 
-pub use subscription::{Subscription, Update, Updates};
+pub use subscription::{Subscription, Updates};
+pub use update::Update;
 
 /// How long a connection attempt (TCP connect and WebSocket handshake) may take by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -111,6 +114,7 @@ pub struct ClientBuilder {
     config: ClientConfig,
     reconnect: ReconnectPolicy,
     connect_timeout: Duration,
+    jitter_seed: Option<u64>,
 }
 
 impl ClientBuilder {
@@ -127,6 +131,7 @@ impl ClientBuilder {
             config,
             reconnect: ReconnectPolicy::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            jitter_seed: None,
         }
     }
 
@@ -163,10 +168,11 @@ impl ClientBuilder {
         self
     }
 
-    /// A fixed seed for the backoff's jitter (for reproducible tests). By default every
-    /// subscription draws its own.
+    /// A fixed seed for the backoff's jitter of every subscription (for reproducible tests).
+    /// By default every subscription draws its own from the standard library's per-process
+    /// random hasher keys (seeded by the operating system), so clients do not share delays.
     pub fn jitter_seed(mut self, seed: u64) -> Self {
-        self.config.jitter_seed = Some(seed);
+        self.jitter_seed = Some(seed);
         self
     }
 
@@ -193,7 +199,7 @@ impl ClientBuilder {
         self.config.answer_pings = false;
         // The URL is the same for every channel but the appended path: checking it once for
         // the inbox catches every error the core would report later.
-        ClientSession::new(self.config.clone(), Channel::Inbox).handshake_request()?;
+        ClientSession::new(self.config.clone(), Channel::Inbox, 0).handshake_request()?;
         self.config.validate()?;
         if self.connect_timeout.is_zero() {
             return Err(BuildError::Config(ConfigError::new(
@@ -205,6 +211,7 @@ impl ClientBuilder {
             config: self.config,
             reconnect: self.reconnect,
             connect_timeout: self.connect_timeout,
+            jitter_seed: self.jitter_seed,
         })
     }
 }
@@ -231,6 +238,7 @@ pub struct Client {
     config: ClientConfig,
     reconnect: ReconnectPolicy,
     connect_timeout: Duration,
+    jitter_seed: Option<u64>,
 }
 
 impl Client {
@@ -251,8 +259,13 @@ impl Client {
 
     /// A subscription to `channel`. Connects on the first poll.
     pub fn subscribe(&self, channel: Channel) -> Subscription {
-        let session = ClientSession::new(self.config.clone(), channel);
-        Subscription::start(session, self.reconnect, self.connect_timeout)
+        Subscription::start(self.session(channel), self.reconnect, self.connect_timeout)
+    }
+
+    /// The core session of a new subscription, with its own jitter seed (or the fixed one).
+    fn session(&self, channel: Channel) -> ClientSession {
+        let seed = self.jitter_seed.unwrap_or_else(entropy_seed);
+        ClientSession::new(self.config.clone(), channel, seed)
     }
 
     /// The core configuration subscriptions are made with.
@@ -339,6 +352,15 @@ impl SubscriptionError {
             _ => None,
         }
     }
+}
+
+/// A seed that differs between processes and between calls (the core takes its randomness
+/// from its caller): the standard library seeds `RandomState` from the operating system once
+/// per thread and perturbs it for every new instance.
+fn entropy_seed() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0x6d69_7361_725f_6261);
+    hasher.finish()
 }
 
 fn describe_rejection(rejection: Option<&RejectionBody>) -> String {
@@ -467,6 +489,27 @@ mod tests {
         let text = format!("{builder:?} {client:?} {:?}", client.subscribe_inbox());
         assert!(!text.contains("msk_secret_unit_key_9876"), "{text}");
         assert!(text.contains("msk_…9876"), "{text}");
+    }
+
+    #[test]
+    fn subscriptions_draw_their_own_jitter_unless_seeded() {
+        use misar_proto::backoff::BackoffConfig;
+        let config = || {
+            Client::builder("ws://h/mail/ws", key()).backoff(BackoffConfig {
+                base: Duration::from_secs(1000),
+                cap: Duration::from_secs(1000),
+            })
+        };
+        let first_delay = |client: &Client| {
+            let mut session = client.session(Channel::Inbox);
+            session.handle_connect_failed(std::time::Instant::now())
+        };
+        let unseeded = config().build().unwrap();
+        let draws: std::collections::HashSet<_> = (0..20).map(|_| first_delay(&unseeded)).collect();
+        assert!(draws.len() > 15, "{draws:?}");
+        let seeded = config().jitter_seed(3).build().unwrap();
+        let draws: std::collections::HashSet<_> = (0..20).map(|_| first_delay(&seeded)).collect();
+        assert_eq!(draws.len(), 1);
     }
 
     #[test]

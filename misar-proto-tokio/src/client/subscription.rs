@@ -1,56 +1,24 @@
 //! [`Subscription`] (events only) and [`Updates`] (events plus connection news): two views of
 //! one driver.
+//!
+//! Dependencies go one way: this module uses the [`driver`](super::driver), and both use the
+//! items of [`update`](super::update).
 
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::stream::{BoxStream, Fuse};
 use futures_util::{Stream, StreamExt};
-use misar_proto::client::{ClientSession, InvalidMessage};
-use misar_proto::close::Disconnect;
+use misar_proto::client::ClientSession;
 use misar_proto::event::Event;
 use misar_proto::route::Channel;
 use tokio::sync::watch;
 
 use super::driver::Driver;
+use super::update::{Item, Update};
 use super::{ReconnectPolicy, SubscriptionError};
-
-/// What [`Updates`] yields: events and what happened to the connection.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Update {
-    /// A connection was established (the first, or a reconnect).
-    Connected,
-    /// An event, with the text frame it was decoded from.
-    Event {
-        /// The decoded event.
-        event: Event,
-        /// The frame as received (shared, not copied).
-        raw: Bytes,
-    },
-    /// A message that is not an event of this channel (undecodable text, or binary). The
-    /// connection stays up.
-    Invalid {
-        /// What is wrong with it.
-        error: InvalidMessage,
-        /// The message as received.
-        raw: Bytes,
-    },
-    /// The connection ended (or an attempt failed) and the client reconnects after `after`.
-    Reconnecting {
-        /// How it ended.
-        cause: Disconnect,
-        /// The backoff delay drawn by the core.
-        after: Duration,
-        /// Reconnect attempts in a row, this one included (1 after a healthy connection).
-        attempt: u32,
-    },
-}
-
-pub(super) type Item = Result<Update, SubscriptionError>;
 
 /// The driver behind both views, and the way to ask it to close.
 struct Inner {

@@ -7,7 +7,9 @@
 //! [`ClientSession::poll_event`] and [`ClientSession::poll_transmit`], and wakes up at
 //! [`ClientSession::poll_timeout`]. When a connection ends the session emits
 //! [`ClientEvent::Disconnected`] with the §2.6 advice: finish, reconnect after a jittered
-//! delay, or stop for good.
+//! delay, or stop for good. A campaign subscription finishes once its terminal event arrived
+//! (however the connection then ends); a close 1000 without one is no finish (proxies close
+//! with 1000 too) and is retried with backoff, as on the inbox.
 //!
 //! ```text
 //!             handshake 101                       server close / drop / dead
@@ -35,7 +37,7 @@
 //! let key = ApiKey::parse("msk_example_key").unwrap();
 //! let config = ClientConfig::new("wss://api.misar.io/mail/ws", key);
 //! let channel = Channel::Campaign(CampaignId::new("spring-sale").unwrap());
-//! let mut client = ClientSession::new(config, channel);
+//! let mut client = ClientSession::new(config, channel, 0x5eed); // the caller's jitter seed
 //!
 //! let request = client.handshake_request().unwrap();
 //! assert_eq!(request.uri(), "wss://api.misar.io/mail/ws/campaigns/spring-sale");
@@ -65,7 +67,6 @@ mod request;
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -108,10 +109,6 @@ pub struct ClientConfig {
     pub max_message: usize,
     /// Reconnect backoff (500 ms base, 30 s cap).
     pub backoff: BackoffConfig,
-    /// Seed of the backoff's jitter. `None` (the default) draws one from the standard
-    /// library's per-process random hasher keys, so that clients do not share delays; set it
-    /// for reproducible tests.
-    pub jitter_seed: Option<u64>,
     /// Whether the session answers pings itself (via [`ClientSession::poll_transmit`]).
     /// `true` by default; set `false` for WebSocket libraries that answer pings on their own
     /// (tungstenite does), or the server gets two pongs.
@@ -130,7 +127,6 @@ impl ClientConfig {
             close_grace: Duration::from_secs(5),
             max_message: DEFAULT_MAX_LEN,
             backoff: BackoffConfig::default(),
-            jitter_seed: None,
             answer_pings: true,
         }
     }
@@ -193,7 +189,6 @@ impl fmt::Debug for ClientConfig {
             .field("close_grace", &self.close_grace)
             .field("max_message", &self.max_message)
             .field("backoff", &self.backoff)
-            .field("jitter_seed", &self.jitter_seed)
             .field("answer_pings", &self.answer_pings)
             .finish()
     }
@@ -315,16 +310,21 @@ pub struct ClientSession {
 }
 
 impl ClientSession {
-    /// A session for `channel`, not yet connected. The backoff's jitter is seeded from
-    /// [`ClientConfig::jitter_seed`].
-    pub fn new(config: ClientConfig, channel: Channel) -> Self {
-        let seed = config.jitter_seed.unwrap_or_else(entropy_seed);
-        let backoff = Backoff::new(config.backoff, seed);
+    /// A session for `channel`, not yet connected, whose backoff jitter comes from a
+    /// splitmix64 generator seeded with `jitter_seed` ([`Backoff::new`]).
+    ///
+    /// The core has no random source of its own (it reads no clock and no operating-system
+    /// entropy): the caller supplies the seed. Give every session a different, unpredictable
+    /// one (from the OS's random source, or a per-process random hasher as the tokio adapter
+    /// does): sessions sharing a seed draw the same delays, so a crowd of clients that lost
+    /// the same server would come back in waves. Fix it in tests for reproducible delays.
+    pub fn new(config: ClientConfig, channel: Channel, jitter_seed: u64) -> Self {
+        let backoff = Backoff::new(config.backoff, jitter_seed);
         Self::with_backoff(config, channel, backoff)
     }
 
-    /// A session with a backoff of the caller's (e.g. with an injected random source).
-    /// `config.backoff` and `config.jitter_seed` are then unused.
+    /// A session with a backoff of the caller's (e.g. [`Backoff::with_random`] over an
+    /// injected random source). `config.backoff` is then unused.
     pub fn with_backoff(config: ClientConfig, channel: Channel, backoff: Backoff) -> Self {
         Self {
             decoder: Decoder::new(config.max_message),
@@ -629,11 +629,9 @@ impl ClientSession {
         now: Instant,
         connected_since: Option<Instant>,
     ) -> ClientOutcome {
-        if self.terminal_seen {
-            // The campaign is over; reconnecting would only replay its end.
-            return self.record(ClientOutcome::Finish);
-        }
-        let outcome = match advise(&disconnect, self.channel.kind()) {
+        // After a terminal event the campaign is over (any end finishes); without one, a
+        // close 1000 is no finish and the session reconnects (§2.6).
+        let outcome = match advise(&disconnect, self.channel.kind(), self.terminal_seen) {
             Advice::Finish => ClientOutcome::Finish,
             Advice::Stop(fatal) => ClientOutcome::Stop(fatal),
             Advice::Reconnect(pace) => {
@@ -668,15 +666,6 @@ fn disconnect_of(received: &ReceivedClose) -> Disconnect {
         Some(Ok(code)) => Disconnect::Closed(code),
         Some(Err(_)) | None => Disconnect::ClosedWithoutCode,
     }
-}
-
-/// A seed that differs between processes and between calls, without a clock: the standard
-/// library seeds `RandomState` from the operating system once per thread and perturbs it for
-/// every new instance.
-fn entropy_seed() -> u64 {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(0x6d69_7361_725f_6261);
-    hasher.finish()
 }
 
 #[cfg(test)]

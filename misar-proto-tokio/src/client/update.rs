@@ -1,0 +1,46 @@
+//! What a subscription yields: [`Update`] and the driver's item type. Shared by the driver
+//! (which produces them) and the subscription views (which hand them out), and importing
+//! neither.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use misar_proto::client::InvalidMessage;
+use misar_proto::close::Disconnect;
+use misar_proto::event::Event;
+
+use super::SubscriptionError;
+
+/// What [`Updates`](super::Updates) yields: events and what happened to the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Update {
+    /// A connection was established (the first, or a reconnect).
+    Connected,
+    /// An event, with the text frame it was decoded from.
+    Event {
+        /// The decoded event.
+        event: Event,
+        /// The frame as received (shared, not copied).
+        raw: Bytes,
+    },
+    /// A message that is not an event of this channel (undecodable text, or binary). The
+    /// connection stays up.
+    Invalid {
+        /// What is wrong with it.
+        error: InvalidMessage,
+        /// The message as received.
+        raw: Bytes,
+    },
+    /// The connection ended (or an attempt failed) and the client reconnects after `after`.
+    Reconnecting {
+        /// How it ended.
+        cause: Disconnect,
+        /// The backoff delay drawn by the core.
+        after: Duration,
+        /// Reconnect attempts in a row, this one included (1 after a healthy connection).
+        attempt: u32,
+    },
+}
+
+pub(super) type Item = Result<Update, SubscriptionError>;
