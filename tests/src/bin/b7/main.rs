@@ -4,8 +4,9 @@
 //! `--accounts` accounts hold one inbox connection each, and `--campaign-subscribers`
 //! connections (of accounts `0, 1, 2, ...`) watch one campaign. `--publishers` tasks publish
 //! `email_received` events to random accounts through the library API (`Hub::publish_inbox`)
-//! while one task publishes the campaign's `progress` (`Hub::publish_campaign`), in a loop or
-//! at a fixed rate, everything on one multi-thread tokio runtime of `--workers` threads.
+//! while one task publishes the campaign's `progress` (`Hub::publish_campaign`), each at a
+//! fixed rate (`--inbox-rate`, `--campaign-rate`) or in a loop (rate 0), everything on one
+//! multi-thread tokio runtime of `--workers` threads.
 //!
 //! 20,000 sockets do not fit this machine's open-file limit in one process, so the connections
 //! are in memory: each is served by the library's real driver (`serve_connection`, with the
@@ -81,9 +82,11 @@ struct Args {
     /// Tasks publishing inbox events to random accounts.
     #[arg(long, default_value_t = 4)]
     publishers: usize,
-    /// Inbox events per second, all publishers together; 0: each publishes in a loop, yielding
-    /// to the scheduler after every event.
-    #[arg(long, default_value_t = 0)]
+    /// Inbox events per second, all publishers together (a fixed offered load: compare
+    /// latency and CPU); 0: each publishes in a loop, yielding to the scheduler after every
+    /// event (the saturation variant: how many get through, which depends on how often the
+    /// scheduler polls the publishers).
+    #[arg(long, default_value_t = 50_000)]
     inbox_rate: u64,
     /// Campaign `progress` events per second (100: 1,000,000 deliveries/s offered to 10,000
     /// subscribers); 0: in a loop, yielding after every event (the stress variant).

@@ -114,7 +114,7 @@ const SPECS: &[Spec] = &[
     },
 ];
 
-/// B7 (in-process, `target/release/b7`): one table per size and campaign rate, ratios against
+/// B7 (in-process, `target/release/b7`): one table per size and rates, ratios against
 /// its own reference row (`misar`, else the first row), whatever the servers of the other
 /// scenarios are called.
 const B7: Spec = Spec {
@@ -244,28 +244,36 @@ fn table(
     out
 }
 
-/// B7's tables: one per connection count and campaign rate, in the order they first appear.
+/// B7's tables: one per connection count and pair of rates (inbox, campaign), in the order
+/// they first appear.
 fn b7_tables(records: &[Value]) -> String {
     let b7: Vec<&Value> = records.iter().filter(|r| r["scenario"] == "B7").collect();
-    let mut groups: Vec<(u64, u64)> = Vec::new();
-    for r in &b7 {
-        let key = (
+    let key = |r: &Value| {
+        (
             r["conns"].as_u64().unwrap_or(0),
+            r["inbox_rate"].as_u64().unwrap_or(0),
             r["campaign_rate"].as_u64().unwrap_or(0),
-        );
-        if !groups.contains(&key) {
-            groups.push(key);
+        )
+    };
+    let mut groups: Vec<(u64, u64, u64)> = Vec::new();
+    for r in &b7 {
+        if !groups.contains(&key(r)) {
+            groups.push(key(r));
         }
     }
+    let rate = |what: &str, rate: u64| {
+        if rate == 0 {
+            format!("{what} in a loop")
+        } else {
+            format!("{what} {rate} events/s")
+        }
+    };
     let mut out = String::new();
-    for (conns, rate) in groups {
+    for (conns, inbox_rate, campaign_rate) in groups {
         let rows: Vec<&Value> = b7
             .iter()
             .copied()
-            .filter(|r| {
-                r["conns"].as_u64().unwrap_or(0) == conns
-                    && r["campaign_rate"].as_u64().unwrap_or(0) == rate
-            })
+            .filter(|r| key(r) == (conns, inbox_rate, campaign_rate))
             .collect();
         let reference = rows
             .iter()
@@ -274,11 +282,11 @@ fn b7_tables(records: &[Value]) -> String {
             .and_then(|r| r["server"].as_str())
             .unwrap_or_default()
             .to_owned();
-        let extra = if rate == 0 {
-            ", campaign in a loop".to_owned()
-        } else {
-            format!(", campaign {rate} events/s")
-        };
+        let extra = format!(
+            ", {}, {}",
+            rate("inbox", inbox_rate),
+            rate("campaign", campaign_rate)
+        );
         out.push_str(&table(&B7, conns, &extra, &rows, records, &reference));
         out.push_str(&format!("  ratio: inbox events/s against {reference}\n\n"));
     }
@@ -465,17 +473,17 @@ mod tests {
     fn b7_has_a_table_per_campaign_rate_against_its_own_reference() {
         let records = vec![
             json!({"scenario":"B3","server":"misar-axum","conns":100,"deliveries_per_sec":3}),
-            json!({"scenario":"B7","server":"misar","conns":20000,"campaign_rate":100,"inbox_events_per_sec":200000.0}),
-            json!({"scenario":"B7","server":"naive","conns":20000,"campaign_rate":100,"inbox_events_per_sec":40000.0}),
-            json!({"scenario":"B7","server":"misar","conns":20000,"campaign_rate":0,"inbox_events_per_sec":3000.0}),
+            json!({"scenario":"B7","server":"misar","conns":20000,"inbox_rate":0,"campaign_rate":100,"inbox_events_per_sec":200000.0}),
+            json!({"scenario":"B7","server":"naive","conns":20000,"inbox_rate":0,"campaign_rate":100,"inbox_events_per_sec":40000.0}),
+            json!({"scenario":"B7","server":"misar","conns":20000,"inbox_rate":0,"campaign_rate":0,"inbox_events_per_sec":3000.0}),
         ];
         let text = render(&records, None);
         assert!(
-            text.contains("B7 many streams (20000 conns, campaign 100 events/s)"),
+            text.contains("B7 many streams (20000 conns, inbox in a loop, campaign 100 events/s)"),
             "{text}"
         );
         assert!(
-            text.contains("B7 many streams (20000 conns, campaign in a loop)"),
+            text.contains("B7 many streams (20000 conns, inbox in a loop, campaign in a loop)"),
             "{text}"
         );
         assert!(
