@@ -51,6 +51,18 @@ impl Histogram {
         self.max.store(0, Ordering::Relaxed);
     }
 
+    /// Adds every value `other` recorded (B7 merges its per-thread histograms).
+    #[allow(dead_code)] // not used by the load generator itself
+    pub fn merge(&self, other: &Histogram) {
+        for (into, from) in self.buckets.iter().zip(other.buckets.iter()) {
+            into.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        self.count.fetch_add(other.count(), Ordering::Relaxed);
+        self.sum
+            .fetch_add(other.sum.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.max.fetch_max(other.max(), Ordering::Relaxed);
+    }
+
     /// How many values were recorded.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
@@ -146,6 +158,20 @@ mod tests {
         assert!((p99 - 9_900_000.0).abs() / 9_900_000.0 < 0.04, "p99 {p99}");
         assert_eq!(h.quantile(1.0), 10_000_000);
         assert_eq!(h.mean(), 5_000_500);
+    }
+
+    #[test]
+    fn merge_adds_counts_and_keeps_the_max() {
+        let a = Histogram::new();
+        let b = Histogram::new();
+        for v in 1..=100u64 {
+            a.record(v);
+            b.record(v + 1000);
+        }
+        a.merge(&b);
+        assert_eq!(a.count(), 200);
+        assert_eq!(a.max(), 1100);
+        assert_eq!(a.quantile(0.25), 50);
     }
 
     #[test]

@@ -114,6 +114,31 @@ const SPECS: &[Spec] = &[
     },
 ];
 
+/// B7 (in-process, `target/release/b7`): one table per size and rates, ratios against
+/// its own reference row (`misar`, else the first row), whatever the servers of the other
+/// scenarios are called.
+const B7: Spec = Spec {
+    scenario: "B7",
+    title: "B7 many streams",
+    headline: "inbox_events_per_sec",
+    higher_is_better: true,
+    columns: &[
+        ("inbox ev/s", "inbox_events_per_sec"),
+        ("p50 us", "inbox_p50_us"),
+        ("p99 us", "inbox_p99_us"),
+        ("p99.9 us", "inbox_p999_us"),
+        ("call p99 us", "inbox_publish_call_p99_us"),
+        ("missing", "inbox_missing"),
+        ("campaign ev/s", "campaign_events_per_sec"),
+        ("deliveries/s", "campaign_deliveries_per_sec"),
+        ("camp. p50 us", "campaign_p50_us"),
+        ("camp. p99 us", "campaign_p99_us"),
+        ("CPU %", "cpu_pct"),
+        ("B/conn", "rss_per_conn_bytes"),
+        ("RSS peak KiB", "rss_peak_kib"),
+    ],
+};
+
 /// Runs `loadgen report`.
 pub fn run(args: &ReportArgs) -> Result<(), BoxError> {
     let text = std::fs::read_to_string(&args.file)?;
@@ -158,10 +183,11 @@ fn render(records: &[Value], reference: Option<&str>) -> String {
                 .copied()
                 .filter(|r| r["conns"].as_u64() == Some(size))
                 .collect();
-            out.push_str(&table(spec, size, &rows, records, &reference));
+            out.push_str(&table(spec, size, "", &rows, records, &reference));
             out.push('\n');
         }
     }
+    out.push_str(&b7_tables(records));
     if !reference.is_empty() {
         out.push_str(&format!(
             "ratio: how many times better {reference} is than the row on the first metric \
@@ -171,13 +197,20 @@ fn render(records: &[Value], reference: Option<&str>) -> String {
     out
 }
 
-fn table(spec: &Spec, size: u64, rows: &[&Value], records: &[Value], reference: &str) -> String {
+fn table(
+    spec: &Spec,
+    size: u64,
+    extra: &str,
+    rows: &[&Value],
+    records: &[Value],
+    reference: &str,
+) -> String {
     let unit = if spec.scenario == "B6" {
         "at once"
     } else {
         "conns"
     };
-    let mut out = format!("{} ({size} {unit})\n", spec.title);
+    let mut out = format!("{} ({size} {unit}{extra})\n", spec.title);
     let ref_value = rows
         .iter()
         .find(|r| r["server"] == reference)
@@ -208,6 +241,55 @@ fn table(spec: &Spec, size: u64, rows: &[&Value], records: &[Value], reference: 
         grid.push(cells);
     }
     out.push_str(&layout(&grid));
+    out
+}
+
+/// B7's tables: one per connection count and pair of rates (inbox, campaign), in the order
+/// they first appear.
+fn b7_tables(records: &[Value]) -> String {
+    let b7: Vec<&Value> = records.iter().filter(|r| r["scenario"] == "B7").collect();
+    let key = |r: &Value| {
+        (
+            r["conns"].as_u64().unwrap_or(0),
+            r["inbox_rate"].as_u64().unwrap_or(0),
+            r["campaign_rate"].as_u64().unwrap_or(0),
+        )
+    };
+    let mut groups: Vec<(u64, u64, u64)> = Vec::new();
+    for r in &b7 {
+        if !groups.contains(&key(r)) {
+            groups.push(key(r));
+        }
+    }
+    let rate = |what: &str, rate: u64| {
+        if rate == 0 {
+            format!("{what} in a loop")
+        } else {
+            format!("{what} {rate} events/s")
+        }
+    };
+    let mut out = String::new();
+    for (conns, inbox_rate, campaign_rate) in groups {
+        let rows: Vec<&Value> = b7
+            .iter()
+            .copied()
+            .filter(|r| key(r) == (conns, inbox_rate, campaign_rate))
+            .collect();
+        let reference = rows
+            .iter()
+            .find(|r| r["server"] == "misar")
+            .or_else(|| rows.first())
+            .and_then(|r| r["server"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let extra = format!(
+            ", {}, {}",
+            rate("inbox", inbox_rate),
+            rate("campaign", campaign_rate)
+        );
+        out.push_str(&table(&B7, conns, &extra, &rows, records, &reference));
+        out.push_str(&format!("  ratio: inbox events/s against {reference}\n\n"));
+    }
     out
 }
 
@@ -385,6 +467,29 @@ mod tests {
         );
         let flipped = render(&records, Some("peer"));
         assert!(flipped.contains("0.07x"), "{flipped}");
+    }
+
+    #[test]
+    fn b7_has_a_table_per_campaign_rate_against_its_own_reference() {
+        let records = vec![
+            json!({"scenario":"B3","server":"misar-axum","conns":100,"deliveries_per_sec":3}),
+            json!({"scenario":"B7","server":"misar","conns":20000,"inbox_rate":0,"campaign_rate":100,"inbox_events_per_sec":200000.0}),
+            json!({"scenario":"B7","server":"naive","conns":20000,"inbox_rate":0,"campaign_rate":100,"inbox_events_per_sec":40000.0}),
+            json!({"scenario":"B7","server":"misar","conns":20000,"inbox_rate":0,"campaign_rate":0,"inbox_events_per_sec":3000.0}),
+        ];
+        let text = render(&records, None);
+        assert!(
+            text.contains("B7 many streams (20000 conns, inbox in a loop, campaign 100 events/s)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("B7 many streams (20000 conns, inbox in a loop, campaign in a loop)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("5.00x"),
+            "naive gets 5x fewer through\n{text}"
+        );
     }
 
     #[test]
