@@ -1,10 +1,8 @@
 //! Every call B7 makes into our hub and driver, in one place.
 //!
-//! Issue 12 changes this API: `Hub::subscribe` will take the `Accepted` (by value) and create
-//! the `ServerSession` itself, and `serve_connection` will drop its `session` argument
-//! (`serve_connection(transport, feed, config)`). The "after" measurement only needs
-//! [`serve`] (and, if their signatures move too, [`new_hub`] and the two publish wrappers)
-//! updated; the rest of B7 does not name a hub type beyond [`Hub`].
+//! Issue 12 changed this API (`Hub::subscribe` takes the `Accepted` and a revocation mark and
+//! creates the session; `serve_connection(transport, feed, config)`): only [`serve`] changed
+//! for the "after" measurement; the rest of B7 does not name a hub type beyond [`Hub`].
 
 use std::future::Future;
 
@@ -12,7 +10,7 @@ use misar_proto::auth::AccountId;
 use misar_proto::event::{CampaignEvent, InboxEvent};
 use misar_proto::handshake::{self, Accepted, HandshakeConfig, Step};
 use misar_proto::route::CampaignId;
-use misar_proto::server::{ServerConfig, ServerSession};
+use misar_proto::server::ServerConfig;
 use misar_proto_tokio::hub::{Hub, HubConfig};
 use misar_proto_tokio::server::{DriverConfig, serve_connection};
 
@@ -62,24 +60,24 @@ pub fn accept(path: &str, key: &str) -> Result<Accepted, String> {
     }
 }
 
-/// **The adapter to update for issue 12.** Registers the accepted connection with `hub` and
+/// Registers the accepted connection with `hub` (which creates its session, issue 12) and
 /// returns the future that serves it over `transport` with the library's real driver (spawn
 /// it); an error is the hub's refusal.
 ///
-/// Today: `hub.subscribe(&accepted)`, `ServerSession::new(accepted, ..)`, then
-/// `serve_connection(transport, session, feed, driver)`.
+/// Before issue 12 this was `hub.subscribe(&accepted)`, `ServerSession::new(accepted, ..)`,
+/// then `serve_connection(transport, session, feed, driver)`.
 pub fn serve(
     hub: &Hub,
     accepted: Accepted,
     transport: ServerEnd,
     config: &ConnConfig,
 ) -> Result<impl Future<Output = ()> + Send + 'static, String> {
-    let feed = hub.subscribe(&accepted).map_err(|e| e.to_string())?;
-    let now = tokio::time::Instant::now().into_std();
-    let session = ServerSession::new(accepted, config.server.clone(), now);
+    let feed = hub
+        .subscribe(accepted, hub.mark(), &config.server)
+        .map_err(|e| e.to_string())?;
     let driver = config.driver.clone();
     Ok(async move {
-        let _end = serve_connection(transport, session, feed, driver).await;
+        let _end = serve_connection(transport, feed, driver).await;
     })
 }
 

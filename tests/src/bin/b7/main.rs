@@ -442,13 +442,14 @@ fn received(stats: &[Arc<client::ThreadStats>]) -> (u64, u64) {
 /// The length of an inbox event with an empty subject and typical stamps, so that `--size`
 /// is about the frame's size.
 fn bare_inbox_len() -> usize {
-    let event = InboxEvent::EmailReceived(EmailReceived {
-        from: FROM.into(),
-        subject: String::new(),
-        received_at: Timestamp::parse(RECEIVED_AT).unwrap_or_else(|_| unreachable!()),
-        message_id: Some(format!("bench-{}-{}", 1_000_000u64, 10_000_000_000u64)),
-        to: None,
-    });
+    let event = InboxEvent::EmailReceived(
+        EmailReceived::new(
+            FROM,
+            String::new(),
+            Timestamp::parse(RECEIVED_AT).unwrap_or_else(|_| unreachable!()),
+        )
+        .with_message_id(format!("bench-{}-{}", 1_000_000u64, 10_000_000_000u64)),
+    );
     event.encode().len()
 }
 
@@ -480,13 +481,10 @@ async fn publish_inbox_loop(
         let message_id = format!("bench-{seq}-{stamp}");
         let reported = match &plan.target {
             Target::Ours(hub) => {
-                let event = InboxEvent::EmailReceived(EmailReceived {
-                    from: FROM.into(),
-                    subject: plan.subject.clone(),
-                    received_at: plan.received_at.clone(),
-                    message_id: Some(message_id),
-                    to: None,
-                });
+                let event = InboxEvent::EmailReceived(
+                    EmailReceived::new(FROM, plan.subject.clone(), plan.received_at.clone())
+                        .with_message_id(message_id),
+                );
                 hub_api::publish_inbox(hub, &plan.accounts[account], &event).await
             }
             Target::Naive(hub) => hub.publish_inbox(
@@ -531,14 +529,14 @@ async fn publish_campaign_loop(plan: Arc<Plan>, rate: Option<f64>) -> Published 
         let stamp = plan.clock.now_ns();
         let reported = match &plan.target {
             Target::Ours(hub) => {
-                let event = CampaignEvent::Progress(Progress {
-                    campaign_id: CAMPAIGN.into(),
-                    sent: stamp,
-                    total: stamp,
-                    delivered: seq,
-                    bounced: 0,
-                    opened: 0,
-                });
+                let event = CampaignEvent::Progress(Progress::new(
+                    plan.campaign.clone(),
+                    stamp,
+                    stamp,
+                    seq,
+                    0,
+                    0,
+                ));
                 hub_api::publish_campaign(hub, &plan.campaign, &event).await
             }
             Target::Naive(hub) => hub.publish_campaign(&NaiveProgress {

@@ -22,6 +22,12 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closed;
 
+impl misar_proto_tokio::server::TransportError for Closed {
+    fn violation(&self) -> Option<misar_proto::message::Violation> {
+        None
+    }
+}
+
 impl std::fmt::Display for Closed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("the in-memory peer is gone")
