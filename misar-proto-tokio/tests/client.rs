@@ -53,6 +53,7 @@ async fn expect_reconnecting(updates: &mut Updates) -> (Disconnect, Duration, u3
             cause,
             after,
             attempt,
+            ..
         })) => (cause, after, attempt),
         other => panic!("expected Reconnecting, got {other:?}"),
     }

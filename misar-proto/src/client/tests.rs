@@ -512,7 +512,10 @@ fn with_retry_after(value: &str) -> http::HeaderMap {
 #[test]
 fn retry_after_of_429_and_503_is_the_next_delay_capped_by_the_backoff_cap() {
     let t0 = origin();
-    for status in [StatusCode::TOO_MANY_REQUESTS, StatusCode::SERVICE_UNAVAILABLE] {
+    for status in [
+        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::SERVICE_UNAVAILABLE,
+    ] {
         let mut c = client(Channel::Inbox);
         let failure = c
             .handle_handshake_response_with_headers(status, &with_retry_after("7"), b"", t0)

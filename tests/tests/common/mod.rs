@@ -389,6 +389,7 @@ pub async fn expect_reconnecting(updates: &mut Updates) -> (Disconnect, Duration
             cause,
             after,
             attempt,
+            ..
         } => (cause, after, attempt),
         other => panic!("expected Reconnecting, got {other:?}"),
     }
