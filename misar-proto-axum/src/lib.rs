@@ -76,15 +76,19 @@
 #![warn(missing_docs)]
 
 mod authorizer;
+mod bounds;
 mod buffers;
 mod reject;
+mod serve;
 mod service;
 mod shutdown;
 mod transport;
 mod upgrade;
 
 pub use authorizer::{Authorizer, AuthorizerError, MemoryAuthorizer};
+pub use bounds::{DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_PENDING_HANDSHAKES};
 pub use buffers::WsBuffers;
+pub use serve::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HEAD_BYTES, Serve, serve};
 pub use service::{MisarWs, MisarWsBuilder};
 pub use shutdown::{ShutdownHandle, ShutdownReport};
 pub use transport::{AxumTransport, TransportError};
