@@ -303,3 +303,35 @@ async fn a_hanging_hook_gets_503() {
         "{took:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kept_alive_connection_is_closed_after_the_handshake_timeout() {
+    let demo = DemoProcess::start(&["--no-simulation", "--handshake-timeout-ms", "1000"]).await;
+    let mut socket = TcpStream::connect(demo.addr).await.unwrap();
+    socket
+        .write_all(b"GET /dev/stats HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    // The response arrives; the connection stays open for another request ...
+    let mut raw = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !String::from_utf8_lossy(&raw).contains("}") {
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buffer))
+            .await
+            .expect("a response")
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        raw.extend_from_slice(&buffer[..n]);
+    }
+    assert!(String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 200"));
+    let answered = Instant::now();
+    // ... until it has been idle for the timeout.
+    let closed = closed_within(&mut socket, Duration::from_secs(6))
+        .await
+        .expect("the idle connection was closed");
+    let idle = closed.duration_since(answered);
+    assert!(
+        idle >= Duration::from_millis(900) && idle < Duration::from_secs(5),
+        "{idle:?}"
+    );
+}
