@@ -220,6 +220,21 @@ pub(crate) fn mark_credentials_sensitive(headers: &mut http::HeaderMap) {
     }
 }
 
+/// Removes every `Sec-WebSocket-Protocol` value (to hide them from a copying extractor).
+pub(crate) fn take_protocols(headers: &mut http::HeaderMap) -> Vec<http::HeaderValue> {
+    match headers.entry(SEC_WEBSOCKET_PROTOCOL) {
+        http::header::Entry::Occupied(entry) => entry.remove_entry_mult().1.collect(),
+        http::header::Entry::Vacant(_) => Vec::new(),
+    }
+}
+
+/// Puts back what [`take_protocols`] removed, in order.
+pub(crate) fn restore_protocols(headers: &mut http::HeaderMap, values: Vec<http::HeaderValue>) {
+    for value in values {
+        headers.append(SEC_WEBSOCKET_PROTOCOL, value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,5 +254,23 @@ mod tests {
         assert!(!text.contains("msk_secret"), "{text}");
         assert!(text.contains("visible"), "{text}");
         assert_eq!(text.matches("Sensitive").count(), 3, "{text}");
+    }
+
+    #[test]
+    fn protocols_are_taken_and_restored_in_order() {
+        let mut headers = http::HeaderMap::new();
+        headers.append(SEC_WEBSOCKET_PROTOCOL, "misar.v1".parse().unwrap());
+        headers.append(
+            SEC_WEBSOCKET_PROTOCOL,
+            "misar.bearer.msk_x".parse().unwrap(),
+        );
+        mark_credentials_sensitive(&mut headers);
+        let taken = take_protocols(&mut headers);
+        assert!(headers.get(SEC_WEBSOCKET_PROTOCOL).is_none());
+        restore_protocols(&mut headers, taken);
+        let values: Vec<_> = headers.get_all(SEC_WEBSOCKET_PROTOCOL).iter().collect();
+        assert_eq!(values, ["misar.v1", "misar.bearer.msk_x"]);
+        assert!(values.iter().all(|v| v.is_sensitive()));
+        assert!(take_protocols(&mut http::HeaderMap::new()).is_empty());
     }
 }

@@ -241,10 +241,12 @@ async fn handle<A: Authorizer>(State(inner): State<Arc<Inner<A>>>, request: Requ
         // serve the socket ourselves (see `upgrade.rs`).
         let on_upgrade = parts.extensions.get::<OnUpgrade>().cloned();
         let key = parts.headers.get(SEC_WEBSOCKET_KEY).cloned();
-        let upgrade = match (
-            WebSocketUpgrade::from_request_parts(&mut parts, &()).await,
-            on_upgrade,
-        ) {
+        // axum's extractor copies every offered subprotocol into a new header value, not
+        // marked sensitive, and its `Debug` prints them: it never sees them (§2.12).
+        let protocols = crate::serve::take_protocols(&mut parts.headers);
+        let validated = WebSocketUpgrade::from_request_parts(&mut parts, &()).await;
+        crate::serve::restore_protocols(&mut parts.headers, protocols);
+        let upgrade = match (validated, on_upgrade) {
             (Ok(_validated), Some(on_upgrade)) => Ok(Upgrade::new(on_upgrade, key)),
             _ => Err(()),
         };

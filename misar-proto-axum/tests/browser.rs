@@ -142,7 +142,10 @@ async fn the_demo_page_shows_events_and_campaign_progress() {
         .expect("the inbox connects with ?token=");
     assert_eq!(
         browser
-            .eval(&query_page, "document.getElementById('status').dataset.protocol")
+            .eval(
+                &query_page,
+                "document.getElementById('status').dataset.protocol"
+            )
             .await
             .unwrap(),
         ""

@@ -225,8 +225,9 @@ impl Server {
             let _ = report_tx.send(handle.shutdown().await);
         };
         let app = misar.router();
+        // Served as the README says: with the §2.14 bounds before the upgrade.
         let task = tokio::spawn(async move {
-            axum::serve(listener, app)
+            misar_proto_axum::serve(listener, app)
                 .with_graceful_shutdown(signal)
                 .await
         });
