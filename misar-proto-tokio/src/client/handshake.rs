@@ -112,7 +112,7 @@ pub(super) async fn connect(
             body,
         });
     }
-    check_upgrade(&headers, &key, offered_protocols)?;
+    check_upgrade(&headers, &key, offered_protocols).map_err(HandshakeError::Protocol)?;
     let connection =
         WebSocketStream::from_partially_read(stream, tail, Role::Client, Some(config)).await;
     Ok((connection, headers))
@@ -258,7 +258,7 @@ fn check_upgrade(
     headers: &HeaderMap,
     key: &HeaderValue,
     offered_protocols: bool,
-) -> Result<(), HandshakeError> {
+) -> Result<(), &'static str> {
     let has_token = |name: HeaderName, token: &str| {
         headers.get_all(name).iter().any(|value| {
             value.to_str().is_ok_and(|text| {
@@ -268,29 +268,21 @@ fn check_upgrade(
         })
     };
     if !has_token(UPGRADE, "websocket") {
-        return Err(HandshakeError::Protocol(
-            "no `Upgrade: websocket` in the 101",
-        ));
+        return Err("no `Upgrade: websocket` in the 101");
     }
     if !has_token(CONNECTION, "upgrade") {
-        return Err(HandshakeError::Protocol(
-            "no `Connection: upgrade` in the 101",
-        ));
+        return Err("no `Connection: upgrade` in the 101");
     }
     let expected = derive_accept_key(key.as_bytes());
     if headers.get(SEC_WEBSOCKET_ACCEPT).map(HeaderValue::as_bytes) != Some(expected.as_bytes()) {
-        return Err(HandshakeError::Protocol(
-            "wrong Sec-WebSocket-Accept in the 101",
-        ));
+        return Err("wrong Sec-WebSocket-Accept in the 101");
     }
     let mut echoed = headers.get_all(SEC_WEBSOCKET_PROTOCOL).iter();
     match (offered_protocols, echoed.next(), echoed.next()) {
         (false, None, _) => Ok(()),
         (true, Some(value), None) if value.as_bytes() == SUBPROTOCOL.as_bytes() => Ok(()),
-        (true, None, _) => Err(HandshakeError::Protocol("the 101 echoes no subprotocol")),
-        _ => Err(HandshakeError::Protocol(
-            "the 101 echoes another subprotocol than misar.v1",
-        )),
+        (true, None, _) => Err("the 101 echoes no subprotocol"),
+        _ => Err("the 101 echoes another subprotocol than misar.v1"),
     }
 }
 
