@@ -40,6 +40,17 @@ async fn real_client(addr: SocketAddr) -> u16 {
     response.status
 }
 
+/// The tests of this file measure time and memory under load: one at a time, or each one's
+/// thousands of sockets would slow the other's down (and a late handshake would find a free
+/// place among the pending ones).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Raises the open-files limit for this process and the demo it starts (2,000+ sockets each).
+fn enough_files() {
+    let raised = rlimit::increase_nofile_limit(8_192).expect("read the open-files limit");
+    assert!(raised >= 4_500, "the open-files limit is {raised}");
+}
+
 async fn stats(addr: SocketAddr) -> serde_json::Value {
     request(addr, "GET", "/dev/stats", &[], b"").await.json()
 }
@@ -50,8 +61,10 @@ fn mib(bytes: f64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_drip_and_silent_connections_are_closed_within_the_handshake_timeout() {
+    let _one = ONE_AT_A_TIME.lock().await;
     const TIMEOUT: Duration = Duration::from_secs(3);
     const EACH: usize = 500;
+    enough_files();
     let demo = DemoProcess::start(&["--no-simulation", "--handshake-timeout-ms", "3000"]).await;
     let addr = demo.addr;
     assert_eq!(real_client(addr).await, 101);
@@ -213,8 +226,10 @@ async fn handshake(addr: SocketAddr, key: &str) -> (u16, Option<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_handshakes_beyond_the_cap_get_503_without_a_hook_call() {
+    let _one = ONE_AT_A_TIME.lock().await;
     const CAP: usize = 100;
     const CONCURRENT: usize = 2_000;
+    enough_files();
     // The hook takes 8 s: every handshake of a round arrives while the first CAP still wait.
     let demo = DemoProcess::start(&[
         "--no-simulation",
@@ -279,6 +294,7 @@ async fn concurrent_handshakes_beyond_the_cap_get_503_without_a_hook_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_hook_gets_503() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let demo = DemoProcess::start(&[
         "--no-simulation",
         "--hook-delay-ms",
@@ -306,6 +322,7 @@ async fn a_hanging_hook_gets_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_kept_alive_connection_is_closed_after_the_handshake_timeout() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let demo = DemoProcess::start(&["--no-simulation", "--handshake-timeout-ms", "1000"]).await;
     let mut socket = TcpStream::connect(demo.addr).await.unwrap();
     socket
