@@ -3,7 +3,8 @@
 //! `axum::serve` sets no timer on its HTTP connections, so a client that opens a TCP
 //! connection and sends nothing, or drips a request head one header line every few seconds,
 //! holds a socket (and its buffers) forever; a few thousand exhaust a server's file
-//! descriptors. [`serve`] is the same accept loop over hyper's HTTP/1.1 connections with:
+//! descriptors. [`serve`] is the same accept loop (over any axum `Listener`) and hyper's
+//! HTTP/1.1 connections, with:
 //!
 //! - **`handshake_timeout`** (default 10 s): a connection that has not sent a complete
 //!   request head within it — counted from the first byte awaited, however slowly the head
@@ -23,20 +24,21 @@
 //! The hooks' bounds (`hook_timeout`, `max_pending_handshakes`) are the router's: see
 //! [`MisarWsBuilder`](crate::MisarWsBuilder).
 
+use std::any::Any;
 use std::convert::Infallible;
 use std::future::{Future, IntoFuture};
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::serve::Listener;
 use http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tower_service::Service;
 
@@ -48,6 +50,10 @@ pub const DEFAULT_MAX_HEAD_BYTES: usize = 16 * 1024;
 const MIN_HEAD_BYTES: usize = 8 * 1024;
 
 /// Serves `app` on `listener` with the bounds of §2.14 on (see the [module docs](self)).
+///
+/// `listener` is any [`axum::serve::Listener`], as for `axum::serve`: a `TcpListener`
+/// (whose connections get `TCP_NODELAY`), a `UnixListener`, a TLS acceptor of your own. Each
+/// request gets the peer's address as [`ConnectInfo<L::Addr>`](ConnectInfo).
 ///
 /// ```no_run
 /// # async fn run(misar: misar_proto_axum::MisarWs) -> std::io::Result<()> {
@@ -61,7 +67,11 @@ const MIN_HEAD_BYTES: usize = 8 * 1024;
 ///     .await
 /// # }
 /// ```
-pub fn serve(listener: TcpListener, app: Router) -> Serve {
+pub fn serve<L>(listener: L, app: Router) -> Serve<L>
+where
+    L: Listener,
+    L::Addr: Clone + Send + Sync + 'static,
+{
     Serve {
         listener,
         app,
@@ -73,18 +83,17 @@ pub fn serve(listener: TcpListener, app: Router) -> Serve {
 
 /// The server [`serve`] returns: set the bounds, then `.await` it.
 #[must_use = "a server does nothing until awaited"]
-pub struct Serve {
-    listener: TcpListener,
+pub struct Serve<L> {
+    listener: L,
     app: Router,
     handshake_timeout: Duration,
     max_head_bytes: usize,
     signal: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
-impl std::fmt::Debug for Serve {
+impl<L> std::fmt::Debug for Serve<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Serve")
-            .field("listener", &self.listener)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_head_bytes", &self.max_head_bytes)
             .field("graceful_shutdown", &self.signal.is_some())
@@ -92,7 +101,11 @@ impl std::fmt::Debug for Serve {
     }
 }
 
-impl Serve {
+impl<L> Serve<L>
+where
+    L: Listener,
+    L::Addr: Clone + Send + Sync + 'static,
+{
     /// How long a connection may take to send a complete request head, and how long a
     /// kept-alive connection may stay idle (default 10 s). At least 1 ms.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
@@ -122,7 +135,7 @@ impl Serve {
 
     async fn run(self) -> io::Result<()> {
         let Serve {
-            listener,
+            mut listener,
             app,
             handshake_timeout,
             max_head_bytes,
@@ -138,20 +151,15 @@ impl Serve {
         // Every connection task holds a sender: `recv` returns `None` once all are gone.
         let (alive, mut all_gone) = mpsc::channel::<Infallible>(1);
         loop {
-            let (socket, remote) = tokio::select! {
+            // The listener retries failed accepts itself (axum's `Listener` contract).
+            let (mut socket, remote) = tokio::select! {
                 () = &mut signal => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors, or a connection reset before it was
-                        // accepted: wait a little rather than spin (as axum::serve does).
-                        tracing::debug!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                accepted = listener.accept() => accepted,
             };
-            let _ = socket.set_nodelay(true);
+            // Small frames of pushed events should leave at once.
+            if let Some(tcp) = (&mut socket as &mut dyn Any).downcast_mut::<TcpStream>() {
+                let _ = tcp.set_nodelay(true);
+            }
             let connection = builder.clone();
             let app = app.clone();
             let mut stopped = stopped.clone();
@@ -160,6 +168,7 @@ impl Serve {
                 let _alive = alive;
                 let service = hyper::service::service_fn(move |request| {
                     let mut app = app.clone();
+                    let remote = remote.clone();
                     async move { app.call(prepare(request, remote)).await }
                 });
                 let served = connection
@@ -190,7 +199,11 @@ impl Serve {
     }
 }
 
-impl IntoFuture for Serve {
+impl<L> IntoFuture for Serve<L>
+where
+    L: Listener,
+    L::Addr: Clone + Send + Sync + 'static,
+{
     type Output = io::Result<()>;
     type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
 
@@ -201,7 +214,10 @@ impl IntoFuture for Serve {
 
 /// The request as the app sees it: credential headers marked sensitive, the peer's address
 /// as [`ConnectInfo`], the body as axum's.
-fn prepare(request: http::Request<Incoming>, remote: SocketAddr) -> http::Request<Body> {
+fn prepare<A>(request: http::Request<Incoming>, remote: A) -> http::Request<Body>
+where
+    A: Clone + Send + Sync + 'static,
+{
     let mut request = request.map(Body::new);
     mark_credentials_sensitive(request.headers_mut());
     request.extensions_mut().insert(ConnectInfo(remote));

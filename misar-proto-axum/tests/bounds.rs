@@ -1,6 +1,6 @@
 //! §2.14 over real sockets, against the demo binary (a separate process, so its memory can be
 //! read from /proc): slow-drip and silent connections are closed within `handshake_timeout`
-//! while real clients keep connecting; 2,000 concurrent handshakes against a slow hook get
+//! while real clients keep connecting; 2,000 concurrent handshakes against a held hook get
 //! 503 beyond `max_pending_handshakes`, the hook is called at most that many times, and the
 //! server's memory returns to its baseline; a hanging hook gets 503.
 //!
@@ -124,7 +124,7 @@ async fn slow_drip_and_silent_connections_are_closed_within_the_handshake_timeou
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let limit = TIMEOUT + Duration::from_secs(5);
+    let limit = TIMEOUT + opened_in + Duration::from_secs(5);
     let mut silent_closed = Vec::with_capacity(EACH);
     for socket in &mut silent {
         if let Some(at) = closed_within(socket, limit.saturating_sub(opened.elapsed())).await {
@@ -230,13 +230,13 @@ async fn concurrent_handshakes_beyond_the_cap_get_503_without_a_hook_call() {
     const CAP: usize = 100;
     const CONCURRENT: usize = 2_000;
     enough_files();
-    // The hook takes 8 s: every handshake of a round arrives while the first CAP still wait.
+    // The hook holds every call until the test releases it: whatever the machine's load, the
+    // first CAP handshakes wait on it while all the others arrive.
     let demo = DemoProcess::start(&[
         "--no-simulation",
-        "--hook-delay-ms",
-        "8000",
+        "--hold-hooks",
         "--hook-timeout-ms",
-        "20000",
+        "120000",
         "--max-pending-handshakes",
         "100",
     ])
@@ -246,35 +246,57 @@ async fn concurrent_handshakes_beyond_the_cap_get_503_without_a_hook_call() {
     for round in 0..3 {
         let before = stats(addr).await["hookCalls"].as_u64().unwrap();
         let started = Instant::now();
-        let tasks: Vec<_> = (0..CONCURRENT)
-            .map(|_| tokio::spawn(handshake(addr, "msk_demo_nobody")))
-            .collect();
+        let (answers, mut answered) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..CONCURRENT {
+            let answers = answers.clone();
+            tokio::spawn(async move {
+                let _ = answers.send(handshake(addr, "msk_demo_nobody").await);
+            });
+        }
+        drop(answers);
         let mut refused = 0;
         let mut forbidden = 0;
-        for task in tasks {
-            match task.await.unwrap() {
-                (503, Some(retry_after)) => {
-                    assert_eq!(retry_after, "1");
-                    refused += 1;
-                }
-                (403, None) => forbidden += 1,
-                other => panic!("unexpected answer {other:?}"),
+        let mut count = |answer: (u16, Option<String>)| match answer {
+            (503, Some(retry_after)) => {
+                assert_eq!(retry_after, "1");
+                refused += 1;
             }
+            (403, None) => forbidden += 1,
+            other => panic!("unexpected answer {other:?}"),
+        };
+        // Everything beyond the cap is refused at once, while the cap's handshakes wait.
+        for _ in 0..CONCURRENT - CAP {
+            let answer = tokio::time::timeout(Duration::from_secs(120), answered.recv())
+                .await
+                .expect("answers beyond the cap come at once")
+                .expect("an answer");
+            count(answer);
+        }
+        let refused_in = started.elapsed();
+        let calls = stats(addr).await["hookCalls"].as_u64().unwrap() - before;
+        assert_eq!(
+            calls as usize, CAP,
+            "hook calls while the cap's handshakes wait"
+        );
+        // Release them: 403 each (an unknown key), and no further hook call.
+        let released = request(addr, "POST", "/dev/hooks/release", &[], b"").await;
+        assert_eq!(released.status, 204);
+        while let Some(answer) = tokio::time::timeout(Duration::from_secs(60), answered.recv())
+            .await
+            .expect("the held handshakes are answered")
+        {
+            count(answer);
         }
         let calls = stats(addr).await["hookCalls"].as_u64().unwrap() - before;
         assert_eq!(refused + forbidden, CONCURRENT);
-        assert!(
-            calls as usize <= CAP,
-            "{calls} hook calls for a cap of {CAP}"
-        );
-        assert_eq!(forbidden, calls as usize, "each hook call answered 403");
-        assert!(refused >= CONCURRENT - CAP, "{refused} refused");
+        assert_eq!(refused, CONCURRENT - CAP);
+        assert_eq!(forbidden, CAP, "each hook call answered 403");
+        assert_eq!(calls as usize, CAP, "{calls} hook calls for a cap of {CAP}");
         let rss = demo.rss_bytes();
         eprintln!(
-            "round {round}: {CONCURRENT} concurrent handshakes in {:.2?}: {refused} × 503 \
-             (Retry-After: 1), {forbidden} × 403 after the hook, {calls} hook calls; server RSS \
-             {:.1} MiB",
-            started.elapsed(),
+            "round {round}: {CONCURRENT} concurrent handshakes: {refused} × 503 (Retry-After: 1) \
+             within {refused_in:.2?}, then {forbidden} × 403 once the hook was released, \
+             {calls} hook calls; server RSS {:.1} MiB",
             mib(rss as f64)
         );
         if round == 0 {

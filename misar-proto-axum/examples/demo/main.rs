@@ -19,7 +19,8 @@
 //! - `POST /dev/publish/inbox/{account}`, `POST /dev/publish/campaigns/{id}`: publish a JSON
 //!   event (202), or get 400 (bad event) / 404 (unknown account or campaign).
 //! - `GET /dev/stats`: `{"hookCalls":N,"connections":N}` (authorizer calls so far, open
-//!   WebSockets), for load tests.
+//!   WebSockets), for load tests; `POST /dev/hooks/release` lets the calls held by the hidden
+//!   `--hold-hooks` flag go on.
 //!
 //! Fixtures: `alice` (key `msk_demo_alice`) owns campaign
 //! `11111111-1111-4111-8111-111111111111`; `bob` (key `msk_demo_bob`) owns
@@ -116,6 +117,9 @@ struct Args {
     /// Make every authorizer call take this long (a slow database, for load tests).
     #[arg(long, default_value_t = 0, hide = true)]
     hook_delay_ms: u64,
+    /// Hold every authorizer call until `POST /dev/hooks/release` (for load tests).
+    #[arg(long, hide = true)]
+    hold_hooks: bool,
     /// Fan out through the Redis at this URL (e.g. redis://127.0.0.1:6379), so several demo
     /// processes share events. Needs the demo built with `--features redis`.
     #[arg(long, value_name = "URL")]
@@ -222,6 +226,8 @@ async fn main() -> ExitCode {
         tables: Arc::clone(&authorizer),
         delay: Duration::from_millis(args.hook_delay_ms),
         calls: AtomicU64::new(0),
+        hold: args.hold_hooks,
+        released: tokio::sync::watch::channel(0).0,
     });
     let misar = MisarWs::builder(hub, Arc::clone(&hooks))
         .rejection_style(args.reject_style.into())
@@ -242,6 +248,16 @@ async fn main() -> ExitCode {
                 let hooks = Arc::clone(&hooks);
                 let shutdown = misar.shutdown_handle();
                 move || stats(hooks, shutdown)
+            }),
+        )
+        .route(
+            "/dev/hooks/release",
+            post({
+                let hooks = Arc::clone(&hooks);
+                move || async move {
+                    hooks.released.send_modify(|n| *n += 1);
+                    axum::http::StatusCode::NO_CONTENT
+                }
             }),
         )
         .merge(misar.router())
@@ -320,11 +336,19 @@ struct DemoAuthorizer {
     tables: Arc<MemoryAuthorizer>,
     delay: Duration,
     calls: AtomicU64,
+    /// `--hold-hooks`: every call waits for the next `POST /dev/hooks/release`.
+    hold: bool,
+    released: tokio::sync::watch::Sender<u64>,
 }
 
 impl DemoAuthorizer {
     async fn enter(&self) {
+        let mut released = self.released.subscribe();
+        let entered_at = *released.borrow_and_update();
         self.calls.fetch_add(1, Ordering::Relaxed);
+        if self.hold {
+            let _ = released.wait_for(|n| *n > entered_at).await.map(|_| ());
+        }
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
