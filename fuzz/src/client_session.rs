@@ -149,8 +149,12 @@ impl ClientSetup {
             .copied()
             .unwrap_or("");
         let mut config = ClientConfig::new(url, key(self.key));
+        // The key byte's top bit picks the subprotocol over the header (the key itself is
+        // chosen modulo the table).
         config.auth = if self.query_auth {
             AuthStyle::Query
+        } else if self.key & 0x80 != 0 {
+            AuthStyle::Subprotocol
         } else {
             AuthStyle::Header
         };
@@ -790,6 +794,7 @@ impl Harness {
         assert_eq!(&credentials.key, &self.config.key);
         let source = match self.config.auth {
             AuthStyle::Query => CredentialSource::Query,
+            AuthStyle::Subprotocol => CredentialSource::Subprotocol,
             _ => CredentialSource::Header,
         };
         assert_eq!(credentials.source, source);

@@ -5,10 +5,11 @@
 //!
 //! Checked:
 //! - nothing panics;
-//! - [`extract_credentials`] agrees with a direct reading of §2.2 (the model below): a key
-//!   comes out exactly when there is one usable place, or two carrying the same key; several
-//!   `Authorization` headers or `token` parameters, a non-Bearer scheme or a malformed key in
-//!   either place yield no key;
+//! - [`extract_credentials`] agrees with a direct reading of §2.2 and §2.12 (the model
+//!   below): a key comes out exactly when the places that carry one (the `Authorization`
+//!   header, the `misar.bearer.` subprotocol, the `token` parameter) carry the same key and no
+//!   place is refused; several `Authorization` headers, `token` parameters or bearer entries,
+//!   a non-Bearer scheme or a malformed key in any place yield no key;
 //! - a key that comes out re-parses with [`ApiKey::parse`] (a syntactically invalid key is
 //!   never returned) and is exactly the one the request carried where the source says;
 //! - neither the credentials' `Debug` nor any error text shows the key;
@@ -17,7 +18,7 @@
 
 use std::borrow::Cow;
 
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 use misar_proto::auth::{ApiKey, CredentialSource, extract_credentials};
 use misar_proto::route::{CampaignId, Channel, Routes};
 
@@ -90,6 +91,26 @@ fn query_place(parts: &http::request::Parts) -> Place {
     }
 }
 
+/// The subprotocol place (§2.12): `misar.bearer.` entries of every visible-ASCII
+/// `Sec-WebSocket-Protocol` value (comma-separated, spaces and tabs trimmed).
+fn subprotocol_place(parts: &http::request::Parts) -> Place {
+    let entries: Vec<String> = parts
+        .headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|text| text.split(','))
+        .map(|entry| entry.trim_matches([' ', '\t']))
+        .filter_map(|entry| entry.strip_prefix("misar.bearer."))
+        .map(str::to_owned)
+        .collect();
+    match entries.as_slice() {
+        [] => Place::Absent,
+        [key] if is_key(key) => Place::Key(key.clone()),
+        _ => Place::Refused,
+    }
+}
+
 /// `msk_` + 1..=252 of `[A-Za-z0-9_-]`, written out independently of the core.
 fn is_key(text: &str) -> bool {
     text.strip_prefix("msk_").is_some_and(|body| {
@@ -104,10 +125,26 @@ fn check_credentials(parts: &http::request::Parts) {
     let result = extract_credentials(parts);
     let header = header_place(parts);
     let query = query_place(parts);
-    let expected = match (&header, &query) {
-        (Place::Key(key), Place::Absent) => Some((key, CredentialSource::Header)),
-        (Place::Absent, Place::Key(key)) => Some((key, CredentialSource::Query)),
-        (Place::Key(a), Place::Key(b)) if a == b => Some((a, CredentialSource::Header)),
+    let subprotocol = subprotocol_place(parts);
+    let places = [
+        (&header, CredentialSource::Header),
+        (&subprotocol, CredentialSource::Subprotocol),
+        (&query, CredentialSource::Query),
+    ];
+    let refused = places
+        .iter()
+        .any(|(place, _)| matches!(place, Place::Refused));
+    let keys: Vec<(&String, CredentialSource)> = places
+        .iter()
+        .filter_map(|(place, source)| match place {
+            Place::Key(key) => Some((key, *source)),
+            _ => None,
+        })
+        .collect();
+    let expected = match keys.first() {
+        Some(&(key, source)) if !refused && keys.iter().all(|(other, _)| *other == key) => {
+            Some((key, source))
+        }
         _ => None,
     };
     match (&result, expected) {
@@ -130,7 +167,7 @@ fn check_credentials(parts: &http::request::Parts) {
             let _ = error.place();
         }
         (got, want) => panic!(
-            "extract_credentials: got {got:?}, §2.2 says {want:?} (header {header:?}, query {query:?})"
+            "extract_credentials: got {got:?}, §2.2 says {want:?} (header {header:?}, query {query:?}, subprotocol {subprotocol:?})"
         ),
     }
 }
@@ -142,6 +179,7 @@ pub(crate) fn candidates(parts: &http::request::Parts) -> Vec<String> {
         .headers
         .get_all(AUTHORIZATION)
         .iter()
+        .chain(parts.headers.get_all(SEC_WEBSOCKET_PROTOCOL).iter())
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .collect();
     if let Some(query) = parts.uri.query() {

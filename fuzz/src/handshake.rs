@@ -17,14 +17,18 @@
 //! request carries (as [`extract_credentials`] reads it) for the account the session gets,
 //! and, for a campaign, the ownership hook granted that account that campaign; questions are
 //! asked only of requests that passed the method, route, origin and credential checks, in
-//! that order; every rejection has the reason, status and delivery §2.3 gives it; a response
-//! body is JSON with `Cache-Control: no-store` and never repeats a key.
+//! that order, with the offered subprotocols checked between origin and credentials (§2.12:
+//! 400 for a `misar.bearer.` entry without `misar.v1`, or a `Sec-WebSocket-Protocol` that is
+//! not visible ASCII); an accepted or close-after-upgrade request echoes `misar.v1` exactly
+//! when it offered it; every rejection has the reason, status and delivery §2.3 gives it (a
+//! subprotocol client is a browser for `Auto`); a response body is JSON with
+//! `Cache-Control: no-store` and never repeats a key.
 
-use http::header::{CACHE_CONTROL, ORIGIN};
+use http::header::{CACHE_CONTROL, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
 use http::{Method, StatusCode, Version};
 use misar_proto::auth::{AccountId, ApiKey, CredentialSource, extract_credentials};
 use misar_proto::handshake::{
-    self, HandshakeConfig, RejectAction, Rejected, Rejection, RejectionStyle, Step,
+    self, BadRequest, HandshakeConfig, RejectAction, Rejected, Rejection, RejectionStyle, Step,
 };
 use misar_proto::route::{CampaignId, Channel, Routes};
 
@@ -95,6 +99,12 @@ pub fn run(data: &[u8]) {
         || (parts.method == Method::CONNECT && parts.version == Version::HTTP_2);
     let route = config.routes.resolve(parts.uri.path());
     let origin_ok = origin_allowed(&config, parts);
+    let offered = offered_protocols(parts);
+    let echo = match offered {
+        Ok((true, _)) => Some("misar.v1"),
+        _ => None,
+    };
+    let protocols_ok = matches!(offered, Ok((v1, bearers)) if v1 || bearers == 0);
     let credentials = extract_credentials(parts);
 
     let mut record = Record::default();
@@ -106,7 +116,7 @@ pub fn run(data: &[u8]) {
                 assert_eq!(round, 0, "the key-check hook is asked first, once");
                 record.auth_asked += 1;
                 assert!(
-                    method_ok && origin_ok,
+                    method_ok && origin_ok && protocols_ok,
                     "asked about a request that fails earlier checks"
                 );
                 assert_eq!(route.as_ref(), Ok(question.channel()));
@@ -184,6 +194,7 @@ pub fn run(data: &[u8]) {
                 assert_eq!(accepted.account(), account);
                 assert_eq!(accepted.credential_source(), credentials.source);
                 assert_eq!(route.as_ref(), Ok(accepted.channel()));
+                assert_eq!(accepted.subprotocol(), echo, "the echo of misar.v1");
                 match accepted.channel() {
                     Channel::Campaign(campaign) => {
                         assert_eq!(accepted.campaign(), Some(campaign));
@@ -207,6 +218,10 @@ pub fn run(data: &[u8]) {
                     Rejection::NotFound(not_found.clone())
                 } else if !origin_ok {
                     Rejection::OriginRefused
+                } else if offered.is_err() {
+                    Rejection::BadRequest(BadRequest::MalformedProtocols)
+                } else if !protocols_ok {
+                    Rejection::BadRequest(BadRequest::BearerWithoutProtocol)
                 } else if let Err(error) = &credentials {
                     Rejection::Unauthenticated(error.clone())
                 } else {
@@ -216,12 +231,30 @@ pub fn run(data: &[u8]) {
                     }
                 };
                 assert_eq!(rejected.reason(), &expected);
-                check_rejection(rejected, style, &credentials, parts);
+                check_rejection(rejected, style, &credentials, parts, echo);
                 break;
             }
         };
     }
     assert!(record.auth_asked <= 1 && record.ownership_asked <= 1);
+}
+
+/// Whether `misar.v1` is offered and how many `misar.bearer.` entries are (§2.12), read
+/// directly; `Err` when a `Sec-WebSocket-Protocol` value is not visible ASCII.
+fn offered_protocols(parts: &http::request::Parts) -> Result<(bool, usize), ()> {
+    let mut v1 = false;
+    let mut bearers = 0;
+    for value in parts.headers.get_all(SEC_WEBSOCKET_PROTOCOL) {
+        let text = value.to_str().map_err(|_| ())?;
+        for entry in text.split(',').map(|e| e.trim_matches([' ', '\t'])) {
+            if entry == "misar.v1" {
+                v1 = true;
+            } else if entry.starts_with("misar.bearer.") {
+                bearers += 1;
+            }
+        }
+    }
+    Ok((v1, bearers))
 }
 
 /// The `Origin` allowlist as [`HandshakeConfig::allowed_origins`] documents it.
@@ -245,6 +278,7 @@ fn check_rejection(
     style: RejectionStyle,
     credentials: &Result<misar_proto::auth::Credentials, misar_proto::auth::CredentialError>,
     parts: &http::request::Parts,
+    echo: Option<&'static str>,
 ) {
     let reason = rejected.reason().clone();
     let status = rejected.status();
@@ -257,6 +291,7 @@ fn check_rejection(
         }
         Rejection::NotOwned => (StatusCode::FORBIDDEN, Some(4403)),
         Rejection::HookFailed => (StatusCode::SERVICE_UNAVAILABLE, None),
+        Rejection::BadRequest(_) => (StatusCode::BAD_REQUEST, None),
         other => panic!("unexpected rejection {other:?}"),
     };
     assert_eq!(status, expected_status, "{reason:?}");
@@ -272,7 +307,10 @@ fn check_rejection(
         && match style {
             RejectionStyle::Http => false,
             RejectionStyle::CloseAfterUpgrade => true,
-            _ => place == Some(CredentialSource::Query),
+            _ => matches!(
+                place,
+                Some(CredentialSource::Query | CredentialSource::Subprotocol)
+            ),
         };
 
     let mut secrets = credentials::candidates(parts);
@@ -286,6 +324,7 @@ fn check_rejection(
                 "{reason:?} in {style:?} closed after the upgrade"
             );
             assert_eq!(Some(close.code().as_u16()), close_code);
+            assert_eq!(close.subprotocol(), echo, "the echo of misar.v1");
         }
         RejectAction::Respond(response) => {
             assert!(!after_upgrade, "{reason:?} in {style:?} answered over HTTP");

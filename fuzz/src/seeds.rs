@@ -151,6 +151,34 @@ fn heads() -> Vec<(&'static str, String)> {
             "GET /realtime/campaigns/spring-sale HTTP/1.1\nAuthorization: Bearer msk_alice_key\n".into(),
         ),
         ("absolute-uri", "GET wss://api.misar.io/mail/ws/inbox?token=msk_alice_key HTTP/1.1\n".into()),
+        (
+            "subprotocol",
+            "GET /mail/ws/inbox HTTP/1.1\nSec-WebSocket-Protocol: misar.v1, misar.bearer.msk_alice_key\n".into(),
+        ),
+        (
+            "subprotocol-campaign-split",
+            "GET /mail/ws/campaigns/spring-sale HTTP/1.1\nSec-WebSocket-Protocol: chat,\tmisar.v1 \nSec-WebSocket-Protocol: misar.bearer.msk_alice_key\n".into(),
+        ),
+        (
+            "subprotocol-without-v1",
+            "GET /mail/ws/inbox HTTP/1.1\nSec-WebSocket-Protocol: misar.bearer.msk_alice_key\n".into(),
+        ),
+        (
+            "subprotocol-two-bearers",
+            "GET /mail/ws/inbox HTTP/1.1\nSec-WebSocket-Protocol: misar.v1, misar.bearer.msk_a, misar.bearer.msk_a\n".into(),
+        ),
+        (
+            "subprotocol-and-token-differ",
+            "GET /mail/ws/inbox?token=msk_bob_key HTTP/1.1\nSec-WebSocket-Protocol: misar.v1, misar.bearer.msk_alice_key\n".into(),
+        ),
+        (
+            "subprotocol-v1-alone",
+            "GET /mail/ws/inbox HTTP/1.1\nSec-WebSocket-Protocol: misar.v1\nAuthorization: Bearer msk_bob_key\n".into(),
+        ),
+        (
+            "subprotocol-obs-text",
+            "GET /mail/ws/inbox HTTP/1.1\nSec-WebSocket-Protocol: misar.v1, misar.bearer.msk_\u{e9}\n".into(),
+        ),
     ]
 }
 
@@ -170,7 +198,7 @@ fn handshake() -> Vec<Seed> {
             .map(|(_, head)| head)
             .unwrap_or_default()
     };
-    let cases: [(&str, &str, &str); 24] = [
+    let cases: [(&str, &str, &str); 31] = [
         ("accept-inbox-table", "00000", "inbox-bearer"),
         ("accept-campaign-table", "00000", "campaign-bearer"),
         ("campaign-not-owned", "00000", "campaign-percent-encoded"),
@@ -199,6 +227,25 @@ fn handshake() -> Vec<Seed> {
         ("root-prefix", "00101", "root-inbox"),
         ("realtime-prefix", "00112", "realtime-campaign"),
         ("not-found", "00000", "campaign-bad-id"),
+        ("subprotocol-accept", "00000", "subprotocol"),
+        ("subprotocol-unknown-auto", "20200", "subprotocol"),
+        (
+            "subprotocol-campaign-close",
+            "10110",
+            "subprotocol-campaign-split",
+        ),
+        ("subprotocol-without-v1", "00000", "subprotocol-without-v1"),
+        (
+            "subprotocol-two-bearers-auto",
+            "20000",
+            "subprotocol-two-bearers",
+        ),
+        (
+            "subprotocol-token-differ-auto",
+            "20000",
+            "subprotocol-and-token-differ",
+        ),
+        ("subprotocol-v1-alone", "00000", "subprotocol-v1-alone"),
     ];
     cases
         .iter()

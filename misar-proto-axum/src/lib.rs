@@ -13,10 +13,20 @@
 //!   (per-account and total limits: 429, or 503 with `Retry-After`) and run under
 //!   [`serve_connection`](misar_proto_tokio::server::serve_connection) with small WebSocket
 //!   buffers ([`WsBuffers`]).
+//! - **Before the request head** ([`serve`]): `axum::serve` with §2.14's bounds — a
+//!   connection that has not sent a complete request head within `handshake_timeout` (10 s,
+//!   however slowly it drips), or a kept-alive one idle that long, is closed; heads are bounded
+//!   (16 KiB); credential headers are marked sensitive before the app sees them.
+//! - **Around the hooks** (§2.14): each call runs under `hook_timeout` (5 s; a hang is a
+//!   failed hook, 503), and at most `max_pending_handshakes` (1,024) requests wait on them at
+//!   once (more get 503 with `Retry-After`, no hook called).
+//! - **Credentials** in `Authorization: Bearer`, `?token=`, or the `misar.bearer.<key>`
+//!   subprotocol beside `misar.v1` (§2.12), which the 101 echoes — never the key.
 //! - **Shutdown**: [`ShutdownHandle`] tracks upgraded connections (axum's graceful shutdown
 //!   does not), closes them with 1001 and drops what is left after the grace period.
-//! - **Logs** go through `tracing` and never contain a key: paths are logged without their
-//!   query, keys only in their redacted form.
+//! - **Logs** go through `tracing` and never contain a key, at any level: paths are logged
+//!   without their query, keys only in their redacted form, and axum's WebSocket extractor
+//!   (whose `Debug` prints the offered subprotocols) never sees the subprotocol header.
 //!
 //! ## Embed in your axum app
 //!
@@ -53,6 +63,8 @@
 //!     let misar = MisarWs::builder(hub.clone(), MyAuth)
 //!         .prefix("/mail/ws")
 //!         .ping_interval(Duration::from_secs(30))
+//!         .hook_timeout(Duration::from_secs(5)) // the defaults of §2.14, spelled out
+//!         .max_pending_handshakes(1024)
 //!         .build();
 //!     let shutdown = misar.shutdown_handle();
 //!
@@ -64,7 +76,9 @@
 //!     // hub.publish_inbox(&AccountId::from("acct-42"), &event).await
 //!
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//!     axum::serve(listener, app)
+//!     // Not `axum::serve`: this one closes connections that send no request head in time.
+//!     misar_proto_axum::serve(listener, app)
+//!         .handshake_timeout(Duration::from_secs(10))
 //!         // On Ctrl-C: close every WebSocket with 1001, wait for them (bounded), then stop.
 //!         .with_graceful_shutdown(shutdown.on_signal(async {
 //!             let _ = tokio::signal::ctrl_c().await;
@@ -76,15 +90,19 @@
 #![warn(missing_docs)]
 
 mod authorizer;
+mod bounds;
 mod buffers;
 mod reject;
+mod serve;
 mod service;
 mod shutdown;
 mod transport;
 mod upgrade;
 
 pub use authorizer::{Authorizer, AuthorizerError, MemoryAuthorizer};
+pub use bounds::{DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_PENDING_HANDSHAKES};
 pub use buffers::WsBuffers;
+pub use serve::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HEAD_BYTES, Serve, serve};
 pub use service::{MisarWs, MisarWsBuilder};
 pub use shutdown::{ShutdownHandle, ShutdownReport};
 pub use transport::{AxumTransport, TransportError};

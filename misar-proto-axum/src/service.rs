@@ -27,6 +27,9 @@ use misar_proto_tokio::server::{ConnectionEnd, DriverConfig, serve_connection};
 use tracing::Instrument;
 
 use crate::authorizer::Authorizer;
+use crate::bounds::{
+    DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_PENDING_HANDSHAKES, HookBounds, PENDING_RETRY_AFTER_SECS,
+};
 use crate::buffers::WsBuffers;
 use crate::reject::close_after_upgrade;
 use crate::shutdown::ShutdownHandle;
@@ -36,8 +39,10 @@ use crate::upgrade::Upgrade;
 ///
 /// Every setting has the default of `DESIGN.md` §2: prefix `/mail/ws`, HTTP 403 rejections,
 /// no `Origin` allowlist, pings every 30 s with a 30 s pong timeout, the client-message limits
-/// of [`ServerConfig::default`], the small buffers of [`WsBuffers::default`], and the
-/// connection limits of the hub's own configuration.
+/// of [`ServerConfig::default`], the small buffers of [`WsBuffers::default`], the connection
+/// limits of the hub's own configuration, and §2.14's bounds on the hooks: a 5 s
+/// `hook_timeout` and at most 1,024 pending handshakes. (The bounds on the request head are
+/// the listener's: see [`serve`](crate::serve()).)
 #[derive(Debug)]
 #[must_use = "call .build() to get the router"]
 pub struct MisarWsBuilder<A> {
@@ -48,6 +53,8 @@ pub struct MisarWsBuilder<A> {
     driver: DriverConfig,
     buffers: WsBuffers,
     shutdown_grace: Option<Duration>,
+    hook_timeout: Duration,
+    max_pending_handshakes: usize,
 }
 
 /// The WebSocket endpoints, ready to mount: a [`Router`] and the [`ShutdownHandle`] of its
@@ -69,6 +76,8 @@ impl MisarWs {
             driver: DriverConfig::default(),
             buffers: WsBuffers::default(),
             shutdown_grace: None,
+            hook_timeout: DEFAULT_HOOK_TIMEOUT,
+            max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
         }
     }
 
@@ -159,6 +168,20 @@ impl<A: Authorizer> MisarWsBuilder<A> {
         self
     }
 
+    /// How long one hook call may take (default 5 s, §2.14): a hook that has not answered by
+    /// then counts as failed, and the request gets 503, never an upgrade.
+    pub fn hook_timeout(mut self, timeout: Duration) -> Self {
+        self.hook_timeout = timeout;
+        self
+    }
+
+    /// How many requests may wait on the hooks at once (default 1,024, at least 1, §2.14).
+    /// More get 503 with `Retry-After: 1` at once, without a hook call.
+    pub fn max_pending_handshakes(mut self, max: usize) -> Self {
+        self.max_pending_handshakes = max;
+        self
+    }
+
     /// The router and its shutdown handle, after checking the sessions' configuration with
     /// [`ServerConfig::validate`] (a zero pong timeout, close grace, queue bound or message
     /// burst, a zero refill period, a ping interval below 1 ms).
@@ -207,6 +230,7 @@ impl<A: Authorizer> MisarWsBuilder<A> {
             driver: self.driver,
             buffers: self.buffers,
             shutdown: shutdown.clone(),
+            bounds: HookBounds::new(self.hook_timeout, self.max_pending_handshakes),
         });
         // One handler for everything under the prefix: the core decides 404s, so they look
         // like the protocol's (JSON, `no-store`) rather than axum's.
@@ -234,10 +258,13 @@ struct Inner<A> {
     driver: DriverConfig,
     buffers: WsBuffers,
     shutdown: ShutdownHandle,
+    bounds: HookBounds,
 }
 
 async fn handle<A: Authorizer>(State(inner): State<Arc<Inner<A>>>, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
+    // Already done by `serve`; again here for apps served by `axum::serve`.
+    crate::serve::mark_credentials_sensitive(&mut parts.headers);
     // The path only: the query may carry `token=<key>`, which must never reach a log.
     let span = tracing::info_span!("misar_ws", path = %parts.uri.path());
     async move {
@@ -247,10 +274,12 @@ async fn handle<A: Authorizer>(State(inner): State<Arc<Inner<A>>>, request: Requ
         // serve the socket ourselves (see `upgrade.rs`).
         let on_upgrade = parts.extensions.get::<OnUpgrade>().cloned();
         let key = parts.headers.get(SEC_WEBSOCKET_KEY).cloned();
-        let upgrade = match (
-            WebSocketUpgrade::from_request_parts(&mut parts, &()).await,
-            on_upgrade,
-        ) {
+        // axum's extractor copies every offered subprotocol into a new header value, not
+        // marked sensitive, and its `Debug` prints them: it never sees them (§2.12).
+        let protocols = crate::serve::take_protocols(&mut parts.headers);
+        let validated = WebSocketUpgrade::from_request_parts(&mut parts, &()).await;
+        crate::serve::restore_protocols(&mut parts.headers, protocols);
+        let upgrade = match (validated, on_upgrade) {
             (Ok(_validated), Some(on_upgrade)) => Ok(Upgrade::new(on_upgrade, key)),
             _ => Err(()),
         };
@@ -260,7 +289,11 @@ async fn handle<A: Authorizer>(State(inner): State<Arc<Inner<A>>>, request: Requ
         drop(parts);
         match decision {
             Ok(accepted) => match upgrade {
-                Ok(upgrade) => serve(inner, accepted, mark, upgrade),
+                Ok(upgrade) => {
+                    // `misar.v1` when offered (§2.12), never the bearer entry.
+                    let upgrade = upgrade.echo(accepted.subprotocol());
+                    serve(inner, accepted, mark, upgrade)
+                }
                 Err(_) => {
                     tracing::debug!("authorized, but not a WebSocket upgrade: 426");
                     upgrade_required()
@@ -273,34 +306,65 @@ async fn handle<A: Authorizer>(State(inner): State<Arc<Inner<A>>>, request: Requ
     .await
 }
 
-/// Runs the core's handshake, awaiting the hooks between its steps.
+/// Runs the core's handshake, awaiting the hooks between its steps, each under
+/// `hook_timeout`, the whole wait in one of the `max_pending_handshakes` places (§2.14).
 async fn decide<A: Authorizer>(
     inner: &Inner<A>,
     parts: &http::request::Parts,
 ) -> Result<Accepted, Rejected> {
     let mut step = handshake::start(&inner.handshake, parts);
+    // Taken before the first hook call, held until the decision.
+    let mut place = None;
     loop {
         step = match step {
             Step::NeedsAuthentication(question) => {
-                match inner.authorizer.authenticate(question.key()).await {
-                    Ok(Some(account)) => question.authenticated(account),
-                    Ok(None) => Step::Rejected(question.unknown_key()),
-                    Err(error) => {
+                if place.is_none() {
+                    place = inner.bounds.try_enter();
+                    if place.is_none() {
+                        tracing::info!(
+                            pending = inner.bounds.pending(),
+                            "refused: too many pending handshakes"
+                        );
+                        return Err(Rejected::too_many_pending_handshakes(
+                            PENDING_RETRY_AFTER_SECS,
+                        ));
+                    }
+                }
+                match inner
+                    .bounds
+                    .call(inner.authorizer.authenticate(question.key()))
+                    .await
+                {
+                    Ok(Ok(Some(account))) => question.authenticated(account),
+                    Ok(Ok(None)) => Step::Rejected(question.unknown_key()),
+                    Ok(Err(error)) => {
                         tracing::warn!(%error, "key check failed: refusing with 503");
+                        Step::Rejected(question.hook_failed())
+                    }
+                    Err(_timed_out) => {
+                        tracing::warn!("key check timed out: refusing with 503");
                         Step::Rejected(question.hook_failed())
                     }
                 }
             }
             Step::NeedsOwnership(question) => {
                 match inner
-                    .authorizer
-                    .owns_campaign(question.account(), question.campaign())
+                    .bounds
+                    .call(
+                        inner
+                            .authorizer
+                            .owns_campaign(question.account(), question.campaign()),
+                    )
                     .await
                 {
-                    Ok(true) => Step::Accepted(question.grant()),
-                    Ok(false) => Step::Rejected(question.deny()),
-                    Err(error) => {
+                    Ok(Ok(true)) => Step::Accepted(question.grant()),
+                    Ok(Ok(false)) => Step::Rejected(question.deny()),
+                    Ok(Err(error)) => {
                         tracing::warn!(%error, "ownership check failed: refusing with 503");
+                        Step::Rejected(question.hook_failed())
+                    }
+                    Err(_timed_out) => {
+                        tracing::warn!("ownership check timed out: refusing with 503");
                         Step::Rejected(question.hook_failed())
                     }
                 }
@@ -346,6 +410,8 @@ fn refuse<A: Authorizer>(
             let config = inner.server.clone();
             let write_timeout = inner.driver.write_timeout;
             let shutdown = inner.shutdown.clone();
+            // `misar.v1` when offered, so a browser accepts the 101 and sees the close code.
+            let upgrade = upgrade.echo(close.subprotocol());
             upgrade.respond(inner.buffers, move |socket| async move {
                 let _guard = guard;
                 close_after_upgrade(socket, close, config, write_timeout, shutdown).await;

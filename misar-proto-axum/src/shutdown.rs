@@ -20,7 +20,7 @@ use tokio::time::Instant;
 /// # async fn run(misar: misar_proto_axum::MisarWs, listener: tokio::net::TcpListener) -> std::io::Result<()> {
 /// let shutdown = misar.shutdown_handle();
 /// let app = axum::Router::new().merge(misar.router());
-/// axum::serve(listener, app)
+/// misar_proto_axum::serve(listener, app)
 ///     .with_graceful_shutdown(shutdown.on_signal(async {
 ///         let _ = tokio::signal::ctrl_c().await;
 ///     }))
@@ -168,9 +168,10 @@ impl ShutdownHandle {
         }
     }
 
-    /// A future for `axum::serve(..).with_graceful_shutdown(..)`: waits for `signal`, then
-    /// runs [`shutdown`](Self::shutdown). axum stops accepting and drains HTTP requests once it
-    /// resolves, i.e. after the WebSocket connections are gone.
+    /// A future for [`serve(..)`](crate::serve())`.with_graceful_shutdown(..)` (or
+    /// `axum::serve`'s): waits for `signal`, then runs [`shutdown`](Self::shutdown). The server
+    /// stops accepting and drains HTTP requests once it resolves, i.e. after the WebSocket
+    /// connections are gone.
     pub fn on_signal<F>(&self, signal: F) -> impl Future<Output = ()> + Send + 'static
     where
         F: Future + Send + 'static,

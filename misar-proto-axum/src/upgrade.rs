@@ -18,7 +18,7 @@ use std::future::Future;
 
 use axum::body::Body;
 use axum::response::Response;
-use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, UPGRADE};
+use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
 use http::{HeaderValue, StatusCode};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
@@ -39,12 +39,25 @@ pub(crate) struct Upgrade {
     on_upgrade: OnUpgrade,
     /// `Sec-WebSocket-Key` (HTTP/1.1); `None` for HTTP/2's extended CONNECT, which has none.
     key: Option<HeaderValue>,
+    /// The subprotocol to echo (`misar.v1`, §2.12), if any.
+    echo: Option<&'static str>,
 }
 
 impl Upgrade {
     /// The pending upgrade and the client's key.
     pub(crate) fn new(on_upgrade: OnUpgrade, key: Option<HeaderValue>) -> Self {
-        Self { on_upgrade, key }
+        Self {
+            on_upgrade,
+            key,
+            echo: None,
+        }
+    }
+
+    /// Echoes `subprotocol` in `Sec-WebSocket-Protocol` (the core's decision: `misar.v1` when
+    /// the client offered it).
+    pub(crate) fn echo(mut self, subprotocol: Option<&'static str>) -> Self {
+        self.echo = subprotocol;
+        self
     }
 
     /// Answers the handshake and, once hyper hands the socket over, runs `serve` on it in a
@@ -55,7 +68,11 @@ impl Upgrade {
         F: FnOnce(Socket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let Upgrade { on_upgrade, key } = self;
+        let Upgrade {
+            on_upgrade,
+            key,
+            echo,
+        } = self;
         tokio::spawn(
             async move {
                 let upgraded = match on_upgrade.await {
@@ -73,16 +90,22 @@ impl Upgrade {
             }
             .instrument(tracing::Span::current()),
         );
-        switching_protocols(key.as_ref())
+        switching_protocols(key.as_ref(), echo)
     }
 }
 
-/// 101 with the accept key (HTTP/1.1), or an empty 200 (HTTP/2, RFC 8441).
-fn switching_protocols(key: Option<&HeaderValue>) -> Response {
-    let Some(key) = key else {
-        return Response::new(Body::empty());
-    };
+/// 101 with the accept key (HTTP/1.1), or an empty 200 (HTTP/2, RFC 8441); either with the
+/// echoed subprotocol.
+fn switching_protocols(key: Option<&HeaderValue>, echo: Option<&'static str>) -> Response {
     let mut response = Response::new(Body::empty());
+    if let Some(echo) = echo {
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(echo));
+    }
+    let Some(key) = key else {
+        return response;
+    };
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -102,7 +125,7 @@ mod tests {
     fn the_accept_key_is_rfc_6455s() {
         // The example of RFC 6455 §1.3.
         let key = HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ==");
-        let response = switching_protocols(Some(&key));
+        let response = switching_protocols(Some(&key), None);
         assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
         let headers = response.headers();
         assert_eq!(
@@ -111,6 +134,9 @@ mod tests {
         );
         assert_eq!(headers[UPGRADE], "websocket");
         assert_eq!(headers[CONNECTION], "upgrade");
-        assert_eq!(switching_protocols(None).status(), StatusCode::OK);
+        assert!(headers.get(SEC_WEBSOCKET_PROTOCOL).is_none());
+        assert_eq!(switching_protocols(None, None).status(), StatusCode::OK);
+        let echoed = switching_protocols(Some(&key), Some("misar.v1"));
+        assert_eq!(echoed.headers()[SEC_WEBSOCKET_PROTOCOL], "misar.v1");
     }
 }

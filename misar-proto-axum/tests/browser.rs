@@ -1,6 +1,8 @@
 //! The demo page in headless Chromium (Debian's `chromium`), driven over the DevTools
-//! protocol: the page connects with `?token=`, a published event appears in the DOM, and a
-//! simulated campaign's bar reaches 100 %.
+//! protocol: the page connects with the key in its subprotocols (§2.12: the server echoes
+//! `misar.v1`, the key stays out of the URL), a published event appears in the DOM, and a
+//! simulated campaign's bar reaches 100 %; the page opened as `/?auth=query` connects with
+//! `?token=`.
 //!
 //! Without Chromium the test prints a notice and passes, unless `MISAR_REQUIRE_SERVICES=1`
 //! (as in CI), where it fails.
@@ -55,6 +57,19 @@ async fn the_demo_page_shows_events_and_campaign_progress() {
         )
         .await
         .expect("the inbox connects");
+    // With the subprotocol: the browser accepted the server's echo of `misar.v1`.
+    let protocol = browser
+        .eval(&page, "document.getElementById('status').dataset.protocol")
+        .await
+        .unwrap();
+    assert_eq!(protocol, "misar.v1");
+    assert_eq!(
+        browser
+            .eval(&page, "document.getElementById('auth').value")
+            .await
+            .unwrap(),
+        "subprotocol"
+    );
 
     // A published event appears in the list.
     let subject = format!("browser test {}", std::process::id());
@@ -112,6 +127,30 @@ async fn the_demo_page_shows_events_and_campaign_progress() {
         .await
         .expect("the campaign socket closed with 1000");
 
+    // The other choice: `?token=`, no subprotocol.
+    let query_page = browser
+        .open(&format!("http://{}/?auth=query", demo.addr))
+        .await
+        .expect("open the page");
+    browser
+        .wait_for(
+            &query_page,
+            "document.getElementById('status').dataset.state === 'open' && document.getElementById('auth').value === 'query'",
+            WAIT,
+        )
+        .await
+        .expect("the inbox connects with ?token=");
+    assert_eq!(
+        browser
+            .eval(
+                &query_page,
+                "document.getElementById('status').dataset.protocol"
+            )
+            .await
+            .unwrap(),
+        ""
+    );
+
     if let Ok(path) = std::env::var("MISAR_SCREENSHOT") {
         let png = browser.screenshot(&page).await.unwrap();
         std::fs::write(&path, png).unwrap();
@@ -133,5 +172,8 @@ async fn the_demo_page_shows_events_and_campaign_progress() {
         !logs.contains("msk_demo_alice") && !logs.contains("token="),
         "{logs}"
     );
+    // The server saw both places.
+    assert!(logs.contains("auth=Subprotocol"), "{logs}");
+    assert!(logs.contains("auth=Query"), "{logs}");
     browser.close().await;
 }

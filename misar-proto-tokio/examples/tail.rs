@@ -1,19 +1,23 @@
 //! `tail`: follow a MisarMail WebSocket channel and print its events.
 //!
 //! ```text
-//! cargo run -p misar-proto-tokio --example tail -- --url <ws-url> --key <key> [--query-token] [--json]
+//! cargo run -p misar-proto-tokio --example tail -- --url <ws-url> --key <key>
+//!     [--auth header|query|subprotocol] [--query-token] [--json]
 //! ```
 //!
 //! - `--url` names the channel: `ws://127.0.0.1:8080/mail/ws/inbox` or
 //!   `wss://api.misar.io/mail/ws/campaigns/<id>` (whatever precedes `/inbox` or
 //!   `/campaigns/<id>` is the server's mount prefix).
-//! - The key goes in `Authorization: Bearer <key>`, or with `--query-token` in `?token=<key>`.
-//!   It is never printed.
+//! - The key goes in `Authorization: Bearer <key>` (`--auth header`, the default), in
+//!   `?token=<key>` (`--auth query`, or its older spelling `--query-token`), or in
+//!   `Sec-WebSocket-Protocol: misar.v1, misar.bearer.<key>` (`--auth subprotocol`, as
+//!   browsers do). It is never printed, nor logged at any level.
 //! - `--json`: one compact JSON object per event per line on stdout, as the server sent it
 //!   (unknown event types too; only insignificant whitespace is removed). Without it:
 //!   readable lines, and a campaign's progress as a live progress bar when stdout is a
 //!   terminal.
-//! - Connection news (connected, lost, reconnecting in …) goes to stderr.
+//! - Connection news (connected, lost, reconnecting in …) goes to stderr; a wait the server
+//!   asked for with `Retry-After` (429, 503) is shown as such.
 //!
 //! Exit status: 0 after a campaign's terminal event or on Ctrl-C (which closes with 1000); a
 //! close 1000 before the terminal event is no finish: tail reconnects, as the client does;
@@ -46,16 +50,38 @@ struct Args {
     /// wss://api.misar.io/mail/ws/campaigns/<id>.
     #[arg(long, value_name = "WS_URL")]
     url: String,
-    /// The API key (msk_…). Sent as `Authorization: Bearer <key>` unless --query-token.
+    /// The API key (msk_…). Sent as `Authorization: Bearer <key>` unless --auth says otherwise.
     /// May come from the MISAR_KEY environment variable instead, which keeps it out of `ps`.
     #[arg(long, value_name = "KEY", env = "MISAR_KEY", hide_env_values = true)]
     key: String,
-    /// Send the key as the `token` query parameter instead of a header (as browsers must).
+    /// Where the key goes: `header` (Authorization: Bearer), `query` (?token=), or
+    /// `subprotocol` (Sec-WebSocket-Protocol: misar.v1, misar.bearer.<key>).
+    #[arg(long, value_enum, value_name = "PLACE", conflicts_with = "query_token")]
+    auth: Option<AuthPlace>,
+    /// The same as `--auth query`: the key in the `token` query parameter.
     #[arg(long)]
     query_token: bool,
     /// Print every event as one compact JSON object per line.
     #[arg(long)]
     json: bool,
+}
+
+/// Where the key goes (`--auth`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum AuthPlace {
+    Header,
+    Query,
+    Subprotocol,
+}
+
+impl Args {
+    fn auth_style(&self) -> AuthStyle {
+        match (self.auth, self.query_token) {
+            (Some(AuthPlace::Query), _) | (None, true) => AuthStyle::Query,
+            (Some(AuthPlace::Subprotocol), _) => AuthStyle::Subprotocol,
+            (Some(AuthPlace::Header), _) | (None, false) => AuthStyle::Header,
+        }
+    }
 }
 
 /// Exit status for bad arguments and final refusals.
@@ -75,11 +101,7 @@ fn main() -> ExitCode {
         Ok(key) => key,
         Err(error) => return refuse(&format!("invalid --key: {error}")),
     };
-    let auth = if args.query_token {
-        AuthStyle::Query
-    } else {
-        AuthStyle::Header
-    };
+    let auth = args.auth_style();
     let client = match Client::builder(target.base.clone(), key).auth(auth).build() {
         Ok(client) => client,
         Err(error) => return refuse(&format!("invalid --url: {error}")),
@@ -184,6 +206,7 @@ async fn run(mut updates: Updates, target: &Target, json: bool) -> ExitCode {
                 cause,
                 after,
                 attempt,
+                retry_after,
             })) => {
                 let hint = if cause == Disconnect::ConnectFailed && !hinted {
                     hinted = true;
@@ -191,10 +214,21 @@ async fn run(mut updates: Updates, target: &Target, json: bool) -> ExitCode {
                 } else {
                     ""
                 };
+                let wait = match retry_after {
+                    Some(asked) if asked > after => format!(
+                        "reconnecting in {} (the server's Retry-After of {}, capped)",
+                        seconds(after),
+                        seconds(asked)
+                    ),
+                    Some(_) => format!(
+                        "reconnecting in {} (the server's Retry-After)",
+                        seconds(after)
+                    ),
+                    None => format!("reconnecting in {}", seconds(after)),
+                };
                 out.note(&format!(
-                    "{}{hint}; reconnecting in {} (attempt {attempt})",
+                    "{}{hint}; {wait} (attempt {attempt})",
                     describe_disconnect(&cause),
-                    seconds(after)
                 ));
             }
             Some(Ok(Update::Invalid { error, .. })) => {
@@ -314,7 +348,9 @@ fn init_logging() {
     let Ok(mut filter) = tracing_subscriber::EnvFilter::try_from_default_env() else {
         return;
     };
-    // tungstenite logs the whole handshake request, key included, at trace level.
+    // The client writes its own handshake, so no record holds the key; this directive only
+    // guards against a future change putting tungstenite's (which logs the whole request,
+    // key included, at trace level) back on the path.
     if let Ok(directive) = "tungstenite::handshake::client=debug".parse() {
         filter = filter.add_directive(directive);
     }
@@ -601,6 +637,25 @@ mod tests {
         ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn auth_places() {
+        let style = |extra: &[&str]| {
+            let mut argv = vec!["tail", "--url", "ws://h/inbox", "--key", "msk_k"];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv).map(|args| args.auth_style())
+        };
+        assert_eq!(style(&[]).unwrap(), AuthStyle::Header);
+        assert_eq!(style(&["--auth", "header"]).unwrap(), AuthStyle::Header);
+        assert_eq!(style(&["--auth", "query"]).unwrap(), AuthStyle::Query);
+        assert_eq!(style(&["--query-token"]).unwrap(), AuthStyle::Query);
+        assert_eq!(
+            style(&["--auth", "subprotocol"]).unwrap(),
+            AuthStyle::Subprotocol
+        );
+        assert!(style(&["--auth", "cookie"]).is_err());
+        assert!(style(&["--auth", "header", "--query-token"]).is_err());
     }
 
     #[test]

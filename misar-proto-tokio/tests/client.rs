@@ -53,6 +53,7 @@ async fn expect_reconnecting(updates: &mut Updates) -> (Disconnect, Duration, u3
             cause,
             after,
             attempt,
+            ..
         })) => (cause, after, attempt),
         other => panic!("expected Reconnecting, got {other:?}"),
     }
@@ -610,4 +611,77 @@ async fn reconnect_policy_up_to_counts_attempts_in_a_row() {
     );
     assert!(updates.next().await.is_none());
     script.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_of_429_and_503_is_the_next_delay_capped_by_the_backoff_cap() {
+    let server = TestServer::bind().await;
+    let client = builder(&server)
+        .backoff(BackoffConfig {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(20),
+        })
+        .build()
+        .unwrap();
+    let script = tokio::spawn(async move {
+        server
+            .reject_with(503, r#"{"error":"overloaded"}"#, &[("retry-after", "7")])
+            .await;
+        let after_503 = Instant::now();
+        server
+            .reject_with(
+                429,
+                r#"{"error":"too_many_connections"}"#,
+                &[("retry-after", "3600")],
+            )
+            .await;
+        let after_429 = Instant::now();
+        let conn = server.accept().await;
+        (server, conn, after_503, after_429, Instant::now())
+    });
+    let mut updates = client.subscribe_inbox().updates();
+    for (status, after, asked) in [(503, 7, 7), (429, 20, 3600)] {
+        match updates.next().await {
+            Some(Ok(Update::Reconnecting {
+                cause,
+                after: delay,
+                retry_after,
+                ..
+            })) => {
+                assert_eq!(cause, Disconnect::HandshakeRejected { status });
+                assert_eq!(delay, Duration::from_secs(after));
+                assert_eq!(retry_after, Some(Duration::from_secs(asked)));
+            }
+            other => panic!("expected Reconnecting, got {other:?}"),
+        }
+    }
+    expect_connected(&mut updates).await;
+    let (_server, _conn, after_503, after_429, connected) = script.await.unwrap();
+    // The paused clock makes the waits exact.
+    assert!(after_429 - after_503 >= Duration::from_secs(7));
+    assert!(connected - after_429 >= Duration::from_secs(20));
+    assert!(connected - after_429 < Duration::from_secs(21));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_subprotocol_style_needs_the_misar_v1_echo() {
+    let server = TestServer::bind().await;
+    let client = builder(&server)
+        .auth(AuthStyle::Subprotocol)
+        .build()
+        .unwrap();
+    let script = tokio::spawn(async move {
+        let mut conn = server.accept().await;
+        conn.send(&email(1)).await;
+        (server, conn)
+    });
+    let mut updates = client.subscribe_inbox().updates();
+    expect_connected(&mut updates).await;
+    assert_eq!(next_event(&mut updates).await, inbox(&email(1)));
+    let (_server, conn) = script.await.unwrap();
+    assert_eq!(
+        conn.seen.protocols.as_deref(),
+        Some(format!("misar.v1, misar.bearer.{KEY}").as_str())
+    );
+    assert!(!conn.seen.path_and_query.contains("token"));
 }

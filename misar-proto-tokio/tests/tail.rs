@@ -311,3 +311,41 @@ async fn reconnect_is_reported_and_ctrl_c_closes_with_1000() {
     assert!(stderr.contains("reconnected to"), "{stderr}");
     assert!(!stderr.contains(KEY));
 }
+
+#[tokio::test]
+async fn retry_after_is_waited_and_shown_and_the_subprotocol_carries_the_key() {
+    tail_binary();
+    let server = TestServer::bind().await;
+    let url = format!("{}/inbox", server.base_url());
+    let mut child = tail(&["--url", &url, "--key", KEY, "--auth", "subprotocol"]);
+    let seen =
+        within(server.reject_with(503, r#"{"error":"overloaded"}"#, &[("retry-after", "1")])).await;
+    assert_eq!(
+        seen.protocols.as_deref(),
+        Some(format!("misar.v1, misar.bearer.{KEY}").as_str())
+    );
+    assert_eq!(seen.authorization, None);
+    assert_eq!(seen.path_and_query, "/mail/ws/inbox");
+    // The next attempt comes after the server's second, not a drawn delay of up to 2 s.
+    let refused = std::time::Instant::now();
+    let mut conn = within(server.accept()).await;
+    let waited = refused.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    conn.send(&email(1)).await;
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = within(stdout.next_line()).await.unwrap().unwrap();
+    assert!(
+        line.contains("email_received") || line.contains("from"),
+        "{line}"
+    );
+    child.start_kill().unwrap();
+    let (_, _, stderr) = finish(child).await;
+    assert!(
+        stderr.contains("reconnecting in 1.0s (the server's Retry-After)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(KEY));
+}

@@ -71,6 +71,16 @@ async def polite_checks(port):
             body = json.loads(e.response.body or b"{}")
             check(e.response.status_code == 403 and body.get("closeCode") == code,
                   f"HTTP 403 closeCode {code} before upgrade ({url.split('/mail/ws')[1]})")
+    # The key in the subprotocols (§2.12): exactly `misar.v1` is echoed; without it, 400.
+    async with websockets.connect(f"{base}/inbox", subprotocols=["misar.v1", f"misar.bearer.{ALICE}"]) as a_sp:
+        check(a_sp.subprotocol == "misar.v1", "subprotocol auth: the 101 echoes exactly misar.v1")
+        publish(port, "/dev/publish/inbox/alice", email(7))
+        check(await recv_json(a_sp) == email(7), "subprotocol auth: events arrive")
+    try:
+        async with websockets.connect(f"{base}/inbox", subprotocols=[f"misar.bearer.{ALICE}"]):
+            check(False, "a bearer subprotocol without misar.v1 is refused")
+    except InvalidStatus as e:
+        check(e.response.status_code == 400, "a bearer subprotocol without misar.v1: HTTP 400")
     # Both auth styles, events intact and in order, tenant isolation.
     async with websockets.connect(f"{base}/inbox", additional_headers={"Authorization": f"Bearer {ALICE}"}) as a_hdr, \
             websockets.connect(f"{base}/inbox?token={ALICE}") as a_q, \

@@ -1238,6 +1238,7 @@ async fn read_until_reconnecting(
                 cause,
                 after,
                 attempt,
+                ..
             } => return (events, (cause, after, attempt)),
             other => panic!("{other:?}"),
         }

@@ -5,6 +5,8 @@
 //! cargo run --release -p misar-proto-axum --example demo -- [--addr 127.0.0.1:8080]
 //!     [--ping-interval-ms 30000] [--pong-timeout-ms 30000] [--reject-style http|close|auto]
 //!     [--no-simulation] [--redis redis://127.0.0.1:6379]
+//!     [--max-connections 10000] [--max-connections-per-account 100]
+//!     [--handshake-timeout-ms 10000] [--hook-timeout-ms 5000] [--max-pending-handshakes 1024]
 //! ```
 //!
 //! `--redis` (built with `--features redis`) fans events out through Redis instead of the
@@ -16,6 +18,9 @@
 //! - `GET /mail/ws/inbox`, `GET /mail/ws/campaigns/{id}`: the WebSocket channels.
 //! - `POST /dev/publish/inbox/{account}`, `POST /dev/publish/campaigns/{id}`: publish a JSON
 //!   event (202), or get 400 (bad event) / 404 (unknown account or campaign).
+//! - `GET /dev/stats`: `{"hookCalls":N,"connections":N}` (authorizer calls so far, open
+//!   WebSockets), for load tests; `POST /dev/hooks/release` lets the calls held by the hidden
+//!   `--hold-hooks` flag go on.
 //!
 //! Fixtures: `alice` (key `msk_demo_alice`) owns campaign
 //! `11111111-1111-4111-8111-111111111111`; `bob` (key `msk_demo_bob`) owns
@@ -29,6 +34,7 @@ mod simulation;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -39,10 +45,10 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use clap::{Parser, ValueEnum};
-use misar_proto::auth::AccountId;
+use misar_proto::auth::{AccountId, ApiKey};
 use misar_proto::handshake::RejectionStyle;
 use misar_proto::route::CampaignId;
-use misar_proto_axum::{MemoryAuthorizer, MisarWs};
+use misar_proto_axum::{Authorizer, AuthorizerError, MemoryAuthorizer, MisarWs, ShutdownHandle};
 use misar_proto_tokio::hub::{Hub, HubConfig};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -91,6 +97,29 @@ struct Args {
     /// Milliseconds a shutdown waits for close handshakes before dropping connections.
     #[arg(long, default_value_t = 5_000)]
     shutdown_grace_ms: u64,
+    /// Most WebSocket connections in total (more get 503 with Retry-After).
+    #[arg(long, default_value_t = HubConfig::default().max_connections)]
+    max_connections: usize,
+    /// Most WebSocket connections of one account (more get 429): raise it to load-test one
+    /// account with many clients.
+    #[arg(long, default_value_t = HubConfig::default().max_connections_per_account)]
+    max_connections_per_account: usize,
+    /// Milliseconds a connection may take to send a complete request head, and may stay idle
+    /// between requests; then it is closed.
+    #[arg(long, default_value_t = 10_000)]
+    handshake_timeout_ms: u64,
+    /// Milliseconds one authorizer call may take; a slower one fails the handshake with 503.
+    #[arg(long, default_value_t = 5_000)]
+    hook_timeout_ms: u64,
+    /// Most handshakes waiting on the authorizer at once; more get 503 with Retry-After.
+    #[arg(long, default_value_t = misar_proto_axum::DEFAULT_MAX_PENDING_HANDSHAKES)]
+    max_pending_handshakes: usize,
+    /// Make every authorizer call take this long (a slow database, for load tests).
+    #[arg(long, default_value_t = 0, hide = true)]
+    hook_delay_ms: u64,
+    /// Hold every authorizer call until `POST /dev/hooks/release` (for load tests).
+    #[arg(long, hide = true)]
+    hold_hooks: bool,
     /// Fan out through the Redis at this URL (e.g. redis://127.0.0.1:6379), so several demo
     /// processes share events. Needs the demo built with `--features redis`.
     #[arg(long, value_name = "URL")]
@@ -166,6 +195,8 @@ async fn main() -> ExitCode {
     let grace = Duration::from_millis(args.shutdown_grace_ms);
     let hub_config = HubConfig {
         shutdown_grace: grace,
+        max_connections: args.max_connections,
+        max_connections_per_account: args.max_connections_per_account,
         ..HubConfig::default()
     };
     let hub = match &args.redis {
@@ -191,8 +222,17 @@ async fn main() -> ExitCode {
         runtime_campaigns: Mutex::new(VecDeque::new()),
     });
 
-    let misar = MisarWs::builder(hub, authorizer)
+    let hooks = Arc::new(DemoAuthorizer {
+        tables: Arc::clone(&authorizer),
+        delay: Duration::from_millis(args.hook_delay_ms),
+        calls: AtomicU64::new(0),
+        hold: args.hold_hooks,
+        released: tokio::sync::watch::channel(0).0,
+    });
+    let misar = MisarWs::builder(hub, Arc::clone(&hooks))
         .rejection_style(args.reject_style.into())
+        .hook_timeout(Duration::from_millis(args.hook_timeout_ms))
+        .max_pending_handshakes(args.max_pending_handshakes)
         .ping_interval(Duration::from_millis(args.ping_interval_ms))
         .pong_timeout(Duration::from_millis(args.pong_timeout_ms))
         .shutdown_grace(grace)
@@ -202,6 +242,24 @@ async fn main() -> ExitCode {
         .route("/dev/publish/inbox/{account}", post(publish::inbox))
         .route("/dev/publish/campaigns/{id}", post(publish::campaign))
         .with_state(Arc::clone(&demo))
+        .route(
+            "/dev/stats",
+            get({
+                let hooks = Arc::clone(&hooks);
+                let shutdown = misar.shutdown_handle();
+                move || stats(hooks, shutdown)
+            }),
+        )
+        .route(
+            "/dev/hooks/release",
+            post({
+                let hooks = Arc::clone(&hooks);
+                move || async move {
+                    hooks.released.send_modify(|n| *n += 1);
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        )
         .merge(misar.router())
         .layer(middleware::from_fn(log_request));
 
@@ -235,7 +293,10 @@ async fn main() -> ExitCode {
         }
     };
     let shutdown = misar.shutdown_handle();
-    match axum::serve(listener, app)
+    // `misar_proto_axum::serve`, not `axum::serve`: it closes connections that do not send a
+    // request head within the handshake timeout (§2.14).
+    match misar_proto_axum::serve(listener, app)
+        .handshake_timeout(Duration::from_millis(args.handshake_timeout_ms))
         .with_graceful_shutdown(shutdown.on_signal(signalled))
         .await
     {
@@ -268,6 +329,62 @@ async fn redis_hub(_url: &str, _config: HubConfig) -> Result<Hub, String> {
     Err("--redis needs the demo built with `--features redis` \
          (cargo run -p misar-proto-axum --features redis --example demo -- ...)"
         .to_owned())
+}
+
+/// The fixture tables behind the hooks, with an optional delay and a call counter.
+struct DemoAuthorizer {
+    tables: Arc<MemoryAuthorizer>,
+    delay: Duration,
+    calls: AtomicU64,
+    /// `--hold-hooks`: every call waits for the next `POST /dev/hooks/release`.
+    hold: bool,
+    released: tokio::sync::watch::Sender<u64>,
+}
+
+impl DemoAuthorizer {
+    async fn enter(&self) {
+        let mut released = self.released.subscribe();
+        let entered_at = *released.borrow_and_update();
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if self.hold {
+            let _ = released.wait_for(|n| *n > entered_at).await.map(|_| ());
+        }
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+    }
+}
+
+impl Authorizer for DemoAuthorizer {
+    async fn authenticate(&self, key: &ApiKey) -> Result<Option<AccountId>, AuthorizerError> {
+        self.enter().await;
+        self.tables.authenticate(key).await
+    }
+
+    async fn owns_campaign(
+        &self,
+        account: &AccountId,
+        campaign: &CampaignId,
+    ) -> Result<bool, AuthorizerError> {
+        self.enter().await;
+        self.tables.owns_campaign(account, campaign).await
+    }
+}
+
+async fn stats(hooks: Arc<DemoAuthorizer>, shutdown: ShutdownHandle) -> Response {
+    let body = format!(
+        r#"{{"hookCalls":{},"connections":{}}}"#,
+        hooks.calls.load(Ordering::Relaxed),
+        shutdown.active_connections()
+    );
+    (
+        [
+            (CACHE_CONTROL, "no-store"),
+            (axum::http::header::CONTENT_TYPE, "application/json"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn page() -> Response {

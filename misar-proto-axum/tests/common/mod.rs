@@ -135,8 +135,9 @@ impl TestServer {
         let signal = shutdown.on_signal(async move {
             let _ = triggered.await;
         });
+        // Served as the README says an embedder should: with the §2.14 bounds.
         let task = tokio::spawn(async move {
-            axum::serve(listener, app)
+            misar_proto_axum::serve(listener, app)
                 .with_graceful_shutdown(signal)
                 .await
         });

@@ -12,18 +12,15 @@ use misar_proto::client::{
     RequestError,
 };
 use misar_proto::close::Disconnect;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::error::{ProtocolError, UrlError};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
+use super::handshake::{self, Connection, HandshakeError};
 use super::update::{Item, Update};
 use super::{ReconnectPolicy, SubscriptionError, wire};
-
-type Connection = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// What woke the driver while a connection was up.
 enum Wake {
@@ -207,11 +204,11 @@ impl Driver {
             Ok(request) => request,
             Err(error) => return self.fail(SubscriptionError::Request(error)),
         };
-        #[cfg(feature = "rustls-tls")]
-        install_tls_provider();
+        // Our own handshake, not tungstenite's: its writes the request (key included) to a
+        // `trace` log record (see handshake.rs).
         let attempt = tokio::time::timeout(
             self.connect_timeout,
-            connect_async_with_config(request, Some(self.ws_config), true),
+            handshake::connect(request, self.ws_config),
         );
         let watching = !self.close_applied;
         let result = tokio::select! {
@@ -222,11 +219,13 @@ impl Driver {
         };
         let now = now();
         match result {
-            Ok(Ok((connection, response))) => {
-                match self
-                    .session
-                    .handle_handshake_response(response.status(), b"", now)
-                {
+            Ok(Ok((connection, headers))) => {
+                match self.session.handle_handshake_response_with_headers(
+                    http::StatusCode::SWITCHING_PROTOCOLS,
+                    &headers,
+                    b"",
+                    now,
+                ) {
                     Ok(()) => {
                         tracing::info!(channel = ?self.session.channel(), "connected");
                         self.connection = Some(connection);
@@ -235,46 +234,45 @@ impl Driver {
                     Err(failure) => self.handshake_failed(failure),
                 }
             }
-            Ok(Err(WsError::Http(response))) => {
-                let body = response.body().as_deref().unwrap_or_default();
+            Ok(Err(HandshakeError::Refused {
+                status,
+                headers,
+                body,
+            })) => {
                 match self
                     .session
-                    .handle_handshake_response(response.status(), body, now)
+                    .handle_handshake_response_with_headers(status, &headers, &body, now)
                 {
                     Err(failure) => self.handshake_failed(failure),
-                    // tungstenite reports only non-101 statuses this way; should one be taken
-                    // for an open connection, there is no transport behind it.
+                    // Only non-101 statuses are refusals; should one be taken for an open
+                    // connection, there is no transport behind it.
                     Ok(()) => {
                         self.session.handle_transport_closed(now);
                         self.pump().await;
                     }
                 }
             }
-            Ok(Err(WsError::Url(UrlError::TlsFeatureNotEnabled))) => {
+            Ok(Err(HandshakeError::TlsUnavailable)) => {
                 self.fail(SubscriptionError::TlsUnavailable);
             }
-            Ok(Err(WsError::Url(
-                UrlError::NoHostName | UrlError::EmptyHostName | UrlError::NoPathOrQuery,
-            ))) => self.fail(SubscriptionError::Request(RequestError::InvalidUrl)),
-            Ok(Err(WsError::Url(UrlError::UnsupportedUrlScheme))) => {
-                self.fail(SubscriptionError::Request(RequestError::UnsupportedScheme));
-            }
             Ok(Err(error)) => {
-                // Not every error's text: some variants carry the URL, and with it a
-                // `?token=`. An I/O error's text is the operating system's.
+                // An I/O error's text is the operating system's; a protocol error's is ours.
                 match &error {
-                    WsError::Io(io) => tracing::debug!(error = %io, "connection attempt failed"),
-                    other => {
-                        tracing::debug!(kind = error_kind(other), "connection attempt failed");
+                    HandshakeError::Io(io) => {
+                        tracing::debug!(error = %io, "connection attempt failed");
                     }
+                    HandshakeError::Protocol(what) => {
+                        tracing::debug!(error = what, "connection attempt failed");
+                    }
+                    _ => tracing::debug!("connection attempt failed"),
                 }
                 let outcome = self.session.handle_connect_failed(now);
-                self.conclude(Disconnect::ConnectFailed, outcome, None);
+                self.conclude(Disconnect::ConnectFailed, outcome, None, None);
             }
             Err(_elapsed) => {
                 tracing::debug!("connection attempt timed out");
                 let outcome = self.session.handle_connect_failed(now);
-                self.conclude(Disconnect::ConnectFailed, outcome, None);
+                self.conclude(Disconnect::ConnectFailed, outcome, None, None);
             }
         }
     }
@@ -283,7 +281,12 @@ impl Driver {
         let disconnect = Disconnect::HandshakeRejected {
             status: failure.status(),
         };
-        self.conclude(disconnect, failure.outcome(), failure.rejection().cloned());
+        self.conclude(
+            disconnect,
+            failure.outcome(),
+            failure.rejection().cloned(),
+            failure.retry_after(),
+        );
     }
 
     /// Drains the session: transmits, then events. Repeats if a write failed, so the session
@@ -356,7 +359,7 @@ impl Driver {
             } => {
                 // The session's last words (the echo of a close) were sent just before.
                 self.connection = None;
-                self.conclude(disconnect, outcome, None);
+                self.conclude(disconnect, outcome, None, None);
             }
             _ => {}
         }
@@ -368,6 +371,7 @@ impl Driver {
         disconnect: Disconnect,
         outcome: ClientOutcome,
         rejection: Option<RejectionBody>,
+        retry_after: Option<Duration>,
     ) {
         match outcome {
             ClientOutcome::Reconnect { delay, .. } => {
@@ -382,6 +386,7 @@ impl Driver {
                 tracing::warn!(
                     ?disconnect,
                     ?delay,
+                    ?retry_after,
                     attempt,
                     "connection ended; reconnecting"
                 );
@@ -392,6 +397,7 @@ impl Driver {
                     cause: disconnect,
                     after: delay,
                     attempt,
+                    retry_after,
                 }));
             }
             ClientOutcome::Stop(fatal) => {
@@ -454,7 +460,7 @@ fn error_kind(error: &WsError) -> &'static str {
 /// rustls needs a process-wide crypto provider. Install *ring* unless the application already
 /// chose one (then `install_default` fails and the application's choice stands).
 #[cfg(feature = "rustls-tls")]
-fn install_tls_provider() {
+pub(super) fn install_tls_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();

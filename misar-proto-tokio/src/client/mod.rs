@@ -38,7 +38,7 @@
 //! that wants to see them — a CLI reporting reconnects, a relay that needs the frames as
 //! received — turns the subscription into [`Updates`] with [`Subscription::updates`], whose
 //! items are [`Update`]s: `Connected`, `Event { event, raw }`, `Invalid { error, raw }`,
-//! `Reconnecting { after, cause, attempt }`.
+//! `Reconnecting { after, cause, attempt, retry_after }`.
 //!
 //! # Transport notes
 //!
@@ -48,11 +48,14 @@
 //! - tungstenite answers pings itself; the session is told not to (one pong per ping).
 //! - `wss://` needs the `rustls-tls` feature (rustls with the webpki root certificates). Without
 //!   it, such a subscription ends with [`SubscriptionError::TlsUnavailable`].
-//! - tungstenite logs the whole handshake request (the `Authorization` header included) at
-//!   `trace` level of the `log` target `tungstenite::handshake::client`. Keep that target at
-//!   `debug` or below in any log setup that bridges `log` records.
+//! - The handshake is this crate's own, not tungstenite's: tungstenite's writes the whole
+//!   request (the key included) to a `trace` record of the `log` target
+//!   `tungstenite::handshake::client`. No log record of any level ever holds the key (§2.10).
+//! - A 429 or 503 with `Retry-After: <seconds>` is waited out (capped by the backoff's cap)
+//!   instead of the drawn delay: [`Update::Reconnecting`] says so.
 
 mod driver;
+mod handshake;
 mod subscription;
 mod update;
 mod wire;
@@ -135,7 +138,9 @@ impl ClientBuilder {
         }
     }
 
-    /// Where the key goes: [`AuthStyle::Header`] (default) or [`AuthStyle::Query`] (`?token=`).
+    /// Where the key goes: [`AuthStyle::Header`] (default), [`AuthStyle::Query`] (`?token=`),
+    /// or [`AuthStyle::Subprotocol`] (`Sec-WebSocket-Protocol: misar.v1, misar.bearer.<key>`;
+    /// the server must echo `misar.v1`, else the attempt fails and is retried).
     pub fn auth(mut self, style: AuthStyle) -> Self {
         self.config.auth = style;
         self

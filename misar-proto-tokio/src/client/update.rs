@@ -36,10 +36,13 @@ pub enum Update {
     Reconnecting {
         /// How it ended.
         cause: Disconnect,
-        /// The backoff delay drawn by the core.
+        /// The delay: drawn by the core's backoff, or the server's `Retry-After` of a
+        /// 429/503 capped by the backoff's cap.
         after: Duration,
         /// Reconnect attempts in a row, this one included (1 after a healthy connection).
         attempt: u32,
+        /// The `Retry-After` the server sent with a 429 or 503 (uncapped), if it did.
+        retry_after: Option<Duration>,
     },
 }
 

@@ -25,6 +25,8 @@ pub struct Seen {
     pub path_and_query: String,
     /// The `Authorization` header, when there was one.
     pub authorization: Option<String>,
+    /// The `Sec-WebSocket-Protocol` header, when there was one.
+    pub protocols: Option<String>,
 }
 
 impl Seen {
@@ -38,6 +40,11 @@ impl Seen {
             authorization: request
                 .headers()
                 .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            protocols: request
+                .headers()
+                .get("sec-websocket-protocol")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
         }
@@ -64,17 +71,36 @@ impl TestServer {
     pub async fn accept(&self) -> Conn {
         let (stream, _) = self.listener.accept().await.unwrap();
         let mut seen = Seen::default();
-        let ws = tokio_tungstenite::accept_hdr_async(stream, |req: &Request, resp: Response| {
-            seen = Seen::of(req);
-            Ok(resp)
-        })
-        .await
-        .unwrap();
+        let ws =
+            tokio_tungstenite::accept_hdr_async(stream, |req: &Request, mut resp: Response| {
+                seen = Seen::of(req);
+                // As the protocol's servers do (§2.12): echo `misar.v1` when offered.
+                if seen
+                    .protocols
+                    .as_deref()
+                    .is_some_and(|p| p.split(',').any(|e| e.trim() == "misar.v1"))
+                {
+                    resp.headers_mut()
+                        .insert("sec-websocket-protocol", "misar.v1".parse().unwrap());
+                }
+                Ok(resp)
+            })
+            .await
+            .unwrap();
         Conn { ws, seen }
     }
 
     /// Accepts the next connection and refuses its handshake with `status` and a JSON `body`.
     pub async fn reject(&self, status: u16, body: &str) -> Seen {
+        self.reject_with(status, body, &[]).await
+    }
+
+    /// [`reject`](Self::reject), with more response headers.
+    pub async fn reject_with(&self, status: u16, body: &str, headers: &[(&str, &str)]) -> Seen {
+        let extra: Vec<(http::HeaderName, http::HeaderValue)> = headers
+            .iter()
+            .map(|(n, v)| (n.parse().unwrap(), v.parse().unwrap()))
+            .collect();
         let (stream, _) = self.listener.accept().await.unwrap();
         let mut seen = Seen::default();
         let body = body.to_owned();
@@ -88,6 +114,9 @@ impl TestServer {
             response
                 .headers_mut()
                 .insert("cache-control", "no-store".parse().unwrap());
+            for (name, value) in extra {
+                response.headers_mut().insert(name, value);
+            }
             Err(response)
         })
         .await;

@@ -1,6 +1,6 @@
 //! Credential extraction from a request head (§2.2).
 //!
-//! A request may carry its key in two places:
+//! A request may carry its key in three places:
 //! - `Authorization: Bearer <key>`: the scheme is matched ASCII-case-insensitively (RFC 7235);
 //!   one or more spaces or tabs separate it from the key; whitespace around the whole value
 //!   is ignored. The value must be visible ASCII (plus spaces and tabs).
@@ -9,28 +9,57 @@
 //!   never contains a space or a `+`, so a `+` in a token is refused as an invalid character
 //!   either way; clients should percent-encode (keys need no encoding at all). The parameter
 //!   name is matched exactly (`Token=` is another parameter), after percent-decoding.
+//! - a `misar.bearer.<key>` entry of `Sec-WebSocket-Protocol` (§2.12), which browsers can set:
+//!   `new WebSocket(url, ["misar.v1", "misar.bearer." + key])`. Entries are the
+//!   comma-separated elements of every `Sec-WebSocket-Protocol` header, trimmed of spaces and
+//!   tabs, matched case-sensitively (subprotocol names are). A bearer entry is only valid
+//!   beside [`SUBPROTOCOL`] (`misar.v1`); the handshake refuses one without it with HTTP 400
+//!   (see [`offered_protocols`]).
 //!
 //! Anything ambiguous is refused with a typed [`CredentialError`] before any hook could see a
-//! key: several `Authorization` headers, several `token` parameters, a key in both places that
-//! differs, a malformed value in either place (even if the other place is fine). The same key
-//! in both places is accepted, with [`CredentialSource::Header`] as its source.
+//! key: several `Authorization` headers, several `token` parameters, several bearer entries,
+//! keys in two places that differ, a malformed value in any place (even if another place is
+//! fine). The same key in several places is accepted; its source is then the first of
+//! [`CredentialSource::Header`], [`CredentialSource::Subprotocol`], [`CredentialSource::Query`]
+//! that carries it.
 //!
 //! Work is bounded: parameters other than `token` are skipped without allocating, and a
 //! `token` value that could not decode to a key of legal length is refused before decoding.
 
 use std::fmt;
 
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 
 use super::{ApiKey, KEY_PREFIX, KeySyntaxError, MAX_KEY_BODY_LEN};
 
+/// The subprotocol of this protocol (§2.12): offered by browsers beside their bearer entry,
+/// and the only value a 101 ever echoes in `Sec-WebSocket-Protocol`.
+pub const SUBPROTOCOL: &str = "misar.v1";
+
+/// The prefix of a bearer entry of `Sec-WebSocket-Protocol`: `misar.bearer.<key>` (§2.12).
+pub const BEARER_PROTOCOL_PREFIX: &str = "misar.bearer.";
+
 /// Where the key came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CredentialSource {
     /// `Authorization: Bearer <key>`.
     Header,
     /// `?token=<key>`.
     Query,
+    /// A `misar.bearer.<key>` entry of `Sec-WebSocket-Protocol` (browsers, §2.12).
+    Subprotocol,
+}
+
+impl CredentialSource {
+    /// Whether a client using this place is a browser (it cannot set `Authorization`):
+    /// `Query` and `Subprotocol`.
+    pub fn is_browser_place(self) -> bool {
+        matches!(
+            self,
+            CredentialSource::Query | CredentialSource::Subprotocol
+        )
+    }
 }
 
 impl fmt::Display for CredentialSource {
@@ -38,12 +67,13 @@ impl fmt::Display for CredentialSource {
         f.write_str(match self {
             CredentialSource::Header => "Authorization header",
             CredentialSource::Query => "`token` query parameter",
+            CredentialSource::Subprotocol => "`misar.bearer.` subprotocol",
         })
     }
 }
 
-/// A key and where it came from. Both places may carry the same key; the source is then
-/// [`CredentialSource::Header`].
+/// A key and where it came from. Several places may carry the same key; the source is then the
+/// first of `Header`, `Subprotocol`, `Query` that does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credentials {
     /// The key.
@@ -59,12 +89,21 @@ pub struct Credentials {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CredentialError {
-    /// Neither an `Authorization` header nor a `token` query parameter.
-    #[error("missing credentials: send `Authorization: Bearer <key>` or `?token=<key>`")]
+    /// No `Authorization` header, no `token` query parameter, no bearer subprotocol.
+    #[error(
+        "missing credentials: send `Authorization: Bearer <key>`, `?token=<key>` or the subprotocols `misar.v1`, `misar.bearer.<key>`"
+    )]
     Missing,
-    /// The header and the query parameter both carry a key, and the keys differ.
-    #[error("the Authorization header and the `token` query parameter carry different keys")]
+    /// The `Authorization` header and another place both carry a key, and the keys differ.
+    #[error("the Authorization header and another place carry different keys")]
     Conflicting,
+    /// The `token` query parameter and the bearer subprotocol carry different keys (and there
+    /// is no `Authorization` header).
+    #[error("the `token` query parameter and the bearer subprotocol carry different keys")]
+    ConflictingBrowserPlaces,
+    /// More than one `misar.bearer.` entry in `Sec-WebSocket-Protocol`.
+    #[error("several `misar.bearer.` subprotocols")]
+    SeveralBearerProtocols,
     /// More than one `Authorization` header.
     #[error("several Authorization headers")]
     SeveralAuthorizationHeaders,
@@ -77,8 +116,8 @@ pub enum CredentialError {
     /// The `Authorization` value holds bytes other than visible ASCII, spaces and tabs.
     #[error("the Authorization header is not visible ASCII")]
     HeaderNotVisibleAscii,
-    /// The header (`Authorization:`, `Authorization: Bearer`) or the parameter (`token=`,
-    /// `token`) carries no key.
+    /// The header (`Authorization:`, `Authorization: Bearer`), the parameter (`token=`,
+    /// `token`) or the bearer entry (`misar.bearer.`) carries no key.
     #[error("the {at} carries no key")]
     EmptyToken {
         /// Which place was empty.
@@ -98,7 +137,9 @@ impl CredentialError {
     /// The place the failure is about, if it is about one place: `Header` for every problem
     /// involving the `Authorization` header (including [`CredentialError::Conflicting`], since
     /// only a client able to set headers can send one), `Query` for problems of the query
-    /// parameter alone, `None` for [`CredentialError::Missing`].
+    /// parameter alone, `Subprotocol` for problems of the bearer entry (and for
+    /// [`CredentialError::ConflictingBrowserPlaces`]: a browser), `None` for
+    /// [`CredentialError::Missing`].
     ///
     /// [`RejectionStyle::Auto`](crate::handshake::RejectionStyle::Auto) uses it to decide how
     /// the client can be told.
@@ -110,6 +151,9 @@ impl CredentialError {
             | CredentialError::NotBearer
             | CredentialError::HeaderNotVisibleAscii => Some(CredentialSource::Header),
             CredentialError::SeveralTokenParameters => Some(CredentialSource::Query),
+            CredentialError::SeveralBearerProtocols | CredentialError::ConflictingBrowserPlaces => {
+                Some(CredentialSource::Subprotocol)
+            }
             CredentialError::EmptyToken { at } | CredentialError::InvalidKey { at, .. } => {
                 Some(*at)
             }
@@ -148,24 +192,93 @@ pub fn extract_credentials(parts: &http::request::Parts) -> Result<Credentials, 
         Some(query) => from_query(query)?,
         None => None,
     };
-    match (header, query) {
-        (None, None) => Err(CredentialError::Missing),
-        (Some(key), None) => Ok(Credentials {
-            key,
-            source: CredentialSource::Header,
-        }),
-        (None, Some(key)) => Ok(Credentials {
-            key,
-            source: CredentialSource::Query,
-        }),
-        // Constant-time comparison: the two keys come from the same client, but there is no
-        // reason to make an exception to the rule.
-        (Some(key), Some(other)) if key == other => Ok(Credentials {
-            key,
-            source: CredentialSource::Header,
-        }),
-        (Some(_), Some(_)) => Err(CredentialError::Conflicting),
+    let subprotocol = from_subprotocols(&parts.headers)?;
+    // Constant-time comparisons (`ApiKey`'s `==`): the keys come from the same client, but
+    // there is no reason to make an exception to the rule.
+    let mut found: Option<Credentials> = None;
+    for (key, source) in [
+        (header, CredentialSource::Header),
+        (subprotocol, CredentialSource::Subprotocol),
+        (query, CredentialSource::Query),
+    ] {
+        let Some(key) = key else { continue };
+        match &found {
+            None => found = Some(Credentials { key, source }),
+            Some(first) if first.key == key => {}
+            Some(first) if first.source == CredentialSource::Header => {
+                return Err(CredentialError::Conflicting);
+            }
+            Some(_) => return Err(CredentialError::ConflictingBrowserPlaces),
+        }
     }
+    found.ok_or(CredentialError::Missing)
+}
+
+/// What a request's `Sec-WebSocket-Protocol` headers offer, as far as this protocol is
+/// concerned (§2.12).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OfferedProtocols {
+    /// Whether [`SUBPROTOCOL`] (`misar.v1`) is offered: the 101 then echoes it.
+    pub misar_v1: bool,
+    /// How many `misar.bearer.` entries are offered (a valid request has at most one, and
+    /// only beside `misar.v1`).
+    pub bearer_entries: usize,
+}
+
+/// The `Sec-WebSocket-Protocol` headers are not a list of visible-ASCII tokens (HTTP 400).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the Sec-WebSocket-Protocol header is not visible ASCII")]
+pub struct MalformedProtocols;
+
+/// Reads the offered subprotocols (every `Sec-WebSocket-Protocol` header, comma-separated
+/// entries, spaces and tabs trimmed, empty entries skipped). Never copies an entry.
+///
+/// ```
+/// use misar_proto::auth::offered_protocols;
+/// let (parts, ()) = http::Request::get("/mail/ws/inbox")
+///     .header("sec-websocket-protocol", "misar.v1, misar.bearer.msk_abc")
+///     .body(())
+///     .unwrap()
+///     .into_parts();
+/// let offered = offered_protocols(&parts.headers).unwrap();
+/// assert!(offered.misar_v1);
+/// assert_eq!(offered.bearer_entries, 1);
+/// ```
+pub fn offered_protocols(
+    headers: &http::HeaderMap,
+) -> Result<OfferedProtocols, MalformedProtocols> {
+    let mut offered = OfferedProtocols::default();
+    for entry in protocol_entries(headers) {
+        let entry = entry?;
+        if entry == SUBPROTOCOL {
+            offered.misar_v1 = true;
+        } else if entry.starts_with(BEARER_PROTOCOL_PREFIX) {
+            offered.bearer_entries = offered.bearer_entries.saturating_add(1);
+        }
+    }
+    Ok(offered)
+}
+
+/// The non-empty entries of every `Sec-WebSocket-Protocol` header; `Err` for a value that is
+/// not visible ASCII.
+fn protocol_entries(
+    headers: &http::HeaderMap,
+) -> impl Iterator<Item = Result<&str, MalformedProtocols>> {
+    headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .flat_map(|value| {
+            let (text, malformed) = match value.to_str() {
+                Ok(text) => (text, None),
+                Err(_) => ("", Some(Err(MalformedProtocols))),
+            };
+            text.split(',')
+                .map(|entry| entry.trim_matches(is_http_whitespace))
+                .filter(|entry| !entry.is_empty())
+                .map(Ok)
+                .chain(malformed)
+        })
 }
 
 /// Spaces and tabs: the whitespace HTTP allows inside and around a field value.
@@ -248,6 +361,34 @@ fn from_query(query: &str) -> Result<Option<ApiKey>, CredentialError> {
     ApiKey::parse(&value).map(Some).map_err(invalid)
 }
 
+/// The key of the single `misar.bearer.` entry, `None` if there is none. Whether `misar.v1`
+/// is beside it is the handshake's question ([`offered_protocols`]); a malformed header is
+/// refused there too (here it only means "no key").
+fn from_subprotocols(headers: &http::HeaderMap) -> Result<Option<ApiKey>, CredentialError> {
+    let mut found: Option<&str> = None;
+    for entry in protocol_entries(headers).flatten() {
+        if let Some(key) = entry.strip_prefix(BEARER_PROTOCOL_PREFIX) {
+            if found.replace(key).is_some() {
+                return Err(CredentialError::SeveralBearerProtocols);
+            }
+        }
+    }
+    let Some(key) = found else {
+        return Ok(None);
+    };
+    if key.is_empty() {
+        return Err(CredentialError::EmptyToken {
+            at: CredentialSource::Subprotocol,
+        });
+    }
+    ApiKey::parse(key)
+        .map(Some)
+        .map_err(|error| CredentialError::InvalidKey {
+            at: CredentialSource::Subprotocol,
+            error,
+        })
+}
+
 /// Whether a raw (still encoded) parameter name decodes to `token`, without allocating.
 fn is_token_name(raw: &str) -> bool {
     // `+` would decode to a space, which is never part of `token`, so plain percent-decoding
@@ -270,6 +411,22 @@ mod tests {
         builder.body(()).unwrap().into_parts().0
     }
 
+    fn extract_with(
+        uri: &str,
+        auth: &[&str],
+        protocols: &[&str],
+    ) -> Result<Credentials, CredentialError> {
+        let auth: Vec<&[u8]> = auth.iter().map(|v| v.as_bytes()).collect();
+        let mut parts = parts(uri, &auth);
+        for value in protocols {
+            parts.headers.append(
+                SEC_WEBSOCKET_PROTOCOL,
+                http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        extract_credentials(&parts)
+    }
+
     fn extract(uri: &str, auth: &[&str]) -> Result<Credentials, CredentialError> {
         let auth: Vec<&[u8]> = auth.iter().map(|v| v.as_bytes()).collect();
         extract_credentials(&parts(uri, &auth))
@@ -289,7 +446,140 @@ mod tests {
         Err(CredentialError::InvalidKey { at, error })
     }
 
-    use CredentialSource::{Header, Query};
+    use CredentialSource::{Header, Query, Subprotocol};
+
+    #[test]
+    fn bearer_subprotocol() {
+        let entry = format!("misar.bearer.{KEY}");
+        for value in [
+            format!("misar.v1, {entry}"),
+            format!("{entry},misar.v1"),
+            format!(" chat ,, misar.v1 ,\t{entry} "),
+        ] {
+            assert_eq!(
+                extract_with("/x", &[], &[&value]),
+                ok(KEY, Subprotocol),
+                "{value}"
+            );
+        }
+        // Entries spread over several headers are one list.
+        assert_eq!(
+            extract_with("/x", &[], &["misar.v1", &entry]),
+            ok(KEY, Subprotocol)
+        );
+        // Case-sensitive: not a bearer entry, so no credentials at all.
+        assert_eq!(
+            extract_with("/x", &[], &[&format!("misar.v1, MISAR.BEARER.{KEY}")]),
+            Err(CredentialError::Missing)
+        );
+        // `misar.v1` alone carries no key.
+        assert_eq!(
+            extract_with("/x", &[], &["misar.v1"]),
+            Err(CredentialError::Missing)
+        );
+    }
+
+    #[test]
+    fn subprotocol_ambiguities() {
+        let entry = format!("misar.bearer.{KEY}");
+        assert_eq!(
+            extract_with(
+                "/x",
+                &[],
+                &[&format!("misar.v1, {entry}, misar.bearer.msk_b")]
+            ),
+            Err(CredentialError::SeveralBearerProtocols)
+        );
+        // Even when they agree.
+        assert_eq!(
+            extract_with("/x", &[], &["misar.v1", &entry, &entry]),
+            Err(CredentialError::SeveralBearerProtocols)
+        );
+        assert_eq!(
+            extract_with("/x", &[], &["misar.v1, misar.bearer."]),
+            Err(CredentialError::EmptyToken { at: Subprotocol })
+        );
+        assert_eq!(
+            extract_with("/x", &[], &["misar.v1, misar.bearer.msk_a.b"]),
+            invalid(Subprotocol, KeySyntaxError::InvalidCharacter)
+        );
+        assert_eq!(
+            extract_with("/x", &[], &["misar.v1, misar.bearer.sk_a"]),
+            invalid(Subprotocol, KeySyntaxError::MissingPrefix)
+        );
+        // Places that disagree.
+        assert_eq!(
+            extract_with(
+                "/x",
+                &["Bearer msk_other"],
+                &[&format!("misar.v1, {entry}")]
+            ),
+            Err(CredentialError::Conflicting)
+        );
+        assert_eq!(
+            extract_with("/x?token=msk_other", &[], &[&format!("misar.v1, {entry}")]),
+            Err(CredentialError::ConflictingBrowserPlaces)
+        );
+        assert_eq!(
+            CredentialError::ConflictingBrowserPlaces.place(),
+            Some(Subprotocol)
+        );
+        assert_eq!(
+            CredentialError::SeveralBearerProtocols.place(),
+            Some(Subprotocol)
+        );
+        // Places that agree: the first of header, subprotocol, query.
+        assert_eq!(
+            extract_with(
+                &format!("/x?token={KEY}"),
+                &[],
+                &[&format!("misar.v1, {entry}")]
+            ),
+            ok(KEY, Subprotocol)
+        );
+        assert_eq!(
+            extract_with(
+                &format!("/x?token={KEY}"),
+                &[&format!("Bearer {KEY}")],
+                &[&format!("misar.v1, {entry}")]
+            ),
+            ok(KEY, Header)
+        );
+        // A valid subprotocol does not excuse an invalid other place.
+        assert_eq!(
+            extract_with("/x?token=nope", &[], &[&format!("misar.v1, {entry}")]),
+            invalid(Query, KeySyntaxError::MissingPrefix)
+        );
+    }
+
+    #[test]
+    fn offered_protocols_counts() {
+        let offered = |values: &[&str]| {
+            let mut headers = http::HeaderMap::new();
+            for value in values {
+                headers.append(
+                    SEC_WEBSOCKET_PROTOCOL,
+                    http::HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+                );
+            }
+            offered_protocols(&headers)
+        };
+        assert_eq!(offered(&[]), Ok(OfferedProtocols::default()));
+        let v1 = offered(&["chat, misar.v1"]).unwrap();
+        assert!(v1.misar_v1 && v1.bearer_entries == 0);
+        let both = offered(&["misar.bearer.msk_a", "misar.v1,misar.bearer.x"]).unwrap();
+        assert!(both.misar_v1 && both.bearer_entries == 2);
+        let alone = offered(&["misar.bearer.msk_a"]).unwrap();
+        assert!(!alone.misar_v1 && alone.bearer_entries == 1);
+        // `misar.v1x` and `Misar.v1` are other protocols.
+        assert!(!offered(&["misar.v1x, Misar.v1"]).unwrap().misar_v1);
+        let mut headers = http::HeaderMap::new();
+        headers.append(
+            SEC_WEBSOCKET_PROTOCOL,
+            http::HeaderValue::from_bytes(b"misar.v1, \xE9").unwrap(),
+        );
+        assert_eq!(offered_protocols(&headers), Err(MalformedProtocols));
+    }
 
     #[test]
     fn bearer_header() {
@@ -588,6 +878,12 @@ mod tests {
             extract("/x", &["Bearer msk_topsecretvalue."]),
             extract(&format!("/x?token={secret}"), &["Bearer msk_other"]),
             extract(&format!("/x?token={secret}&token={secret}"), &[]),
+            extract_with("/x", &[], &["misar.v1, misar.bearer.msk_topsecretvalue."]),
+            extract_with(
+                "/x?token=msk_other",
+                &[],
+                &["misar.v1, misar.bearer.msk_topsecretvalue"],
+            ),
         ];
         for case in cases {
             let err = case.unwrap_err();

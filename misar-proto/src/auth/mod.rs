@@ -4,7 +4,10 @@
 mod credentials;
 mod key;
 
-pub use credentials::{CredentialError, CredentialSource, Credentials, extract_credentials};
+pub use credentials::{
+    BEARER_PROTOCOL_PREFIX, CredentialError, CredentialSource, Credentials, MalformedProtocols,
+    OfferedProtocols, SUBPROTOCOL, extract_credentials, offered_protocols,
+};
 pub use key::{ApiKey, KEY_PREFIX, KeySyntaxError, MAX_KEY_BODY_LEN, Redacted, constant_time_eq};
 
 use std::fmt;

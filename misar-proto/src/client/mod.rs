@@ -94,7 +94,8 @@ pub struct ClientConfig {
     pub url: String,
     /// The API key.
     pub key: ApiKey,
-    /// Where the key goes: `Authorization` header (default) or `?token=`.
+    /// Where the key goes: `Authorization` header (default), `?token=`, or the
+    /// `misar.bearer.` subprotocol.
     pub auth: AuthStyle,
     /// The server's ping interval (30 s); liveness and the backoff reset are measured in it.
     pub ping_interval: Duration,
@@ -383,7 +384,8 @@ impl ClientSession {
 
     /// The handshake request for the next connection attempt: `GET` of
     /// `{url}{channel path}` with `Host` and the key (`Authorization: Bearer`, marked
-    /// sensitive, or `?token=`). The WebSocket library adds its own upgrade headers
+    /// sensitive, `Sec-WebSocket-Protocol: misar.v1, misar.bearer.<key>`, marked sensitive, or
+    /// `?token=`). The WebSocket library adds its own upgrade headers
     /// (`Sec-WebSocket-Key` and friends) — with tungstenite, build its request from this
     /// one's URI and copy these headers over.
     pub fn handshake_request(&self) -> Result<http::Request<()>, RequestError> {
@@ -398,21 +400,44 @@ impl ClientSession {
         )
     }
 
-    /// The HTTP response to the handshake. `101` opens the connection; any other status is a
-    /// failure carrying the advice: a 403 (or another final 4xx) stops for good, with the
-    /// server's JSON body when it sent one; other statuses reconnect after a backoff delay.
+    /// The HTTP response to the handshake, without its headers: see
+    /// [`handle_handshake_response_with_headers`](Self::handle_handshake_response_with_headers),
+    /// which also honours `Retry-After`.
     pub fn handle_handshake_response(
         &mut self,
         status: http::StatusCode,
         body: &[u8],
         now: Instant,
     ) -> Result<(), HandshakeFailure> {
+        self.handle_handshake_response_with_headers(status, &http::HeaderMap::new(), body, now)
+    }
+
+    /// The HTTP response to the handshake. `101` opens the connection; any other status is a
+    /// failure carrying the advice: a 403 (or another final 4xx) stops for good, with the
+    /// server's JSON body when it sent one; other statuses reconnect after a backoff delay.
+    /// A 429 or 503 with `Retry-After: <seconds>` reconnects after that wait instead, capped
+    /// by the backoff's cap (§2.14); the attempt still counts in the backoff.
+    ///
+    /// (Checking the upgrade headers of a 101 — `Sec-WebSocket-Accept`, and the echo of
+    /// `misar.v1` for [`AuthStyle::Subprotocol`] — is the WebSocket library's job.)
+    pub fn handle_handshake_response_with_headers(
+        &mut self,
+        status: http::StatusCode,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        now: Instant,
+    ) -> Result<(), HandshakeFailure> {
         let code = status.as_u16();
+        let retry_after = match code {
+            429 | 503 => request::retry_after(headers),
+            _ => None,
+        };
         if self.phase == Phase::Done {
             return Err(HandshakeFailure {
                 status: code,
                 rejection: None,
                 outcome: self.last_outcome.unwrap_or(ClientOutcome::Finish),
+                retry_after,
             });
         }
         if status == http::StatusCode::SWITCHING_PROTOCOLS {
@@ -423,11 +448,17 @@ impl ClientSession {
         }
         self.reset_connection();
         self.phase = Phase::Idle;
-        let outcome = self.conclude(Disconnect::HandshakeRejected { status: code }, now, None);
+        let outcome = self.conclude_paced(
+            Disconnect::HandshakeRejected { status: code },
+            now,
+            None,
+            retry_after,
+        );
         Err(HandshakeFailure {
             status: code,
             rejection: request::RejectionBody::parse(body),
             outcome,
+            retry_after,
         })
     }
 
@@ -629,6 +660,18 @@ impl ClientSession {
         now: Instant,
         connected_since: Option<Instant>,
     ) -> ClientOutcome {
+        self.conclude_paced(disconnect, now, connected_since, None)
+    }
+
+    /// [`conclude`](Self::conclude), with the server's `Retry-After` replacing the drawn
+    /// delay (capped by the backoff's cap).
+    fn conclude_paced(
+        &mut self,
+        disconnect: Disconnect,
+        now: Instant,
+        connected_since: Option<Instant>,
+        retry_after: Option<Duration>,
+    ) -> ClientOutcome {
         // After a terminal event the campaign is over (any end finishes); without one, a
         // close 1000 is no finish and the session reconnects (§2.6).
         let outcome = match advise(&disconnect, self.channel.kind(), self.terminal_seen) {
@@ -642,10 +685,13 @@ impl ClientSession {
                 if healthy {
                     self.backoff.reset();
                 }
-                ClientOutcome::Reconnect {
-                    delay: self.backoff.next_delay(pace),
-                    pace,
-                }
+                // Drawn either way, so the attempt counts and the window widens.
+                let drawn = self.backoff.next_delay(pace);
+                let delay = match retry_after {
+                    Some(wait) => wait.min(self.backoff.config().cap),
+                    None => drawn,
+                };
+                ClientOutcome::Reconnect { delay, pace }
             }
         };
         self.record(outcome)

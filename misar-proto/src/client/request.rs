@@ -2,10 +2,12 @@
 
 use std::fmt::Write as _;
 
-use http::header::{AUTHORIZATION, HOST, HeaderValue};
+use std::time::Duration;
+
+use http::header::{AUTHORIZATION, HOST, HeaderValue, RETRY_AFTER, SEC_WEBSOCKET_PROTOCOL};
 use http::uri::{Authority, PathAndQuery, Scheme};
 
-use crate::auth::ApiKey;
+use crate::auth::{ApiKey, BEARER_PROTOCOL_PREFIX, SUBPROTOCOL};
 use crate::route::Channel;
 
 use super::ClientOutcome;
@@ -17,8 +19,11 @@ pub enum AuthStyle {
     /// `Authorization: Bearer <key>` (servers, Node.js; keeps the key out of URLs and logs).
     #[default]
     Header,
-    /// `?token=<key>` (what browsers must do: they cannot set headers on a WebSocket).
+    /// `?token=<key>` (what browsers can do: they cannot set headers on a WebSocket).
     Query,
+    /// `Sec-WebSocket-Protocol: misar.v1, misar.bearer.<key>` (§2.12), marked sensitive: what
+    /// browsers do to keep the key out of URLs. The server must echo exactly `misar.v1`.
+    Subprotocol,
 }
 
 /// Why no handshake request could be built. Never contains the key or the URL's query.
@@ -53,7 +58,7 @@ pub enum RequestError {
 }
 
 /// Builds the handshake request: `GET` of the channel's URL with `Host` and, per `style`, the
-/// key in `Authorization` (marked sensitive) or in `token=`.
+/// key in `Authorization` or `Sec-WebSocket-Protocol` (marked sensitive), or in `token=`.
 pub(super) fn build(
     url: &str,
     key: &ApiKey,
@@ -124,7 +129,37 @@ pub(super) fn build(
         value.set_sensitive(true);
         headers.insert(AUTHORIZATION, value);
     }
+    if style == AuthStyle::Subprotocol {
+        let mut offer = String::with_capacity(
+            SUBPROTOCOL.len() + 2 + BEARER_PROTOCOL_PREFIX.len() + key.expose().len(),
+        );
+        let _ = write!(
+            offer,
+            "{SUBPROTOCOL}, {BEARER_PROTOCOL_PREFIX}{}",
+            key.expose()
+        );
+        let mut value = HeaderValue::from_str(&offer).map_err(|_| RequestError::Build)?;
+        value.set_sensitive(true);
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
+    }
     Ok(request)
+}
+
+/// `Retry-After` in delta-seconds (RFC 9110 §10.2.3), when there is exactly one such header.
+/// An HTTP-date is ignored: the core reads no clock, and the servers of this protocol send
+/// seconds.
+pub(super) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let mut values = headers.get_all(RETRY_AFTER).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let text = value.to_str().ok()?.trim_matches([' ', '\t']);
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Digits only: the one failure left is overflow, a wait longer than any cap.
+    Some(Duration::from_secs(text.parse().unwrap_or(u64::MAX)))
 }
 
 /// The JSON body of a pre-upgrade rejection (§2.3):
@@ -165,6 +200,7 @@ pub struct HandshakeFailure {
     pub(super) status: u16,
     pub(super) rejection: Option<RejectionBody>,
     pub(super) outcome: ClientOutcome,
+    pub(super) retry_after: Option<Duration>,
 }
 
 impl HandshakeFailure {
@@ -181,6 +217,13 @@ impl HandshakeFailure {
     /// What to do next.
     pub fn outcome(&self) -> ClientOutcome {
         self.outcome
+    }
+
+    /// The server's `Retry-After` (seconds) of a 429 or 503, when it sent one: the
+    /// reconnect delay of [`outcome`](Self::outcome) is then this wait, capped by the
+    /// backoff's cap (§2.14).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
     }
 
     /// Whether retrying cannot help (the outcome is [`ClientOutcome::Stop`]).
@@ -217,6 +260,47 @@ mod tests {
         assert_eq!(req.headers()[AUTHORIZATION], "Bearer msk_test_key_1234");
         assert!(req.headers()[AUTHORIZATION].is_sensitive());
         assert!(!req.uri().to_string().contains("msk_"));
+    }
+
+    #[test]
+    fn subprotocol_style() {
+        let req = build(
+            "wss://api.misar.io/mail/ws",
+            &key(),
+            AuthStyle::Subprotocol,
+            &Channel::Inbox,
+        )
+        .unwrap();
+        assert_eq!(req.uri(), "wss://api.misar.io/mail/ws/inbox");
+        let offer = &req.headers()[SEC_WEBSOCKET_PROTOCOL];
+        assert_eq!(offer, "misar.v1, misar.bearer.msk_test_key_1234");
+        assert!(offer.is_sensitive());
+        assert!(format!("{:?}", req.headers()).contains("Sensitive"));
+        assert!(!format!("{:?}", req.headers()).contains("msk_"));
+        assert!(req.headers().get(AUTHORIZATION).is_none());
+        assert!(!req.uri().to_string().contains("msk_"));
+    }
+
+    #[test]
+    fn retry_after_is_delta_seconds_only() {
+        let parse = |values: &[&str]| {
+            let mut headers = http::HeaderMap::new();
+            for value in values {
+                headers.append(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+            }
+            retry_after(&headers)
+        };
+        assert_eq!(parse(&["5"]), Some(Duration::from_secs(5)));
+        assert_eq!(parse(&[" 0 "]), Some(Duration::ZERO));
+        assert_eq!(
+            parse(&["99999999999999999999999"]),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(parse(&[]), None);
+        assert_eq!(parse(&["-1"]), None);
+        assert_eq!(parse(&["1.5"]), None);
+        assert_eq!(parse(&["Wed, 21 Oct 2015 07:28:00 GMT"]), None);
+        assert_eq!(parse(&["1", "2"]), None);
     }
 
     #[test]
@@ -260,7 +344,7 @@ mod tests {
             ("wss://h/a b", RequestError::InvalidUrl),
         ];
         for (url, expected) in cases {
-            for style in [AuthStyle::Header, AuthStyle::Query] {
+            for style in [AuthStyle::Header, AuthStyle::Query, AuthStyle::Subprotocol] {
                 let err = build(url, &key(), style, &Channel::Inbox).unwrap_err();
                 assert_eq!(err, expected, "{url}");
                 assert!(!err.to_string().contains("msk_"));

@@ -624,3 +624,105 @@ fn zero_ping_interval_would_reset_the_backoff_at_every_disconnect() {
         );
     }
 }
+fn with_retry_after(value: &str) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_str(value).unwrap(),
+    );
+    headers
+}
+
+#[test]
+fn retry_after_of_429_and_503_is_the_next_delay_capped_by_the_backoff_cap() {
+    let t0 = origin();
+    for status in [
+        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::SERVICE_UNAVAILABLE,
+    ] {
+        let mut c = client(Channel::Inbox);
+        let failure = c
+            .handle_handshake_response_with_headers(status, &with_retry_after("7"), b"", t0)
+            .unwrap_err();
+        assert_eq!(failure.retry_after(), Some(secs(7)));
+        assert!(matches!(
+            failure.outcome(),
+            ClientOutcome::Reconnect { delay, .. } if delay == secs(7)
+        ));
+        // The attempt counts: the window grew as after a drawn delay.
+        assert_eq!(c.backoff().attempts(), 1);
+        // Longer than the cap (30 s): the cap.
+        let failure = c
+            .handle_handshake_response_with_headers(status, &with_retry_after("3600"), b"", t0)
+            .unwrap_err();
+        assert!(matches!(
+            failure.outcome(),
+            ClientOutcome::Reconnect { delay, .. } if delay == secs(30)
+        ));
+        // Zero: at once.
+        let failure = c
+            .handle_handshake_response_with_headers(status, &with_retry_after("0"), b"", t0)
+            .unwrap_err();
+        assert!(matches!(
+            failure.outcome(),
+            ClientOutcome::Reconnect { delay, .. } if delay == Duration::ZERO
+        ));
+        // Without the header (or with a date): the drawn delay (the top of the window here).
+        let failure = c
+            .handle_handshake_response_with_headers(
+                status,
+                &with_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+                b"",
+                t0,
+            )
+            .unwrap_err();
+        assert_eq!(failure.retry_after(), None);
+        let window = c.backoff().window(Pace::Longer).max(ms(1));
+        let ClientOutcome::Reconnect { delay, .. } = failure.outcome() else {
+            panic!("{failure:?}")
+        };
+        assert!(delay > secs(0) && delay <= secs(30) && window >= ms(1));
+    }
+}
+
+#[test]
+fn retry_after_is_ignored_on_other_statuses() {
+    let t0 = origin();
+    let mut c = client(Channel::Inbox);
+    let failure = c
+        .handle_handshake_response_with_headers(
+            StatusCode::BAD_GATEWAY,
+            &with_retry_after("20"),
+            b"",
+            t0,
+        )
+        .unwrap_err();
+    assert_eq!(failure.retry_after(), None);
+    // The first window of a normal pace: 500 ms.
+    assert!(matches!(
+        failure.outcome(),
+        ClientOutcome::Reconnect { delay, .. } if delay == ms(500)
+    ));
+    let mut c = client(Channel::Inbox);
+    let failure = c
+        .handle_handshake_response_with_headers(
+            StatusCode::FORBIDDEN,
+            &with_retry_after("20"),
+            b"",
+            t0,
+        )
+        .unwrap_err();
+    assert!(failure.is_fatal());
+}
+
+#[test]
+fn subprotocol_style_request() {
+    let mut config = config();
+    config.auth = AuthStyle::Subprotocol;
+    let c = ClientSession::new(config, Channel::Inbox, SEED);
+    let request = c.handshake_request().unwrap();
+    let offer = &request.headers()[http::header::SEC_WEBSOCKET_PROTOCOL];
+    assert_eq!(offer, "misar.v1, misar.bearer.msk_client_key_9876");
+    assert!(offer.is_sensitive());
+    assert!(!format!("{request:?}").contains("msk_client_key_9876"));
+}

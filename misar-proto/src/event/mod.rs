@@ -332,7 +332,7 @@ impl EncodedEvent {
         self.bytes.is_empty()
     }
     /// Test and fuzzing constructor from raw parts. Not part of the public API.
-    #[cfg(any(test, feature = "fuzzing"))]
+    #[cfg(any(test, fuzzing))]
     #[doc(hidden)]
     pub fn from_parts_for_tests(bytes: Bytes, class: EventClass) -> Self {
         Self { bytes, class }

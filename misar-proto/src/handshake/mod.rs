@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! start(config, request head)
-//!   ├─ Rejected (405 method, 404 route, 403 origin, 403/4401 credentials)
+//!   ├─ Rejected (405 method, 404 route, 403 origin, 400 subprotocols, 403/4401 credentials)
 //!   └─ NeedsAuthentication(key) ── .authenticated(account) ─┬─ inbox ──────────────→ Accepted
 //!        ├─ .unknown_key() → Rejected (403/4401)             └─ campaign → NeedsOwnership
 //!        └─ .hook_failed() → Rejected (503)                       ├─ .grant() → Accepted
@@ -16,8 +16,11 @@
 //!
 //! The checks run in this order, so a cheaper or less revealing answer always wins: method
 //! (405), route (404: decided before authentication, whatever the credentials), `Origin`
-//! allowlist (403), credentials ([`extract_credentials`]: every ambiguity is refused before
-//! the key-check hook is asked), then the hooks. Limits on connection counts (§2.8) are the
+//! allowlist (403), the offered subprotocols (400 for a `misar.bearer.` entry without
+//! `misar.v1`, §2.12), credentials ([`extract_credentials`]: every ambiguity is refused
+//! before the key-check hook is asked), then the hooks. A request that offered `misar.v1` gets
+//! it echoed in the 101 ([`Accepted::subprotocol`], [`CloseAfterUpgrade::subprotocol`]), never
+//! anything else. Limits on connection counts (§2.8) are the
 //! adapter's, after [`Accepted`]: see [`Rejected::too_many_for_account`] and
 //! [`Rejected::too_many_connections`].
 //!
@@ -108,10 +111,12 @@ mod rejection;
 use http::header::ORIGIN;
 use http::{Method, Version};
 
-use crate::auth::{AccountId, ApiKey, CredentialSource, extract_credentials};
+use crate::auth::{
+    AccountId, ApiKey, CredentialSource, SUBPROTOCOL, extract_credentials, offered_protocols,
+};
 use crate::route::{CampaignId, Channel, Routes};
 
-pub use rejection::{CloseAfterUpgrade, RejectAction, Rejected, Rejection};
+pub use rejection::{BadRequest, CloseAfterUpgrade, RejectAction, Rejected, Rejection};
 
 /// How an unauthenticated or unauthorized request is refused (§2.3).
 ///
@@ -126,7 +131,8 @@ pub enum RejectionStyle {
     /// Upgrade, then close at once with 4401 or 4403 (browsers can read a close code, not the
     /// status of a failed upgrade).
     CloseAfterUpgrade,
-    /// `Http` for header-authenticated clients, `CloseAfterUpgrade` for `?token=` clients.
+    /// `Http` for header-authenticated clients, `CloseAfterUpgrade` for browsers: `?token=`
+    /// and `misar.bearer.` subprotocol clients (§2.12).
     /// A request with no credentials at all, or with a problem involving the `Authorization`
     /// header, is refused over HTTP (see [`CredentialError::place`](crate::auth::CredentialError::place)).
     Auto,
@@ -237,6 +243,21 @@ pub fn start(config: &HandshakeConfig, request: &http::request::Parts) -> Step {
     if !config.origin_allowed(&request.headers) {
         return Step::Rejected(Rejected::http(Rejection::OriginRefused));
     }
+    let offered = match offered_protocols(&request.headers) {
+        Ok(offered) => offered,
+        Err(_) => {
+            return Step::Rejected(Rejected::http(Rejection::BadRequest(
+                BadRequest::MalformedProtocols,
+            )));
+        }
+    };
+    if offered.bearer_entries > 0 && !offered.misar_v1 {
+        // A browser would fail the 101 anyway: it needs one of its offers echoed.
+        return Step::Rejected(Rejected::http(Rejection::BadRequest(
+            BadRequest::BearerWithoutProtocol,
+        )));
+    }
+    let echo = offered.misar_v1.then_some(SUBPROTOCOL);
     let style = config.rejection_style;
     match extract_credentials(request) {
         Ok(credentials) => Step::NeedsAuthentication(NeedsAuthentication {
@@ -244,6 +265,7 @@ pub fn start(config: &HandshakeConfig, request: &http::request::Parts) -> Step {
             source: credentials.source,
             channel,
             style,
+            echo,
         }),
         Err(error) => {
             let place = error.place();
@@ -251,6 +273,7 @@ pub fn start(config: &HandshakeConfig, request: &http::request::Parts) -> Step {
                 Rejection::Unauthenticated(error),
                 style,
                 place,
+                echo,
             ))
         }
     }
@@ -267,6 +290,7 @@ pub struct NeedsAuthentication {
     source: CredentialSource,
     channel: Channel,
     style: RejectionStyle,
+    echo: Option<&'static str>,
 }
 
 impl NeedsAuthentication {
@@ -294,18 +318,25 @@ impl NeedsAuthentication {
                 campaign,
                 source: self.source,
                 style: self.style,
+                echo: self.echo,
             }),
             channel @ Channel::Inbox => Step::Accepted(Accepted {
                 account,
                 channel,
                 source: self.source,
+                echo: self.echo,
             }),
         }
     }
 
     /// The hook does not know the key: 403 or close 4401.
     pub fn unknown_key(self) -> Rejected {
-        Rejected::auth(Rejection::UnknownKey, self.style, Some(self.source))
+        Rejected::auth(
+            Rejection::UnknownKey,
+            self.style,
+            Some(self.source),
+            self.echo,
+        )
     }
 
     /// The hook failed (e.g. its database is down): 503, never an upgrade.
@@ -325,6 +356,7 @@ pub struct NeedsOwnership {
     campaign: CampaignId,
     source: CredentialSource,
     style: RejectionStyle,
+    echo: Option<&'static str>,
 }
 
 impl NeedsOwnership {
@@ -349,13 +381,19 @@ impl NeedsOwnership {
             account: self.account,
             channel: Channel::Campaign(self.campaign),
             source: self.source,
+            echo: self.echo,
         }
     }
 
     /// The account does not own the campaign, or the campaign does not exist: 403 or close
     /// 4403, the same either way.
     pub fn deny(self) -> Rejected {
-        Rejected::auth(Rejection::NotOwned, self.style, Some(self.source))
+        Rejected::auth(
+            Rejection::NotOwned,
+            self.style,
+            Some(self.source),
+            self.echo,
+        )
     }
 
     /// The hook failed: 503, never an upgrade.
@@ -374,6 +412,7 @@ pub struct Accepted {
     account: AccountId,
     channel: Channel,
     source: CredentialSource,
+    echo: Option<&'static str>,
 }
 
 impl Accepted {
@@ -397,14 +436,25 @@ impl Accepted {
         self.source
     }
 
-    /// Test and fuzzing constructor: skips the decision. Not part of the public API.
-    #[cfg(any(test, feature = "fuzzing"))]
+    /// The subprotocol the 101 must echo in `Sec-WebSocket-Protocol`: `Some("misar.v1")`
+    /// when the client offered it (§2.12), else `None` (send no such header). Never the
+    /// client's bearer entry.
+    pub fn subprotocol(&self) -> Option<&'static str> {
+        self.echo
+    }
+
+    /// Test and fuzzing constructor: skips the decision. Not part of the public API: it
+    /// exists only in this crate's own tests and in builds with `--cfg fuzzing` (what
+    /// cargo-fuzz passes, and `fuzz/.cargo/config.toml` for its stable tests), never through
+    /// a cargo feature, which any crate of a dependency graph could turn on.
+    #[cfg(any(test, fuzzing))]
     #[doc(hidden)]
     pub fn for_tests(account: AccountId, channel: Channel, source: CredentialSource) -> Self {
         Self {
             account,
             channel,
             source,
+            echo: None,
         }
     }
 }

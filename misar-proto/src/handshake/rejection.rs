@@ -20,6 +20,10 @@ pub enum Rejection {
     /// No channel at this path (HTTP 404). Decided before authentication.
     #[error("not found: {0}")]
     NotFound(NotFound),
+    /// The request is malformed in a way this protocol defines (HTTP 400). Decided before
+    /// authentication; the client does not retry it.
+    #[error("bad request: {0}")]
+    BadRequest(BadRequest),
     /// Not a `GET` (HTTP 405 with `Allow: GET`).
     #[error("method not allowed: a WebSocket handshake is a GET")]
     MethodNotAllowed,
@@ -43,6 +47,13 @@ pub enum Rejection {
     /// The account already has as many connections as allowed (HTTP 429).
     #[error("too many connections for this account")]
     TooManyForAccount,
+    /// As many handshakes as allowed wait on the hooks already (§2.14): refused without
+    /// calling a hook (HTTP 503 with `Retry-After`).
+    #[error("too many pending handshakes; retry after {retry_after_secs} s")]
+    TooManyPendingHandshakes {
+        /// Seconds the client should wait, sent as `Retry-After`.
+        retry_after_secs: u32,
+    },
     /// The server has as many connections as allowed (HTTP 503 with `Retry-After`).
     #[error("too many connections; retry after {retry_after_secs} s")]
     TooManyConnections {
@@ -56,14 +67,15 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
             Rejection::NotFound(_) => StatusCode::NOT_FOUND,
+            Rejection::BadRequest(_) => StatusCode::BAD_REQUEST,
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::OriginRefused
             | Rejection::Unauthenticated(_)
             | Rejection::UnknownKey
             | Rejection::NotOwned => StatusCode::FORBIDDEN,
-            Rejection::HookFailed | Rejection::TooManyConnections { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Rejection::HookFailed
+            | Rejection::TooManyConnections { .. }
+            | Rejection::TooManyPendingHandshakes { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::TooManyForAccount => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -82,15 +94,31 @@ impl Rejection {
     fn error_name(&self) -> &'static str {
         match self {
             Rejection::NotFound(_) => "not_found",
+            Rejection::BadRequest(_) => "bad_request",
             Rejection::MethodNotAllowed => "method_not_allowed",
             Rejection::OriginRefused => "origin_forbidden",
             Rejection::Unauthenticated(_) | Rejection::UnknownKey => "unauthorized",
             Rejection::NotOwned => "forbidden",
             Rejection::HookFailed => "unavailable",
             Rejection::TooManyForAccount => "too_many_connections",
-            Rejection::TooManyConnections { .. } => "overloaded",
+            Rejection::TooManyConnections { .. } | Rejection::TooManyPendingHandshakes { .. } => {
+                "overloaded"
+            }
         }
     }
+}
+
+/// What makes a request a bad one (HTTP 400, `{"error":"bad_request","message":...}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BadRequest {
+    /// A `misar.bearer.` subprotocol without `misar.v1` beside it (§2.12): a 101 could echo
+    /// nothing the browser would accept.
+    #[error("a `misar.bearer.` subprotocol must be offered together with `misar.v1`")]
+    BearerWithoutProtocol,
+    /// A `Sec-WebSocket-Protocol` header that is not visible ASCII.
+    #[error("the Sec-WebSocket-Protocol header is not visible ASCII")]
+    MalformedProtocols,
 }
 
 /// How a rejection reaches the client, fixed when it is built from the style and the place
@@ -103,13 +131,16 @@ enum Delivery {
 
 impl Delivery {
     /// Resolves the style for a request whose credentials came from `place` (`None`: there
-    /// were none). `Auto` closes after the upgrade only for `?token=` clients; a request
-    /// without any credentials gets the default, HTTP, since nothing says it is a browser.
+    /// were none). `Auto` closes after the upgrade only for browsers (`?token=` and
+    /// subprotocol clients); a request without any credentials gets the default, HTTP, since
+    /// nothing says it is a browser.
     fn resolve(style: RejectionStyle, place: Option<CredentialSource>) -> Self {
         match (style, place) {
             (RejectionStyle::Http, _) => Delivery::Http,
             (RejectionStyle::CloseAfterUpgrade, _) => Delivery::CloseAfterUpgrade,
-            (RejectionStyle::Auto, Some(CredentialSource::Query)) => Delivery::CloseAfterUpgrade,
+            (RejectionStyle::Auto, Some(place)) if place.is_browser_place() => {
+                Delivery::CloseAfterUpgrade
+            }
             (RejectionStyle::Auto, _) => Delivery::Http,
         }
     }
@@ -136,6 +167,8 @@ impl Delivery {
 pub struct Rejected {
     reason: Rejection,
     delivery: Delivery,
+    /// The subprotocol a close-after-upgrade 101 echoes (`misar.v1` when offered).
+    echo: Option<&'static str>,
 }
 
 impl Rejected {
@@ -144,6 +177,7 @@ impl Rejected {
         Self {
             reason,
             delivery: Delivery::Http,
+            echo: None,
         }
     }
 
@@ -152,11 +186,20 @@ impl Rejected {
         reason: Rejection,
         style: RejectionStyle,
         place: Option<CredentialSource>,
+        echo: Option<&'static str>,
     ) -> Self {
         Self {
             reason,
             delivery: Delivery::resolve(style, place),
+            echo,
         }
+    }
+
+    /// HTTP 503 with `Retry-After: retry_after_secs`: `max_pending_handshakes` requests wait
+    /// on the hooks already (§2.14). For adapters bounding the handshakes in flight; no hook
+    /// is called for this request.
+    pub fn too_many_pending_handshakes(retry_after_secs: u32) -> Self {
+        Self::http(Rejection::TooManyPendingHandshakes { retry_after_secs })
     }
 
     /// HTTP 429: the account is at its connection limit (§2.8). For adapters enforcing the
@@ -187,7 +230,10 @@ impl Rejected {
     pub fn action(self) -> RejectAction {
         match (self.delivery, self.reason.close_code()) {
             (Delivery::CloseAfterUpgrade, Some(code)) => {
-                RejectAction::UpgradeThenClose(CloseAfterUpgrade { code })
+                RejectAction::UpgradeThenClose(CloseAfterUpgrade {
+                    code,
+                    subprotocol: self.echo,
+                })
             }
             _ => RejectAction::Respond(self.into_response()),
         }
@@ -206,6 +252,7 @@ impl Rejected {
             Rejection::UnknownKey | Rejection::NotOwned | Rejection::OriginRefused => {
                 Some(reason.to_string())
             }
+            Rejection::BadRequest(e) => Some(e.to_string()),
             _ => None,
         };
         if let Some(message) = message {
@@ -223,7 +270,8 @@ impl Rejected {
             Rejection::MethodNotAllowed => {
                 headers.insert(ALLOW, HeaderValue::from_static("GET"));
             }
-            Rejection::TooManyConnections { retry_after_secs } => {
+            Rejection::TooManyConnections { retry_after_secs }
+            | Rejection::TooManyPendingHandshakes { retry_after_secs } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}
@@ -247,11 +295,18 @@ pub enum RejectAction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CloseAfterUpgrade {
     code: CloseCode,
+    subprotocol: Option<&'static str>,
 }
 
 impl CloseAfterUpgrade {
     /// 4401 or 4403.
     pub fn code(&self) -> CloseCode {
         self.code
+    }
+
+    /// The subprotocol the 101 must echo: `Some("misar.v1")` when the client offered it, so
+    /// a browser accepts the upgrade and sees the close code (§2.12).
+    pub fn subprotocol(&self) -> Option<&'static str> {
+        self.subprotocol
     }
 }

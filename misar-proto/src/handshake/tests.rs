@@ -502,6 +502,13 @@ fn auth_failures(style: RejectionStyle, place: CredentialSource) -> [Rejected; 3
     let request = |path: &str, key: &str| match place {
         CredentialSource::Header => get(path, &[("authorization", &bearer(key))]),
         CredentialSource::Query => get(&format!("{path}?token={key}"), &[]),
+        _ => get(
+            path,
+            &[(
+                "sec-websocket-protocol",
+                &format!("misar.v1, misar.bearer.{key}"),
+            )],
+        ),
     };
     let malformed = rejected(start(&config, &request("/mail/ws/inbox", "msk_bad.key")));
     let unknown =
@@ -512,8 +519,8 @@ fn auth_failures(style: RejectionStyle, place: CredentialSource) -> [Rejected; 3
 }
 
 #[test]
-fn http_style_answers_403_in_both_places() {
-    for place in [CredentialSource::Header, CredentialSource::Query] {
+fn http_style_answers_403_in_every_place() {
+    for place in PLACES {
         let [malformed, unknown, denied] = auth_failures(RejectionStyle::Http, place);
         for (rejected, code) in [(malformed, 4401), (unknown, 4401), (denied, 4403)] {
             let response = respond(rejected);
@@ -525,8 +532,8 @@ fn http_style_answers_403_in_both_places() {
 }
 
 #[test]
-fn close_after_upgrade_style_closes_in_both_places() {
-    for place in [CredentialSource::Header, CredentialSource::Query] {
+fn close_after_upgrade_style_closes_in_every_place() {
+    for place in PLACES {
         let [malformed, unknown, denied] = auth_failures(RejectionStyle::CloseAfterUpgrade, place);
         assert_eq!(close_code(malformed), CloseCode::Unauthorized);
         assert_eq!(close_code(unknown), CloseCode::Unauthorized);
@@ -541,10 +548,213 @@ fn auto_style_follows_the_credential_place() {
     for rejected in [malformed, unknown, denied] {
         assert_eq!(respond(rejected).status(), StatusCode::FORBIDDEN);
     }
-    let [malformed, unknown, denied] = auth_failures(RejectionStyle::Auto, CredentialSource::Query);
-    assert_eq!(close_code(malformed), CloseCode::Unauthorized);
-    assert_eq!(close_code(unknown), CloseCode::Unauthorized);
-    assert_eq!(close_code(denied), CloseCode::Forbidden);
+    for browser in [CredentialSource::Query, CredentialSource::Subprotocol] {
+        let [malformed, unknown, denied] = auth_failures(RejectionStyle::Auto, browser);
+        assert_eq!(close_code(malformed), CloseCode::Unauthorized);
+        assert_eq!(close_code(unknown), CloseCode::Unauthorized);
+        assert_eq!(close_code(denied), CloseCode::Forbidden);
+    }
+}
+
+const PLACES: [CredentialSource; 3] = [
+    CredentialSource::Header,
+    CredentialSource::Query,
+    CredentialSource::Subprotocol,
+];
+
+// §2.12 the key in `Sec-WebSocket-Protocol`
+
+fn protocols(value: &str) -> [(&'static str, &str); 1] {
+    [("sec-websocket-protocol", value)]
+}
+
+#[test]
+fn subprotocol_key_is_a_credential_and_misar_v1_is_echoed() {
+    let config = HandshakeConfig::new();
+    let offer = format!("misar.v1, misar.bearer.{ALICE_KEY}");
+    let question = needs_auth(start(&config, &get("/mail/ws/inbox", &protocols(&offer))));
+    assert_eq!(question.key().expose(), ALICE_KEY);
+    assert_eq!(question.credential_source(), CredentialSource::Subprotocol);
+    let ok = accepted(question.authenticated(AccountId::from("alice")));
+    assert_eq!(ok.subprotocol(), Some("misar.v1"));
+    assert_eq!(ok.credential_source(), CredentialSource::Subprotocol);
+    // The campaign path echoes too.
+    let question = needs_auth(start(
+        &config,
+        &get("/mail/ws/campaigns/c1", &protocols(&offer)),
+    ));
+    let ok = needs_ownership(question.authenticated(AccountId::from("alice"))).grant();
+    assert_eq!(ok.subprotocol(), Some("misar.v1"));
+}
+
+#[test]
+fn misar_v1_alone_is_served_and_echoed_other_protocols_are_not() {
+    let config = HandshakeConfig::new();
+    let auth = bearer(ALICE_KEY);
+    let question = needs_auth(start(
+        &config,
+        &get(
+            "/mail/ws/inbox",
+            &[
+                ("authorization", &auth),
+                ("sec-websocket-protocol", "chat, misar.v1"),
+            ],
+        ),
+    ));
+    let ok = accepted(question.authenticated(AccountId::from("alice")));
+    assert_eq!(ok.subprotocol(), Some("misar.v1"));
+    assert_eq!(ok.credential_source(), CredentialSource::Header);
+    let question = needs_auth(start(
+        &config,
+        &get(
+            "/mail/ws/inbox",
+            &[("authorization", &auth), ("sec-websocket-protocol", "chat")],
+        ),
+    ));
+    assert_eq!(
+        accepted(question.authenticated(AccountId::from("a"))).subprotocol(),
+        None
+    );
+    let question = needs_auth(start(
+        &config,
+        &get("/mail/ws/inbox", &[("authorization", &auth)]),
+    ));
+    assert_eq!(
+        accepted(question.authenticated(AccountId::from("a"))).subprotocol(),
+        None
+    );
+}
+
+#[test]
+fn bearer_entry_without_misar_v1_is_400_before_credentials() {
+    for style in [
+        RejectionStyle::Http,
+        RejectionStyle::CloseAfterUpgrade,
+        RejectionStyle::Auto,
+    ] {
+        let config = HandshakeConfig::new().with_rejection_style(style);
+        for offer in [
+            format!("misar.bearer.{ALICE_KEY}"),
+            format!("chat, misar.bearer.{ALICE_KEY}"),
+            format!("misar.bearer.{ALICE_KEY}, misar.bearer.msk_x"),
+            "misar.bearer.".to_owned(),
+        ] {
+            let rejected = rejected(start(&config, &get("/mail/ws/inbox", &protocols(&offer))));
+            assert_eq!(
+                rejected.reason(),
+                &Rejection::BadRequest(BadRequest::BearerWithoutProtocol)
+            );
+            let response = respond(rejected);
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+            assert_common_headers(&response);
+            let body = json(&response);
+            assert_eq!(body["error"], "bad_request");
+            assert!(body["message"].as_str().unwrap().contains("misar.v1"));
+            assert!(!String::from_utf8_lossy(response.body()).contains(ALICE_KEY));
+        }
+    }
+    // Routing still comes first.
+    let config = HandshakeConfig::new();
+    let offer = format!("misar.bearer.{ALICE_KEY}");
+    assert_eq!(
+        respond(rejected(start(
+            &config,
+            &get("/elsewhere", &protocols(&offer))
+        )))
+        .status(),
+        StatusCode::NOT_FOUND
+    );
+    // A header that is not visible ASCII.
+    let mut parts = get("/mail/ws/inbox", &[]);
+    parts.headers.insert(
+        "sec-websocket-protocol",
+        http::HeaderValue::from_bytes(b"misar.v1, \xE9").unwrap(),
+    );
+    let rejected = rejected(start(&config, &parts));
+    assert_eq!(
+        rejected.reason(),
+        &Rejection::BadRequest(BadRequest::MalformedProtocols)
+    );
+    assert_eq!(respond(rejected).status(), StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn subprotocol_ambiguities_are_unauthenticated_without_the_hook() {
+    let config = HandshakeConfig::new().with_rejection_style(RejectionStyle::Auto);
+    let cases = [
+        (
+            get(
+                "/mail/ws/inbox",
+                &protocols(&format!(
+                    "misar.v1, misar.bearer.{ALICE_KEY}, misar.bearer.msk_b"
+                )),
+            ),
+            CredentialError::SeveralBearerProtocols,
+        ),
+        (
+            get(
+                "/mail/ws/inbox?token=msk_other",
+                &protocols(&format!("misar.v1, misar.bearer.{ALICE_KEY}")),
+            ),
+            CredentialError::ConflictingBrowserPlaces,
+        ),
+    ];
+    for (parts, error) in cases {
+        let rejected = rejected(start(&config, &parts));
+        assert_eq!(rejected.reason(), &Rejection::Unauthenticated(error));
+        // A browser: close 4401 after an upgrade that echoes `misar.v1`.
+        match rejected.action() {
+            RejectAction::UpgradeThenClose(close) => {
+                assert_eq!(close.code(), CloseCode::Unauthorized);
+                assert_eq!(close.subprotocol(), Some("misar.v1"));
+            }
+            other => panic!("expected a close, got {other:?}"),
+        }
+    }
+    // Header and subprotocol disagreeing: not a browser, HTTP 403.
+    let auth = bearer("msk_other");
+    let parts = get(
+        "/mail/ws/inbox",
+        &[
+            ("authorization", &auth),
+            (
+                "sec-websocket-protocol",
+                &format!("misar.v1, misar.bearer.{ALICE_KEY}"),
+            ),
+        ],
+    );
+    let rejected = rejected(start(&config, &parts));
+    assert_eq!(
+        rejected.reason(),
+        &Rejection::Unauthenticated(CredentialError::Conflicting)
+    );
+    assert_eq!(respond(rejected).status(), StatusCode::FORBIDDEN);
+}
+
+#[test]
+fn close_after_upgrade_echoes_only_when_offered() {
+    let config = HandshakeConfig::new().with_rejection_style(RejectionStyle::CloseAfterUpgrade);
+    let close = |rejected: Rejected| match rejected.action() {
+        RejectAction::UpgradeThenClose(close) => close,
+        other => panic!("expected a close, got {other:?}"),
+    };
+    let offer = "misar.v1, misar.bearer.msk_nobody";
+    let unknown =
+        needs_auth(start(&config, &get("/mail/ws/inbox", &protocols(offer)))).unknown_key();
+    assert_eq!(close(unknown).subprotocol(), Some("misar.v1"));
+    let unknown =
+        needs_auth(start(&config, &get("/mail/ws/inbox?token=msk_nobody", &[]))).unknown_key();
+    assert_eq!(close(unknown).subprotocol(), None);
+}
+
+#[test]
+fn too_many_pending_handshakes_is_503_with_retry_after() {
+    let rejected = Rejected::too_many_pending_handshakes(2);
+    let response = respond(rejected);
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "2");
+    assert_common_headers(&response);
+    assert_eq!(json(&response)["error"], "overloaded");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Shared fixtures of the end-to-end suite: the axum router served by `axum::serve` on a
+//! Shared fixtures of the end-to-end suite: the axum router served by `misar_proto_axum::serve` on a
 //! loopback port with table-driven hooks, the tokio `Client` configured to match, event
 //! builders, and waits that fail the test instead of sleeping and hoping.
 //!
@@ -181,7 +181,7 @@ impl Default for ServerOptions {
 
 pub type Builder = MisarWsBuilder<Arc<TestAuth>>;
 
-/// The router served by `axum::serve` on a loopback port, with graceful shutdown wired the way
+/// The router served by `misar_proto_axum::serve` on a loopback port, with graceful shutdown wired the way
 /// the adapter's docs tell embedders to.
 pub struct Server {
     pub addr: SocketAddr,
@@ -225,8 +225,9 @@ impl Server {
             let _ = report_tx.send(handle.shutdown().await);
         };
         let app = misar.router();
+        // Served as the README says: with the §2.14 bounds before the upgrade.
         let task = tokio::spawn(async move {
-            axum::serve(listener, app)
+            misar_proto_axum::serve(listener, app)
                 .with_graceful_shutdown(signal)
                 .await
         });
@@ -256,7 +257,7 @@ impl Server {
             .connect_timeout(Duration::from_secs(5))
     }
 
-    /// Graceful shutdown: fires the signal, returns the shutdown's report once `axum::serve`
+    /// Graceful shutdown: fires the signal, returns the shutdown's report once the server
     /// has returned (so its listener is closed).
     pub async fn stop(&mut self) -> ShutdownReport {
         if let Some(trigger) = self.trigger.take() {
@@ -269,15 +270,15 @@ impl Server {
             None => ShutdownReport::default(),
         };
         if let Some(task) = self.task.take() {
-            within("axum::serve to return", task)
+            within("the server to return", task)
                 .await
                 .expect("the serve task did not panic")
-                .expect("axum::serve returned Ok");
+                .expect("the server returned Ok");
         }
         report
     }
 
-    /// Whether `axum::serve` is still running.
+    /// Whether the server is still running.
     pub fn is_serving(&self) -> bool {
         self.task.as_ref().is_some_and(|task| !task.is_finished())
     }
@@ -389,6 +390,7 @@ pub async fn expect_reconnecting(updates: &mut Updates) -> (Disconnect, Duration
             cause,
             after,
             attempt,
+            ..
         } => (cause, after, attempt),
         other => panic!("expected Reconnecting, got {other:?}"),
     }
