@@ -277,12 +277,7 @@ async fn shutdown_aborts_connections_left_after_the_grace() {
 async fn a_late_joiner_gets_the_latest_progress_then_the_terminal_event() {
     within(async {
         let hub = Hub::new(HubConfig::default());
-        let server = TestServer::start(
-            hub.clone(),
-            ServerConfig::default(),
-            DriverConfig::default(),
-        )
-        .await;
+        let server = TestServer::with_defaults(hub.clone()).await;
         let id = campaign("c1");
         for sent in [10, 20] {
             assert_eq!(

@@ -29,12 +29,7 @@ fn refusal(result: Result<misar_proto_tokio::hub::PublishReport, PublishError>) 
 async fn a_finished_campaign_refuses_publishes_and_every_late_joiner_gets_its_terminal_event() {
     within(async {
         let hub = Hub::new(HubConfig::default());
-        let server = TestServer::start(
-            hub.clone(),
-            ServerConfig::default(),
-            DriverConfig::default(),
-        )
-        .await;
+        let server = TestServer::with_defaults(hub.clone()).await;
         let id = campaign("c1");
         let done = completed("c1");
         hub.publish_campaign(&id, &done).await.unwrap();

@@ -165,6 +165,11 @@ impl TestServer {
         TestServer { addr, ends }
     }
 
+    /// A server with the library's default session and driver settings.
+    pub async fn with_defaults(hub: Hub) -> TestServer {
+        Self::start(hub, ServerConfig::default(), DriverConfig::default()).await
+    }
+
     /// The next connection to end, as `serve_connection` reported it.
     pub async fn next_end(&mut self) -> ConnectionEnd {
         self.ends.recv().await.unwrap()
