@@ -15,6 +15,7 @@
 //! | [`server`] | [`server::ServerSession`]: heartbeat, outbound queue, limits, close |
 //! | [`streams`] | the fan-out table: subscribers, limits, late joiners, finished campaigns, revocation, publish validation |
 //! | [`client`] | [`client::ClientSession`]: handshake request, decoding, liveness, advice |
+//! | [`resume`] | resume values of §2.11: `new` or `<epoch>:<offset>`, every refusal typed |
 //! | [`backoff`] | reconnect delays: exponential backoff with full jitter |
 //! | [`config`] | [`config::ConfigError`]: what the configurations' `validate` refuse |
 //! | `testing` | the deterministic `Pair` harness (cargo feature `testing`) |
@@ -35,6 +36,7 @@ pub mod config;
 pub mod event;
 pub mod handshake;
 pub mod message;
+pub mod resume;
 pub mod route;
 pub mod server;
 pub mod streams;
