@@ -72,7 +72,7 @@ use std::time::{Duration, Instant};
 
 use misar_proto::auth::AccountId;
 use misar_proto::close::{CloseCode, CloseFrame};
-use misar_proto::event::{CampaignEvent, EncodedEvent, EventClass, InboxEvent};
+use misar_proto::event::{CampaignEvent, EncodedEvent, InboxEvent};
 use misar_proto::handshake::Accepted;
 use misar_proto::route::CampaignId;
 use misar_proto::server::{ServerConfig, ServerSession};
@@ -544,8 +544,7 @@ impl HubInner {
     ) -> Result<PublishReport, misar_proto::streams::PublishError> {
         let now = now();
         // A stream is only created to keep a campaign's event for late joiners.
-        let create = matches!(stream, StreamKey::Campaign(_))
-            && matches!(event.class(), EventClass::Progress | EventClass::Terminal);
+        let create = stream.keeps(event.class());
         let mut evicted = Vec::new();
         let report = self.table.with_stream(stream, create, |table_stream| {
             if unless_cached

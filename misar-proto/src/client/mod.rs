@@ -145,7 +145,7 @@ impl ClientConfig {
     /// | `backoff.base`, `backoff.cap` | zero | every reconnect delay is zero: a tight reconnect loop (see [`BackoffConfig::validate`]) |
     ///
     /// [`ClientSession::new`] does not call this; it only keeps the liveness window at 1 ms
-    /// or more. Adapters validate where they build their configuration (the tokio `Client`
+    /// or more. Adapters validate where they build their configuration (the async `Client`
     /// builder's `build` does).
     ///
     /// ```
@@ -316,7 +316,7 @@ impl ClientSession {
     ///
     /// The core has no random source of its own (it reads no clock and no operating-system
     /// entropy): the caller supplies the seed. Give every session a different, unpredictable
-    /// one (from the OS's random source, or a per-process random hasher as the tokio adapter
+    /// one (from the OS's random source, or a per-process random hasher as the async adapter
     /// does): sessions sharing a seed draw the same delays, so a crowd of clients that lost
     /// the same server would come back in waves. Fix it in tests for reproducible delays.
     pub fn new(config: ClientConfig, channel: Channel, jitter_seed: u64) -> Self {

@@ -14,7 +14,7 @@
 //! | [`CacheOrder`] | which campaigns keep a late-joiner event (least recently updated forgotten first) |
 //! | [`Streams`] | all of the above in one single-threaded table |
 //!
-//! A multi-threaded server (the tokio crate's `Hub`) keeps one lock per [`Stream`] and one
+//! A multi-threaded server (the async adapter's `Hub`) keeps one lock per [`Stream`] and one
 //! for the [`Registry`], so a fan-out to a large stream holds only that stream's lock; a
 //! single-threaded driver, a test harness or a fuzzer uses [`Streams`].
 //!
@@ -66,7 +66,7 @@ use std::time::{Duration, Instant};
 
 use crate::auth::AccountId;
 use crate::close::{ChannelKind, CloseCode};
-use crate::event::{CampaignEvent, EncodedEvent, InboxEvent};
+use crate::event::{CampaignEvent, EncodedEvent, EventClass, InboxEvent};
 use crate::route::{CampaignId, Channel};
 
 pub use cache::CacheOrder;
@@ -107,6 +107,13 @@ impl StreamKey {
             StreamKey::Inbox(_) => ChannelKind::Inbox,
             StreamKey::Campaign(_) => ChannelKind::Campaign,
         }
+    }
+
+    /// Whether this stream keeps an event of `class` for late joiners (§2.7): a campaign's
+    /// `progress` and terminal events; nothing of an inbox.
+    pub fn keeps(&self, class: EventClass) -> bool {
+        matches!(self, StreamKey::Campaign(_))
+            && matches!(class, EventClass::Progress | EventClass::Terminal)
     }
 
     /// The campaign, for a campaign stream.
@@ -386,11 +393,7 @@ impl<C: Clone> Streams<C> {
     ) -> Result<Delivery<C>, PublishError> {
         // `now` ages the history of §2.11 (kept here next); nothing ages yet.
         let _ = now;
-        let caches = matches!(key, StreamKey::Campaign(_))
-            && matches!(
-                event.class(),
-                crate::event::EventClass::Progress | crate::event::EventClass::Terminal
-            );
+        let caches = key.keeps(event.class());
         let delivery = match self.streams.get_mut(key) {
             Some(stream) => {
                 let fanout = stream.publish(event)?;

@@ -16,7 +16,7 @@
 use bytes::Bytes;
 
 use crate::event::{
-    CampaignEvent, DEFAULT_MAX_LEN, DecodeError, Decoder, EncodedEvent, EventClass, InboxEvent,
+    CampaignEvent, DEFAULT_MAX_LEN, DecodeError, Decoder, EncodedEvent, InboxEvent,
 };
 use crate::route::CampaignId;
 
@@ -204,10 +204,4 @@ fn within_bound(event: EncodedEvent, rules: &PublishRules) -> Result<EncodedEven
         });
     }
     Ok(event)
-}
-
-/// Whether a campaign stream keeps `class` for late joiners (§2.7): the latest `progress` and
-/// the terminal event.
-pub(super) fn is_cacheable(class: EventClass) -> bool {
-    matches!(class, EventClass::Progress | EventClass::Terminal)
 }

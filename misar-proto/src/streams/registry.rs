@@ -98,7 +98,9 @@ enum Revoked {
 ///
 /// `C` is the caller's handle to a connection (see [`Stream`](super::Stream)). Every method
 /// is O(1) (amortized) except those that return the connections of an account or of every
-/// account.
+/// account, and [`remove`](Self::remove), which searches the account's connections (at most
+/// `max_connections_per_account`; a position index would cost every connection more memory
+/// than the search costs a disconnect).
 #[derive(Debug)]
 pub struct Registry<C> {
     max_per_account: usize,

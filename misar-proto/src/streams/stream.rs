@@ -4,7 +4,6 @@ use std::collections::HashMap;
 
 use crate::event::{EncodedEvent, EventClass};
 
-use super::publish::is_cacheable;
 use super::{ConnectionId, PublishError, StreamKey};
 
 /// One stream (an account's inbox or a campaign): its subscribers, and for a campaign the
@@ -178,8 +177,7 @@ impl<C> Stream<C> {
     }
 
     /// Whether `event` may be published here now: a finished campaign refuses everything.
-    pub fn check(&self, event: &EncodedEvent) -> Result<(), PublishError> {
-        let _ = event;
+    pub fn check(&self) -> Result<(), PublishError> {
         match &self.key {
             super::StreamKey::Campaign(campaign) if self.finished => Err(PublishError::Finished {
                 campaign: campaign.clone(),
@@ -191,14 +189,14 @@ impl<C> Stream<C> {
     /// Whether publishing `event` here (if [`check`](Self::check) allows it) keeps it for late
     /// joiners.
     pub fn caches(&self, event: &EncodedEvent) -> bool {
-        matches!(self.key, StreamKey::Campaign(_)) && is_cacheable(event.class())
+        self.key.keeps(event.class())
     }
 
     /// Publishes an event validated for this stream (see [`validate_inbox`](super::validate_inbox)
     /// and friends): refused if the campaign is finished; otherwise a campaign's `progress` or
     /// terminal event becomes what late joiners get, and the answer lists the recipients.
     pub fn publish(&mut self, event: EncodedEvent) -> Result<Fanout<'_, C>, PublishError> {
-        self.check(&event)?;
+        self.check()?;
         let cached = self.caches(&event);
         if cached {
             self.last = Some(event.clone());
