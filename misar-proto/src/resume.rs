@@ -19,11 +19,14 @@
 //! # Ok::<(), misar_proto::resume::ResumeError>(())
 //! ```
 //!
-//! Not yet wired into the handshake: the server side (offsets, history, the first `resume`
-//! frame) builds on the fan-out table ([`crate::streams`]).
+//! The other halves: [`ResumeFrame`], the first frame of an opted-in connection, and
+//! [`decide`], the recovery decision every stream makes from its epoch, its latest offset and
+//! the oldest offset it still holds (the in-memory table's history, or a broker's).
 
 use std::fmt;
+use std::io::Write as _;
 
+use bytes::Bytes;
 use http::HeaderMap;
 
 /// The header that carries a resume value (§2.11).
@@ -41,7 +44,7 @@ const MAX_ENCODED_VALUE_LEN: usize = 3 * (MAX_EPOCH_LEN + 1 + 20);
 
 /// A stream's epoch: its offsets are only compared within one epoch.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Epoch(Box<str>);
+pub struct Epoch(std::sync::Arc<str>);
 
 impl Epoch {
     /// An epoch: 1–32 characters of `[A-Za-z0-9_-]`.
@@ -225,6 +228,173 @@ fn from_header(headers: &HeaderMap) -> Result<Option<String>, ResumeError> {
     Ok(Some(value.trim().to_owned()))
 }
 
+/// The first text frame of an opted-in connection (§2.11):
+/// `{"type":"resume","epoch":"E","offset":N,"recovered":true|false}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ResumeFrame {
+    /// The stream's epoch now.
+    pub epoch: Epoch,
+    /// Recovered: the client's offset, echoed (or, for `new`, the latest offset). Not
+    /// recovered: the stream's latest offset (0 when empty).
+    pub offset: u64,
+    /// Whether every event after the client's position follows (`false`: some may be gone;
+    /// the application refetches its state out of band).
+    pub recovered: bool,
+}
+
+/// The `type` of the [`ResumeFrame`].
+pub const RESUME_FRAME_TYPE: &str = "resume";
+
+impl ResumeFrame {
+    /// The position the client holds once it has this frame: `<epoch>:<offset>`.
+    pub fn position(&self) -> Position {
+        Position {
+            epoch: self.epoch.clone(),
+            offset: self.offset,
+        }
+    }
+
+    /// The compact JSON text of the frame.
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::with_capacity(64 + self.epoch.as_str().len());
+        // Epochs are `[A-Za-z0-9_-]`: nothing to escape. Writing to a Vec cannot fail.
+        let _ = write!(
+            out,
+            r#"{{"type":"resume","epoch":"{}","offset":{},"recovered":{}}}"#,
+            self.epoch, self.offset, self.recovered
+        );
+        Bytes::from(out)
+    }
+
+    /// Decodes a text frame as a resume frame. Like §2.4 decoding, unknown fields are ignored;
+    /// a frame of another `type` is [`ResumeFrameError::NotResume`].
+    pub fn decode(text: &[u8]) -> Result<ResumeFrame, ResumeFrameError> {
+        #[derive(serde::Deserialize)]
+        struct Wire<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            epoch: Option<std::borrow::Cow<'a, str>>,
+            offset: Option<u64>,
+            recovered: Option<bool>,
+        }
+        let wire: Wire<'_> =
+            serde_json::from_slice(text).map_err(|_| ResumeFrameError::Malformed)?;
+        if wire.kind != RESUME_FRAME_TYPE {
+            return Err(ResumeFrameError::NotResume);
+        }
+        let epoch = wire.epoch.ok_or(ResumeFrameError::Missing("epoch"))?;
+        let epoch = Epoch::new(&epoch).map_err(|_| ResumeFrameError::InvalidEpoch)?;
+        Ok(ResumeFrame {
+            epoch,
+            offset: wire.offset.ok_or(ResumeFrameError::Missing("offset"))?,
+            recovered: wire.recovered.ok_or(ResumeFrameError::Missing("recovered"))?,
+        })
+    }
+}
+
+/// Why a text frame is not a valid [`ResumeFrame`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResumeFrameError {
+    /// Not a JSON object with a string `type` (or a field of the wrong JSON type).
+    #[error("not a JSON object with a string type, or a field of the wrong type")]
+    Malformed,
+    /// A JSON object of another `type`.
+    #[error("not a resume frame")]
+    NotResume,
+    /// A required field is missing.
+    #[error("resume frame without `{0}`")]
+    Missing(&'static str),
+    /// The epoch is not 1–32 characters of `[A-Za-z0-9_-]`.
+    #[error("resume frame with an invalid epoch")]
+    InvalidEpoch,
+}
+
+/// Why a stream could not recover a position (the frame says `recovered: false`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NotRecovered {
+    /// The position is of another epoch (the history behind it may be lost).
+    OtherEpoch,
+    /// Events after the position were trimmed from the history (count, age or total budget).
+    Trimmed,
+    /// The position is ahead of the stream's latest offset.
+    Ahead,
+}
+
+/// What a stream decided for a resume request: the first frame, and which events follow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Recovery {
+    /// The frame to send first.
+    pub frame: ResumeFrame,
+    /// Replay every held event with an offset above this one, in order, before live events
+    /// (`None`: replay nothing; for `new` and an unrecovered position, the §2.7 late-joiner
+    /// event comes first instead).
+    pub replay_after: Option<u64>,
+    /// Why the position could not be recovered (`None` when `frame.recovered`).
+    pub not_recovered: Option<NotRecovered>,
+}
+
+/// The recovery decision of §2.11 for a stream in `epoch` whose latest offset is `latest`
+/// (0: no event yet) and whose oldest held event has offset `oldest_held` (`None`: nothing is
+/// held). A position is recovered when it is in this epoch, not ahead, and every event after
+/// it is still held.
+///
+/// ```
+/// use misar_proto::resume::{decide, Epoch, NotRecovered, Position, ResumeRequest};
+///
+/// let epoch = Epoch::new("e1")?;
+/// let at = |offset| ResumeRequest::From(Position { epoch: epoch.clone(), offset });
+/// // Events 5..=9 are held.
+/// assert_eq!(decide(&at(6), &epoch, 9, Some(5)).replay_after, Some(6));
+/// assert_eq!(decide(&at(4), &epoch, 9, Some(5)).replay_after, Some(4));
+/// assert_eq!(decide(&at(3), &epoch, 9, Some(5)).not_recovered, Some(NotRecovered::Trimmed));
+/// assert_eq!(decide(&at(10), &epoch, 9, Some(5)).not_recovered, Some(NotRecovered::Ahead));
+/// let recovery = decide(&ResumeRequest::New, &epoch, 9, Some(5));
+/// assert!(recovery.frame.recovered && recovery.frame.offset == 9 && recovery.replay_after.is_none());
+/// # Ok::<(), misar_proto::resume::ResumeError>(())
+/// ```
+pub fn decide(
+    request: &ResumeRequest,
+    epoch: &Epoch,
+    latest: u64,
+    oldest_held: Option<u64>,
+) -> Recovery {
+    let outcome = match request {
+        ResumeRequest::New => Ok(None),
+        ResumeRequest::From(position) if position.epoch != *epoch => Err(NotRecovered::OtherEpoch),
+        ResumeRequest::From(position) if position.offset > latest => Err(NotRecovered::Ahead),
+        ResumeRequest::From(position) if position.offset == latest => Ok(Some(position.offset)),
+        ResumeRequest::From(position) => match oldest_held {
+            // Every successor (position + 1 ..= latest) is held.
+            Some(oldest) if oldest <= position.offset + 1 => Ok(Some(position.offset)),
+            _ => Err(NotRecovered::Trimmed),
+        },
+    };
+    match outcome {
+        Ok(after) => Recovery {
+            frame: ResumeFrame {
+                epoch: epoch.clone(),
+                offset: after.unwrap_or(latest),
+                recovered: true,
+            },
+            replay_after: after,
+            not_recovered: None,
+        },
+        Err(reason) => Recovery {
+            frame: ResumeFrame {
+                epoch: epoch.clone(),
+                offset: latest,
+                recovered: false,
+            },
+            replay_after: None,
+            not_recovered: Some(reason),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +447,38 @@ mod tests {
         for value in ["new", "e:0", "ep0ch_-:123"] {
             assert_eq!(ResumeRequest::parse(value).unwrap().to_string(), value);
         }
+    }
+
+    #[test]
+    fn frames() {
+        let frame = ResumeFrame {
+            epoch: Epoch::new("e-1").unwrap(),
+            offset: 42,
+            recovered: false,
+        };
+        let text = frame.encode();
+        assert_eq!(
+            &text[..],
+            br#"{"type":"resume","epoch":"e-1","offset":42,"recovered":false}"#
+        );
+        assert_eq!(ResumeFrame::decode(&text), Ok(frame));
+        assert_eq!(
+            ResumeFrame::decode(br#"{"type":"progress","campaignId":"c"}"#),
+            Err(ResumeFrameError::NotResume)
+        );
+        assert_eq!(
+            ResumeFrame::decode(br#"{"type":"resume","epoch":"e","offset":1}"#),
+            Err(ResumeFrameError::Missing("recovered"))
+        );
+        assert_eq!(
+            ResumeFrame::decode(br#"{"type":"resume","epoch":"e.1","offset":1,"recovered":true}"#),
+            Err(ResumeFrameError::InvalidEpoch)
+        );
+        assert_eq!(
+            ResumeFrame::decode(br#"{"type":"resume","epoch":"e","offset":-1,"recovered":true}"#),
+            Err(ResumeFrameError::Malformed)
+        );
+        assert_eq!(ResumeFrame::decode(b"[1]"), Err(ResumeFrameError::Malformed));
     }
 
     #[test]

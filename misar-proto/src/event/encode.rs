@@ -353,10 +353,7 @@ macro_rules! impl_encode {
                 self.write(&mut len);
                 let mut buf = Vec::with_capacity(len.0);
                 self.write(&mut buf);
-                EncodedEvent {
-                    bytes: Bytes::from(buf),
-                    class: self.class(),
-                }
+                EncodedEvent::new(Bytes::from(buf), self.class())
             }
 
             /// Appends the same encoding as [`encode`](Self::encode) to `out` (for callers

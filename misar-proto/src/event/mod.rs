@@ -37,6 +37,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::io::Write as _;
+
 use bytes::Bytes;
 
 use crate::route::CampaignId;
@@ -302,13 +304,55 @@ pub enum EventClass {
 pub struct EncodedEvent {
     bytes: Bytes,
     class: EventClass,
+    /// The stream offset this encoding carries (§2.11's `,"offset":N`), for the encoding
+    /// sent to opted-in connections; `None` for the plain §2.4 bytes.
+    offset: Option<u64>,
 }
 
 impl EncodedEvent {
     /// Wraps bytes known to hold one compact event of `class` (the encoder's output, or bytes
     /// checked by [`crate::streams::validate_relayed`]).
     pub(crate) fn new(bytes: Bytes, class: EventClass) -> Self {
-        Self { bytes, class }
+        Self {
+            bytes,
+            class,
+            offset: None,
+        }
+    }
+
+    /// The encoding for opted-in connections (§2.11): the same object with one more field,
+    /// last, `,"offset":N`. Built once per event and shared by every opted-in connection; the
+    /// plain bytes stay as they are for the others. Called on an encoding that already
+    /// carries an offset, it returns that encoding unchanged (an event has one offset).
+    pub fn with_offset(&self, offset: u64) -> EncodedEvent {
+        if self.offset.is_some() {
+            return self.clone();
+        }
+        let plain = self.bytes.as_ref();
+        // Every encoding is one compact JSON object: its last byte is the closing brace.
+        let body = plain.strip_suffix(b"}").unwrap_or(plain);
+        let mut out = Vec::with_capacity(body.len() + OFFSET_FIELD.len() + 21);
+        out.extend_from_slice(body);
+        out.extend_from_slice(OFFSET_FIELD);
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{offset}}}");
+        EncodedEvent {
+            bytes: Bytes::from(out),
+            class: self.class,
+            offset: Some(offset),
+        }
+    }
+
+    /// The offset this encoding carries: `Some` for the opted-in encoding
+    /// ([`with_offset`](Self::with_offset)), `None` for the plain §2.4 bytes.
+    pub fn offset(&self) -> Option<u64> {
+        self.offset
+    }
+
+    /// A control frame that is not an event (the §2.11 `resume` frame): queued in order with
+    /// the events, never coalesced, carrying no offset.
+    pub(crate) fn control(bytes: Bytes) -> Self {
+        Self::new(bytes, EventClass::Ordinary)
     }
 
     /// The compact JSON text (UTF-8, ready for a text frame).
@@ -335,9 +379,13 @@ impl EncodedEvent {
     #[cfg(any(test, fuzzing))]
     #[doc(hidden)]
     pub fn from_parts_for_tests(bytes: Bytes, class: EventClass) -> Self {
-        Self { bytes, class }
+        Self::new(bytes, class)
     }
 }
+
+/// The field §2.11 appends to an event on an opted-in connection.
+const OFFSET_FIELD: &[u8] = b",\"offset\":";
+
 
 impl InboxEvent {
     /// The wire `type` (for an unknown event, the `type` it came with).
