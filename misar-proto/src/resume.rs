@@ -288,7 +288,9 @@ impl ResumeFrame {
         Ok(ResumeFrame {
             epoch,
             offset: wire.offset.ok_or(ResumeFrameError::Missing("offset"))?,
-            recovered: wire.recovered.ok_or(ResumeFrameError::Missing("recovered"))?,
+            recovered: wire
+                .recovered
+                .ok_or(ResumeFrameError::Missing("recovered"))?,
         })
     }
 }
@@ -337,41 +339,35 @@ pub struct Recovery {
     pub not_recovered: Option<NotRecovered>,
 }
 
-/// The recovery decision of §2.11 for a stream in `epoch` whose latest offset is `latest`
-/// (0: no event yet) and whose oldest held event has offset `oldest_held` (`None`: nothing is
-/// held). A position is recovered when it is in this epoch, not ahead, and every event after
-/// it is still held.
+/// The recovery decision of §2.11 for a stream in `epoch` whose latest offset is `latest` (0:
+/// no event yet) and whose events up to offset `lost_through` may exist but are not all held
+/// any more (trimmed, expired, or before the stream's memory began; 0 when nothing was ever
+/// lost). A position is recovered when it is in this epoch, not ahead of `latest`, and not
+/// below `lost_through`: every event after it is then held. Offsets need not be contiguous.
 ///
 /// ```
 /// use misar_proto::resume::{decide, Epoch, NotRecovered, Position, ResumeRequest};
 ///
 /// let epoch = Epoch::new("e1")?;
 /// let at = |offset| ResumeRequest::From(Position { epoch: epoch.clone(), offset });
-/// // Events 5..=9 are held.
-/// assert_eq!(decide(&at(6), &epoch, 9, Some(5)).replay_after, Some(6));
-/// assert_eq!(decide(&at(4), &epoch, 9, Some(5)).replay_after, Some(4));
-/// assert_eq!(decide(&at(3), &epoch, 9, Some(5)).not_recovered, Some(NotRecovered::Trimmed));
-/// assert_eq!(decide(&at(10), &epoch, 9, Some(5)).not_recovered, Some(NotRecovered::Ahead));
-/// let recovery = decide(&ResumeRequest::New, &epoch, 9, Some(5));
+/// // Latest is 9; events up to 4 were trimmed, 5..=9 are held.
+/// assert_eq!(decide(&at(6), &epoch, 9, 4).replay_after, Some(6));
+/// assert_eq!(decide(&at(4), &epoch, 9, 4).replay_after, Some(4));
+/// assert_eq!(decide(&at(3), &epoch, 9, 4).not_recovered, Some(NotRecovered::Trimmed));
+/// assert_eq!(decide(&at(10), &epoch, 9, 4).not_recovered, Some(NotRecovered::Ahead));
+/// let recovery = decide(&ResumeRequest::New, &epoch, 9, 4);
 /// assert!(recovery.frame.recovered && recovery.frame.offset == 9 && recovery.replay_after.is_none());
 /// # Ok::<(), misar_proto::resume::ResumeError>(())
 /// ```
-pub fn decide(
-    request: &ResumeRequest,
-    epoch: &Epoch,
-    latest: u64,
-    oldest_held: Option<u64>,
-) -> Recovery {
+pub fn decide(request: &ResumeRequest, epoch: &Epoch, latest: u64, lost_through: u64) -> Recovery {
     let outcome = match request {
         ResumeRequest::New => Ok(None),
         ResumeRequest::From(position) if position.epoch != *epoch => Err(NotRecovered::OtherEpoch),
         ResumeRequest::From(position) if position.offset > latest => Err(NotRecovered::Ahead),
-        ResumeRequest::From(position) if position.offset == latest => Ok(Some(position.offset)),
-        ResumeRequest::From(position) => match oldest_held {
-            // Every successor (position + 1 ..= latest) is held.
-            Some(oldest) if oldest <= position.offset + 1 => Ok(Some(position.offset)),
-            _ => Err(NotRecovered::Trimmed),
-        },
+        ResumeRequest::From(position) if position.offset < lost_through => {
+            Err(NotRecovered::Trimmed)
+        }
+        ResumeRequest::From(position) => Ok(Some(position.offset)),
     };
     match outcome {
         Ok(after) => Recovery {
@@ -478,7 +474,10 @@ mod tests {
             ResumeFrame::decode(br#"{"type":"resume","epoch":"e","offset":-1,"recovered":true}"#),
             Err(ResumeFrameError::Malformed)
         );
-        assert_eq!(ResumeFrame::decode(b"[1]"), Err(ResumeFrameError::Malformed));
+        assert_eq!(
+            ResumeFrame::decode(b"[1]"),
+            Err(ResumeFrameError::Malformed)
+        );
     }
 
     #[test]

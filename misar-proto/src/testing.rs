@@ -53,6 +53,12 @@ use crate::server::{
 
 /// An arbitrary origin for virtual time in tests and examples.
 ///
+/// An epoch for tests (§2.11), the same every call: tests that restart a table on purpose
+/// pass another one ([`crate::resume::Epoch::new`]).
+pub fn test_epoch() -> crate::resume::Epoch {
+    crate::resume::Epoch::new("test-epoch").unwrap_or_else(|_| unreachable!("a valid epoch"))
+}
+
 /// `std::time::Instant` has no constructor other than reading the clock, so test support reads
 /// it here, once per call, and only to get *some* instant: every later time is this origin plus
 /// a virtual offset. This is the crate's single clock read, and it exists only with the

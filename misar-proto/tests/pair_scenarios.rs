@@ -576,7 +576,7 @@ mod table {
     }
 
     fn table() -> Streams<u32> {
-        Streams::new(StreamsConfig::default()).unwrap()
+        Streams::new(StreamsConfig::default(), misar_proto::testing::test_epoch()).unwrap()
     }
 
     fn completed_event() -> CampaignEvent {
@@ -630,13 +630,16 @@ mod table {
     #[test]
     fn limits_oversize_and_newer_types() {
         let t0 = origin();
-        let mut t = Streams::<u32>::new(StreamsConfig {
-            max_connections_per_account: 1,
-            publish: PublishRules {
-                max_event_bytes: 200,
+        let mut t = Streams::<u32>::new(
+            StreamsConfig {
+                max_connections_per_account: 1,
+                publish: PublishRules {
+                    max_event_bytes: 200,
+                },
+                ..StreamsConfig::default()
             },
-            ..StreamsConfig::default()
-        })
+            misar_proto::testing::test_epoch(),
+        )
         .unwrap();
         let _ = t.subscribe(&account(), &key(), t.mark(), 1, t0).unwrap();
         assert!(matches!(

@@ -178,7 +178,8 @@ fn check(ops: Vec<Op>) -> TestResult {
         last_event_cache: 64,
         ..StreamsConfig::default()
     };
-    let mut table: Streams<usize> = Streams::new(config).unwrap();
+    let mut table: Streams<usize> =
+        Streams::new(config, misar_proto::testing::test_epoch()).unwrap();
     let mut conns: Vec<Conn> = Vec::new();
     let mut marks: Vec<RevocationMark> = vec![table.mark()];
     // Model state.

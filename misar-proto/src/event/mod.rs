@@ -386,7 +386,6 @@ impl EncodedEvent {
 /// The field §2.11 appends to an event on an opted-in connection.
 const OFFSET_FIELD: &[u8] = b",\"offset\":";
 
-
 impl InboxEvent {
     /// The wire `type` (for an unknown event, the `type` it came with).
     pub fn type_name(&self) -> &str {

@@ -17,7 +17,8 @@
 //! The checks run in this order, so a cheaper or less revealing answer always wins: method
 //! (405), route (404: decided before authentication, whatever the credentials), `Origin`
 //! allowlist (403), the offered subprotocols (400 for a `misar.bearer.` entry without
-//! `misar.v1`, §2.12), credentials ([`extract_credentials`]: every ambiguity is refused
+//! `misar.v1`, §2.12), the resume value (400 for a bad or ambiguous one, §2.11: see
+//! [`crate::resume::extract_resume`]), credentials ([`extract_credentials`]: every ambiguity is refused
 //! before the key-check hook is asked), then the hooks. A request that offered `misar.v1` gets
 //! it echoed in the 101 ([`Accepted::subprotocol`], [`CloseAfterUpgrade::subprotocol`]), never
 //! anything else. Limits on connection counts (§2.8) are the
@@ -114,6 +115,7 @@ use http::{Method, Version};
 use crate::auth::{
     AccountId, ApiKey, CredentialSource, SUBPROTOCOL, extract_credentials, offered_protocols,
 };
+use crate::resume::{ResumeRequest, extract_resume};
 use crate::route::{CampaignId, Channel, Routes};
 
 pub use rejection::{BadRequest, CloseAfterUpgrade, RejectAction, Rejected, Rejection};
@@ -257,6 +259,10 @@ pub fn start(config: &HandshakeConfig, request: &http::request::Parts) -> Step {
             BadRequest::BearerWithoutProtocol,
         )));
     }
+    let resume = match extract_resume(request) {
+        Ok(resume) => resume,
+        Err(error) => return Step::Rejected(Rejected::http(Rejection::BadRequest(error.into()))),
+    };
     let echo = offered.misar_v1.then_some(SUBPROTOCOL);
     let style = config.rejection_style;
     match extract_credentials(request) {
@@ -266,6 +272,7 @@ pub fn start(config: &HandshakeConfig, request: &http::request::Parts) -> Step {
             channel,
             style,
             echo,
+            resume,
         }),
         Err(error) => {
             let place = error.place();
@@ -291,6 +298,7 @@ pub struct NeedsAuthentication {
     channel: Channel,
     style: RejectionStyle,
     echo: Option<&'static str>,
+    resume: Option<ResumeRequest>,
 }
 
 impl NeedsAuthentication {
@@ -319,12 +327,14 @@ impl NeedsAuthentication {
                 source: self.source,
                 style: self.style,
                 echo: self.echo,
+                resume: self.resume,
             }),
             channel @ Channel::Inbox => Step::Accepted(Accepted {
                 account,
                 channel,
                 source: self.source,
                 echo: self.echo,
+                resume: self.resume,
             }),
         }
     }
@@ -357,6 +367,7 @@ pub struct NeedsOwnership {
     source: CredentialSource,
     style: RejectionStyle,
     echo: Option<&'static str>,
+    resume: Option<ResumeRequest>,
 }
 
 impl NeedsOwnership {
@@ -382,6 +393,7 @@ impl NeedsOwnership {
             channel: Channel::Campaign(self.campaign),
             source: self.source,
             echo: self.echo,
+            resume: self.resume,
         }
     }
 
@@ -413,6 +425,7 @@ pub struct Accepted {
     channel: Channel,
     source: CredentialSource,
     echo: Option<&'static str>,
+    resume: Option<ResumeRequest>,
 }
 
 impl Accepted {
@@ -443,6 +456,21 @@ impl Accepted {
         self.echo
     }
 
+    /// What the client asked to resume from (§2.11): `None` when it did not opt in (it gets
+    /// the plain §2.4 frames), `Some(New)` or `Some(From(position))` when it did (its first
+    /// frame is then a `resume` frame and its events carry `"offset"`).
+    pub fn resume(&self) -> Option<&ResumeRequest> {
+        self.resume.as_ref()
+    }
+
+    /// Opts this connection in (or out) of resume, as if the request had said so. For
+    /// drivers that carry the resume value another way (a custom transport); the handshake
+    /// sets it from the request.
+    pub fn with_resume(mut self, resume: Option<ResumeRequest>) -> Self {
+        self.resume = resume;
+        self
+    }
+
     /// Test and fuzzing constructor: skips the decision. Not part of the public API: it
     /// exists only in this crate's own tests and in builds with `--cfg fuzzing` (what
     /// cargo-fuzz passes, and `fuzz/.cargo/config.toml` for its stable tests), never through
@@ -455,6 +483,7 @@ impl Accepted {
             channel,
             source,
             echo: None,
+            resume: None,
         }
     }
 }

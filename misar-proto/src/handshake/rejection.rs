@@ -119,6 +119,11 @@ pub enum BadRequest {
     /// A `Sec-WebSocket-Protocol` header that is not visible ASCII.
     #[error("the Sec-WebSocket-Protocol header is not visible ASCII")]
     MalformedProtocols,
+    /// A bad or ambiguous resume value (§2.11): several `resume` parameters or
+    /// `Misar-Resume` headers, both present and different, or neither `new` nor a valid
+    /// position. The client does not retry it.
+    #[error("bad resume value: {0}")]
+    Resume(#[from] crate::resume::ResumeError),
 }
 
 /// How a rejection reaches the client, fixed when it is built from the style and the place

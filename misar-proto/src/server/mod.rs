@@ -108,6 +108,7 @@ use crate::close::{CloseCode, CloseFrame, CloseReason};
 use crate::event::{EncodedEvent, EventClass};
 use crate::handshake::{Accepted, CloseAfterUpgrade};
 use crate::message::{Incoming, Message, ReceivedClose, Violation};
+use crate::resume::ResumeFrame;
 use crate::route::{CampaignId, Channel};
 
 use limits::TokenBucket;
@@ -275,6 +276,21 @@ pub enum EnqueueError {
     },
 }
 
+/// Why [`ServerSession::start_resume`] was refused (a driver's mistake, not the peer's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResumeStartError {
+    /// The client did not opt in ([`Accepted::resume`] is `None`).
+    #[error("the client did not opt in to resume")]
+    NotOptedIn,
+    /// The session was started already.
+    #[error("the resume decision was given already")]
+    AlreadyStarted,
+    /// The session is closing or closed.
+    #[error("the session is closing")]
+    Closing,
+}
+
 /// [`ServerSession::revoke`] was given a code that is not a revocation code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("revocation closes with 4401 or 4403, not {code}")]
@@ -358,6 +374,21 @@ pub struct ServerSession {
     terminal_queued: bool,
     events_sent: u64,
     close: CloseState,
+    resume: ResumeState,
+}
+
+/// Where an opted-in session (§2.11) stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ResumeState {
+    /// Not opted in: plain §2.4 frames.
+    Off,
+    /// Opted in; the stream's decision has not come yet: events queue but nothing is sent
+    /// (the `resume` frame must be first).
+    Pending,
+    /// The `resume` frame is queued; `floor` is the highest offset queued so far, and an
+    /// event at or below it is the seam's duplicate (a replay and the live channel overlap
+    /// for a moment on a multi-node broker) and is dropped.
+    Active { floor: u64 },
 }
 
 impl ServerSession {
@@ -369,7 +400,13 @@ impl ServerSession {
     /// `client_message_refill` to at least 1 ns, and other refused values have the effects
     /// documented there.
     pub fn new(accepted: Accepted, config: ServerConfig, now: Instant) -> Self {
+        let resume = if accepted.resume().is_some() {
+            ResumeState::Pending
+        } else {
+            ResumeState::Off
+        };
         let mut session = Self::build(Role::Serving(accepted), config, now);
+        session.resume = resume;
         let interval = session.config.ping_interval;
         session
             .timers
@@ -409,6 +446,7 @@ impl ServerSession {
             terminal_queued: false,
             events_sent: 0,
             close: CloseState::default(),
+            resume: ResumeState::Off,
         }
     }
 
@@ -657,10 +695,20 @@ impl ServerSession {
         if self.terminal_queued {
             return Err(EnqueueError::AfterTerminal);
         }
+        let offset = event.offset();
+        if let (ResumeState::Active { floor }, Some(offset)) = (self.resume, offset) {
+            if offset <= floor {
+                // Already queued (by the replay): the seam's duplicate.
+                return Ok(());
+            }
+        }
         let is_terminal = event.class() == EventClass::Terminal;
         match self.queue.push(event) {
             Ok(()) => {
                 self.terminal_queued = is_terminal;
+                if let (ResumeState::Active { floor }, Some(offset)) = (&mut self.resume, offset) {
+                    *floor = offset;
+                }
                 Ok(())
             }
             Err(queue::Overflow) => {
@@ -672,6 +720,68 @@ impl ServerSession {
                 Err(error)
             }
         }
+    }
+
+    /// Starts an opted-in session (§2.11) with its stream's decision: queues the `resume`
+    /// frame first, then the `replay` (the missed events, in order: the stream's history
+    /// after the client's position), then `first` (the §2.7 late-joiner event, for `new` and
+    /// an unrecovered position), then the live events that were queued while the decision
+    /// was pending, and from then on every event above the highest offset queued.
+    ///
+    /// Events at or below that offset are duplicates of the seam (a replay read from a broker
+    /// overlaps the live channel) and are dropped, once; `first` is kept whatever its offset.
+    /// Within the replay, a `progress` superseded by a later one is left out (the queue's
+    /// coalescing, which §2.11 allows). The replay and `first` are queued past the queue's
+    /// bounds (the stream's history bounds them, and their bytes are the history's, shared);
+    /// live events stay bounded. A terminal event ends what is queued (the session then closes
+    /// with 1000 after sending it).
+    pub fn start_resume<I>(
+        &mut self,
+        frame: &ResumeFrame,
+        replay: I,
+        first: Option<EncodedEvent>,
+        now: Instant,
+    ) -> Result<(), ResumeStartError>
+    where
+        I: IntoIterator<Item = EncodedEvent>,
+    {
+        self.advance(now);
+        match self.resume {
+            ResumeState::Pending => {}
+            ResumeState::Off => return Err(ResumeStartError::NotOptedIn),
+            ResumeState::Active { .. } => return Err(ResumeStartError::AlreadyStarted),
+        }
+        if self.phase != Phase::Open {
+            return Err(ResumeStartError::Closing);
+        }
+        let waiting = self.queue.drain();
+        self.terminal_queued = false;
+        self.queue
+            .push_past_bounds(EncodedEvent::control(frame.encode()));
+        let mut floor = frame.offset;
+        let mut queue_one = |session: &mut Self, event: EncodedEvent, always: bool| {
+            if session.terminal_queued {
+                return;
+            }
+            match event.offset() {
+                Some(offset) if !always && offset <= floor => return,
+                Some(offset) => floor = floor.max(offset),
+                None => {}
+            }
+            session.terminal_queued = event.class() == EventClass::Terminal;
+            session.queue.push_past_bounds(event);
+        };
+        for event in replay {
+            queue_one(self, event, false);
+        }
+        if let Some(event) = first {
+            queue_one(self, event, true);
+        }
+        for event in waiting {
+            queue_one(self, event, false);
+        }
+        self.resume = ResumeState::Active { floor };
+        Ok(())
     }
 
     /// Graceful shutdown: close 1001 (the client reconnects elsewhere or later). Queued events
@@ -718,6 +828,10 @@ impl ServerSession {
         }
         if std::mem::take(&mut self.pending_ping) {
             return Some(ServerOutput::Transmit(Message::Ping(Bytes::new())));
+        }
+        if self.resume == ResumeState::Pending {
+            // The `resume` frame goes first; it is not decided yet.
+            return None;
         }
         let event = self.queue.pop()?;
         self.events_sent = self.events_sent.saturating_add(1);

@@ -75,6 +75,16 @@ impl OutboundQueue {
     /// Queues `event`, superseding a queued `progress` if `event` is one. On overflow nothing
     /// changes.
     pub(crate) fn push(&mut self, event: EncodedEvent) -> Result<(), Overflow> {
+        self.push_checked(event, true)
+    }
+
+    /// Queues `event` like [`push`](Self::push) but past the bounds: for a §2.11 replay,
+    /// which its stream's history bounds instead (its bytes are the history's, shared).
+    pub(crate) fn push_past_bounds(&mut self, event: EncodedEvent) {
+        let _ = self.push_checked(event, false);
+    }
+
+    fn push_checked(&mut self, event: EncodedEvent, bounded: bool) -> Result<(), Overflow> {
         let superseded = match event.class() {
             EventClass::Progress => self.queued_progress_len(),
             _ => None,
@@ -83,8 +93,8 @@ impl OutboundQueue {
             Some(old_len) => (self.live, self.bytes.saturating_sub(old_len)),
             None => (self.live.saturating_add(1), self.bytes),
         };
-        let bytes = bytes.checked_add(event.len()).ok_or(Overflow)?;
-        if live > self.max_events || bytes > self.max_bytes {
+        let bytes = bytes.saturating_add(event.len());
+        if bounded && (live > self.max_events || bytes > self.max_bytes) {
             return Err(Overflow);
         }
 
@@ -126,6 +136,15 @@ impl OutboundQueue {
             }
         }
         None
+    }
+
+    /// Takes every queued event out, oldest first, leaving the queue empty.
+    pub(crate) fn drain(&mut self) -> Vec<EncodedEvent> {
+        let mut out = Vec::with_capacity(self.live);
+        while let Some(event) = self.pop() {
+            out.push(event);
+        }
+        out
     }
 
     /// Drops everything and frees the slot array. Returns how many events were dropped.

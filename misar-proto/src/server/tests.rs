@@ -717,3 +717,139 @@ fn transport_violations_close_with_the_contract_codes() {
         assert_eq!(summary.sent_code, Some(code));
     }
 }
+
+// ----- §2.11: an opted-in session -----
+
+mod resume {
+    use super::*;
+    use crate::resume::{Epoch, ResumeFrame, ResumeRequest};
+
+    fn opted_in(t0: Instant) -> ServerSession {
+        let accepted = accepted(campaign()).with_resume(Some(ResumeRequest::New));
+        ServerSession::new(accepted, ServerConfig::default(), t0)
+    }
+
+    fn at(text: &str, class: EventClass, offset: u64) -> EncodedEvent {
+        event(text, class).with_offset(offset)
+    }
+
+    fn frame(offset: u64, recovered: bool) -> ResumeFrame {
+        ResumeFrame {
+            epoch: Epoch::new("e").unwrap(),
+            offset,
+            recovered,
+        }
+    }
+
+    #[test]
+    fn nothing_is_sent_before_the_resume_frame_and_the_seam_has_no_duplicate() {
+        let t0 = origin();
+        let mut s = opted_in(t0);
+        // Live events arrive while the decision is pending (a broker reading its history).
+        s.enqueue(at(r#"{"type":"x","n":3}"#, EventClass::Ordinary, 3), t0)
+            .unwrap();
+        s.enqueue(at(r#"{"type":"x","n":4}"#, EventClass::Ordinary, 4), t0)
+            .unwrap();
+        assert!(
+            texts(&drain(&mut s)).is_empty(),
+            "held until the resume frame"
+        );
+        // The replay (2..=3) overlaps the live events at 3.
+        let replay = [
+            at(r#"{"type":"x","n":2}"#, EventClass::Ordinary, 2),
+            at(r#"{"type":"x","n":3}"#, EventClass::Ordinary, 3),
+        ];
+        s.start_resume(&frame(1, true), replay, None, t0).unwrap();
+        // A late copy of 4 from the live channel, then 5.
+        s.enqueue(at(r#"{"type":"x","n":4}"#, EventClass::Ordinary, 4), t0)
+            .unwrap();
+        s.enqueue(at(r#"{"type":"x","n":5}"#, EventClass::Ordinary, 5), t0)
+            .unwrap();
+        assert_eq!(
+            texts(&drain(&mut s)),
+            vec![
+                r#"{"type":"resume","epoch":"e","offset":1,"recovered":true}"#,
+                r#"{"type":"x","n":2,"offset":2}"#,
+                r#"{"type":"x","n":3,"offset":3}"#,
+                r#"{"type":"x","n":4,"offset":4}"#,
+                r#"{"type":"x","n":5,"offset":5}"#,
+            ]
+        );
+        assert_eq!(
+            s.start_resume(&frame(1, true), [], None, t0),
+            Err(ResumeStartError::AlreadyStarted)
+        );
+    }
+
+    #[test]
+    fn a_replay_passes_the_queue_bound_and_coalesces_progress() {
+        let t0 = origin();
+        let config = ServerConfig {
+            max_queued_events: 2,
+            ..ServerConfig::default()
+        };
+        let accepted = accepted(campaign()).with_resume(Some(ResumeRequest::New));
+        let mut s = ServerSession::new(accepted, config, t0);
+        let replay = [
+            at(r#"{"type":"progress","sent":1}"#, EventClass::Progress, 1),
+            at(r#"{"type":"other"}"#, EventClass::Ordinary, 2),
+            at(r#"{"type":"progress","sent":2}"#, EventClass::Progress, 3),
+            at(r#"{"type":"progress","sent":3}"#, EventClass::Progress, 4),
+            at(r#"{"type":"completed"}"#, EventClass::Terminal, 5),
+        ];
+        s.start_resume(&frame(0, true), replay, None, t0).unwrap();
+        assert_eq!(
+            s.enqueue(at(r#"{"type":"late"}"#, EventClass::Ordinary, 6), t0),
+            Err(EnqueueError::AfterTerminal)
+        );
+        let out = drain(&mut s);
+        assert_eq!(
+            texts(&out),
+            vec![
+                r#"{"type":"resume","epoch":"e","offset":0,"recovered":true}"#,
+                // Superseded by a later replayed progress: left out (§2.11 allows it).
+                r#"{"type":"other","offset":2}"#,
+                r#"{"type":"progress","sent":3,"offset":4}"#,
+                r#"{"type":"completed","offset":5}"#,
+            ]
+        );
+        assert!(out.iter().any(|o| close_code(o) == Some(1000)));
+    }
+
+    #[test]
+    fn the_late_joiner_event_is_kept_whatever_its_offset() {
+        let t0 = origin();
+        let mut s = opted_in(t0);
+        let first = at(r#"{"type":"progress","sent":7}"#, EventClass::Progress, 7);
+        s.start_resume(&frame(9, false), [], Some(first), t0)
+            .unwrap();
+        s.enqueue(
+            at(r#"{"type":"progress","sent":8}"#, EventClass::Progress, 8),
+            t0,
+        )
+        .unwrap();
+        s.enqueue(at(r#"{"type":"x"}"#, EventClass::Ordinary, 10), t0)
+            .unwrap();
+        assert_eq!(
+            texts(&drain(&mut s)),
+            vec![
+                r#"{"type":"resume","epoch":"e","offset":9,"recovered":false}"#,
+                r#"{"type":"progress","sent":7,"offset":7}"#,
+                r#"{"type":"x","offset":10}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_plain_session_cannot_be_started() {
+        let t0 = origin();
+        let mut s = session(ServerConfig::default(), t0);
+        assert_eq!(
+            s.start_resume(&frame(0, true), [], None, t0),
+            Err(ResumeStartError::NotOptedIn)
+        );
+        s.enqueue(event(r#"{"type":"x"}"#, EventClass::Ordinary), t0)
+            .unwrap();
+        assert_eq!(texts(&drain(&mut s)), vec![r#"{"type":"x"}"#]);
+    }
+}

@@ -29,7 +29,8 @@
 //! use misar_proto::streams::{PublishError, StreamKey, Streams, StreamsConfig};
 //!
 //! let now = misar_proto::testing::virtual_epoch(); // the table never reads a clock
-//! let mut table: Streams<&str> = Streams::new(StreamsConfig::default())?;
+//! let epoch = misar_proto::resume::Epoch::new("e1")?; // draw one at process start
+//! let mut table: Streams<&str> = Streams::new(StreamsConfig::default(), epoch)?;
 //! let campaign = CampaignId::new("c-42")?;
 //! let stream = StreamKey::Campaign(campaign.clone());
 //! let account = AccountId::from("acct-1");
@@ -55,6 +56,7 @@
 //! ```
 
 mod cache;
+mod history;
 mod publish;
 mod registry;
 mod stream;
@@ -67,15 +69,17 @@ use std::time::{Duration, Instant};
 use crate::auth::AccountId;
 use crate::close::{ChannelKind, CloseCode};
 use crate::event::{CampaignEvent, EncodedEvent, EventClass, InboxEvent};
+use crate::resume::{Epoch, ResumeRequest};
 use crate::route::{CampaignId, Channel};
 
 pub use cache::CacheOrder;
+pub use history::{HistoryChange, HistoryConfig, HistoryIndex};
 pub use publish::{
     DEFAULT_MAX_EVENT_BYTES, PublishError, PublishRules, validate_campaign, validate_inbox,
     validate_relayed,
 };
 pub use registry::{Admission, Registry, RevocationMark, SubscribeError};
-pub use stream::{Fanout, Joined, Left, Stream};
+pub use stream::{Fanout, Joined, Left, Recovered, Stream};
 
 /// One stream of events: an account's inbox or one campaign.
 ///
@@ -159,6 +163,9 @@ pub struct StreamsConfig {
     /// At most this many revocations are remembered (65,536); beyond it the oldest are
     /// forgotten early (with the same effect on old handshakes).
     pub max_remembered_revocations: usize,
+    /// The history kept for resuming clients (§2.11: 256 events and 10 minutes per stream,
+    /// 64 MiB in total).
+    pub history: HistoryConfig,
 }
 
 impl Default for StreamsConfig {
@@ -171,6 +178,7 @@ impl Default for StreamsConfig {
             publish: PublishRules::default(),
             revocation_memory: Duration::from_secs(300),
             max_remembered_revocations: 65_536,
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -241,17 +249,26 @@ pub struct Subscribed {
     pub revoked: Option<CloseCode>,
     /// The stream's first subscriber (a multi-node broker subscribes upstream).
     pub opened: bool,
+    /// For an opted-in connection (§2.11): its start, for
+    /// [`ServerSession::start_resume`](crate::server::ServerSession::start_resume) (`first`
+    /// above is then `None`: the late-joiner event is part of this).
+    pub resume: Option<Recovered>,
 }
 
-/// What a publish decided: queue `event` for each of `recipients`.
+/// What a publish decided: queue `event` for each of `recipients`, and `resumable` for each
+/// of `resuming`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[must_use]
 #[non_exhaustive]
 pub struct Delivery<C> {
-    /// The event, encoded once.
+    /// The event, encoded once (plain §2.4 bytes).
     pub event: EncodedEvent,
     /// The connections to queue it for.
     pub recipients: Vec<C>,
+    /// The opted-in encoding (`,"offset":N`), encoded once.
+    pub resumable: EncodedEvent,
+    /// The opted-in connections to queue it for.
+    pub resuming: Vec<C>,
 }
 
 /// The whole table for one thread: a [`Registry`], the [`Stream`]s, the [`CacheOrder`].
@@ -260,6 +277,8 @@ pub struct Delivery<C> {
 #[derive(Debug)]
 pub struct Streams<C> {
     config: StreamsConfig,
+    epoch: Epoch,
+    index: HistoryIndex,
     registry: Registry<C>,
     streams: HashMap<StreamKey, Stream<C>>,
     cache: CacheOrder,
@@ -268,10 +287,16 @@ pub struct Streams<C> {
 }
 
 impl<C: Clone> Streams<C> {
-    /// An empty table, if `config` can work.
-    pub fn new(config: StreamsConfig) -> Result<Self, StreamsConfigError> {
+    /// An empty table, if `config` can work, whose offsets are of `epoch` (§2.11).
+    ///
+    /// Draw the epoch afresh whenever the table's memory is new (at process start): offsets
+    /// restart, and a client's position from an earlier table must not be mistaken for one
+    /// of this table.
+    pub fn new(config: StreamsConfig, epoch: Epoch) -> Result<Self, StreamsConfigError> {
         config.validate()?;
         Ok(Self {
+            epoch,
+            index: HistoryIndex::new(config.history.clone()),
             registry: Registry::new(&config),
             cache: CacheOrder::new(config.last_event_cache),
             config,
@@ -283,6 +308,16 @@ impl<C: Clone> Streams<C> {
     /// The configuration.
     pub fn config(&self) -> &StreamsConfig {
         &self.config
+    }
+
+    /// The epoch of every offset of this table.
+    pub fn epoch(&self) -> &Epoch {
+        &self.epoch
+    }
+
+    /// The history's table-wide bookkeeping (bytes held, streams remembered).
+    pub fn history(&self) -> &HistoryIndex {
+        &self.index
     }
 
     /// The registry (counts, connections).
@@ -320,21 +355,47 @@ impl<C: Clone> Streams<C> {
         connection: C,
         now: Instant,
     ) -> Result<Subscribed, SubscribeError> {
+        self.subscribe_with(account, stream, mark, connection, None, now)
+    }
+
+    /// [`subscribe`](Self::subscribe) for a connection that may have opted in to resume
+    /// (§2.11): with `resume` set, the answer's `resume` holds its start (the `resume` frame,
+    /// the missed events, the late-joiner event), decided from the stream's history.
+    pub fn subscribe_with(
+        &mut self,
+        account: &AccountId,
+        stream: &StreamKey,
+        mark: RevocationMark,
+        connection: C,
+        resume: Option<&ResumeRequest>,
+        now: Instant,
+    ) -> Result<Subscribed, SubscribeError> {
         let admission = self
             .registry
             .admit(account, stream, mark, connection.clone(), now)?;
-        let joined = self
+        let index = &mut self.index;
+        let table_stream = self
             .streams
             .entry(stream.clone())
-            .or_insert_with(|| Stream::new(stream.clone()))
-            .join(admission.id, connection);
+            .or_insert_with(|| Stream::new(stream.clone(), index.origin(stream)));
+        let joined = table_stream.join_as(admission.id, connection, resume.is_some());
+        let recovered = resume
+            .map(|request| table_stream.recover(request, &self.epoch, now, &self.config.history));
+        if let Some(recovered) = &recovered {
+            self.index.apply(stream, recovered.history);
+        }
         self.members
             .insert(admission.id, (account.clone(), stream.clone()));
         Ok(Subscribed {
             id: admission.id,
-            first: joined.first,
+            first: if recovered.is_some() {
+                None
+            } else {
+                joined.first
+            },
             revoked: admission.revoked,
             opened: joined.opened,
+            resume: recovered,
         })
     }
 
@@ -355,10 +416,44 @@ impl<C: Clone> Streams<C> {
             };
         };
         let (_, left) = stream.leave(id);
-        if stream.is_idle() {
-            self.streams.remove(&key);
-        }
+        self.drop_if_idle(&key);
         left
+    }
+
+    /// Drops `key`'s stream if nothing in it is worth keeping, remembering its latest offset.
+    fn drop_if_idle(&mut self, key: &StreamKey) {
+        if let Some(stream) = self.streams.get(key) {
+            if stream.is_idle() {
+                let latest = stream.latest();
+                self.streams.remove(key);
+                self.index.dropped(key, latest);
+            }
+        }
+    }
+
+    /// Drops history that is due: events older than the history's `max_age`, and the
+    /// table's oldest while over its byte budget. Publishes do this too; call it now and then
+    /// (e.g. once a second) to give memory back when nothing is published.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some((offset, key)) = self.index.due(now) {
+            let Some(stream) = self.streams.get_mut(&key) else {
+                // Cannot happen (a stream's entry goes with it); never loop on it.
+                self.index.apply(
+                    &key,
+                    HistoryChange {
+                        oldest_before: Some((offset, now)),
+                        ..HistoryChange::default()
+                    },
+                );
+                continue;
+            };
+            let change = stream.drop_oldest(offset);
+            if change.is_empty() {
+                break;
+            }
+            self.index.apply(&key, change);
+            self.drop_if_idle(&key);
+        }
     }
 
     /// Validates and encodes an inbox event (see [`validate_inbox`]) and publishes it.
@@ -384,40 +479,47 @@ impl<C: Clone> Streams<C> {
     }
 
     /// Publishes an event already validated for `key` (by one of the `validate_*` functions,
-    /// on this node or another).
+    /// on this node or another) at the table's next offset.
     pub fn deliver(
         &mut self,
         key: &StreamKey,
         event: EncodedEvent,
         now: Instant,
     ) -> Result<Delivery<C>, PublishError> {
-        // `now` ages the history of §2.11 (kept here next); nothing ages yet.
-        let _ = now;
         let caches = key.keeps(event.class());
-        let delivery = match self.streams.get_mut(key) {
-            Some(stream) => {
-                let fanout = stream.publish(event)?;
+        let keeps_history = self.config.history.max_events > 0;
+        if !caches && !keeps_history && !self.streams.contains_key(key) {
+            // Nobody listens and nothing is to be kept but the offset, which a client that
+            // resumes later must not mistake for one it saw.
+            let offset = self.index.next_offset();
+            self.index.dropped(key, offset);
+            let resumable = event.with_offset(offset);
+            return Ok(Delivery {
+                event,
+                recipients: Vec::new(),
+                resumable,
+                resuming: Vec::new(),
+            });
+        }
+        let index = &mut self.index;
+        let stream = self
+            .streams
+            .entry(key.clone())
+            .or_insert_with(|| Stream::new(key.clone(), index.origin(key)));
+        let offset = self.index.next_offset();
+        let delivery = match stream.publish(event, offset, now, &self.config.history) {
+            Ok(fanout) => {
+                self.index.apply(key, fanout.history);
                 Delivery {
                     recipients: fanout.recipients.iter().map(|(_, c)| c.clone()).collect(),
+                    resuming: fanout.resuming.iter().map(|(_, c)| c.clone()).collect(),
+                    resumable: fanout.resumable,
                     event: fanout.event,
                 }
             }
-            // Nobody listens and nothing is to be kept: nothing to do.
-            None if !caches => {
-                return Ok(Delivery {
-                    event,
-                    recipients: Vec::new(),
-                });
-            }
-            None => {
-                let mut stream = Stream::new(key.clone());
-                let fanout = stream.publish(event)?;
-                let event = fanout.event;
-                self.streams.insert(key.clone(), stream);
-                Delivery {
-                    event,
-                    recipients: Vec::new(),
-                }
+            Err(refused) => {
+                self.drop_if_idle(key);
+                return Err(refused);
             }
         };
         if caches {
@@ -427,6 +529,8 @@ impl<C: Clone> Streams<C> {
                 }
             }
         }
+        self.expire(now);
+        self.drop_if_idle(key);
         Ok(delivery)
     }
 
@@ -434,9 +538,7 @@ impl<C: Clone> Streams<C> {
         let key = StreamKey::Campaign(campaign.clone());
         if let Some(stream) = self.streams.get_mut(&key) {
             stream.forget_cached();
-            if stream.is_idle() {
-                self.streams.remove(&key);
-            }
+            self.drop_if_idle(&key);
         }
     }
 
@@ -454,7 +556,7 @@ impl<C: Clone> Streams<C> {
         self.registry.revoke_campaign(campaign, now);
         self.streams
             .get(&StreamKey::Campaign(campaign.clone()))
-            .map(|stream| stream.revoke().iter().map(|(_, c)| c.clone()).collect())
+            .map(|stream| stream.revoke().map(|(_, c)| c.clone()).collect())
             .unwrap_or_default()
     }
 

@@ -87,6 +87,15 @@ pub enum PublishError {
     /// already be in wire form.
     #[error("the event is not in its compact form (`{{\"type\":` first)")]
     NotCompact,
+    /// The offset is not above the stream's latest (§2.11): a broker relayed the event twice,
+    /// or out of order. Nothing was delivered.
+    #[error("offset {offset} is not above the stream's latest, {latest}")]
+    StaleOffset {
+        /// The refused offset.
+        offset: u64,
+        /// The stream's latest offset.
+        latest: u64,
+    },
 }
 
 /// Encodes `event` once for an account's inbox, after checking it (§2.13).

@@ -36,7 +36,7 @@ fn email(subject: &str) -> InboxEvent {
 }
 
 fn table() -> Streams<u32> {
-    Streams::new(StreamsConfig::default()).unwrap()
+    Streams::new(StreamsConfig::default(), crate::testing::test_epoch()).unwrap()
 }
 
 #[test]
@@ -92,10 +92,15 @@ fn late_joiner_gets_the_latest_progress_even_with_no_subscriber() {
 #[test]
 fn cache_is_bounded_least_recently_updated_first() {
     let now = virtual_epoch();
-    let mut t = Streams::<u32>::new(StreamsConfig {
-        last_event_cache: 2,
-        ..StreamsConfig::default()
-    })
+    let mut t = Streams::<u32>::new(
+        StreamsConfig {
+            last_event_cache: 2,
+            // History would keep every stream: this test is about the cache alone.
+            history: HistoryConfig::none(),
+            ..StreamsConfig::default()
+        },
+        crate::testing::test_epoch(),
+    )
     .unwrap();
     for id in ["c1", "c2", "c1", "c3"] {
         let _ = t
@@ -111,11 +116,14 @@ fn cache_is_bounded_least_recently_updated_first() {
 #[test]
 fn limits_are_exact() {
     let now = virtual_epoch();
-    let mut t = Streams::<u32>::new(StreamsConfig {
-        max_connections_per_account: 2,
-        max_connections: 3,
-        ..StreamsConfig::default()
-    })
+    let mut t = Streams::<u32>::new(
+        StreamsConfig {
+            max_connections_per_account: 2,
+            max_connections: 3,
+            ..StreamsConfig::default()
+        },
+        crate::testing::test_epoch(),
+    )
     .unwrap();
     let inbox = |a: &str| StreamKey::Inbox(account(a));
     let a1 = t
@@ -208,7 +216,7 @@ fn revocation_memory_is_bounded_and_old_marks_are_refused() {
         max_remembered_revocations: 3,
         ..StreamsConfig::default()
     };
-    let mut t = Streams::<u32>::new(config).unwrap();
+    let mut t = Streams::<u32>::new(config, crate::testing::test_epoch()).unwrap();
     let old = t.mark();
     for i in 0..10 {
         let _ = t.revoke_account(&account(&format!("r{i}")), now);
@@ -231,7 +239,8 @@ fn revocation_memory_is_bounded_and_old_marks_are_refused() {
         .unwrap();
     assert_eq!(t.registry().remembered_revocations(), 0);
     // A mark of another registry is never trusted.
-    let other = Streams::<u32>::new(StreamsConfig::default()).unwrap();
+    let other =
+        Streams::<u32>::new(StreamsConfig::default(), crate::testing::test_epoch()).unwrap();
     let foreign = Registry::<u32>::with_id(&StreamsConfig::default(), 9).mark();
     let _ = other;
     assert!(matches!(
@@ -253,9 +262,27 @@ fn streams_are_forgotten_when_idle() {
     assert!(!t.unsubscribe(s.id).closed);
     assert!(t.unsubscribe(second.id).closed);
     assert_eq!(t.stream_count(), 0);
-    // Publishing to a stream nobody listens to keeps nothing.
+    // Publishing to a stream nobody listens to keeps its history only (§2.11)...
     let d = t.publish_inbox(&a, &email("x"), now).unwrap();
     assert!(d.recipients.is_empty());
+    assert_eq!(t.stream_count(), 1);
+    assert_eq!(t.stream(&key).map(|s| s.history_len()), Some(1));
+    // ... until it is older than the history's age bound.
+    t.expire(now + Duration::from_secs(599));
+    assert_eq!(t.stream_count(), 1);
+    t.expire(now + Duration::from_secs(600));
+    assert_eq!(t.stream_count(), 0);
+    assert_eq!(t.history().bytes(), 0);
+    // Without history, nothing is kept at all.
+    let mut t = Streams::<u32>::new(
+        StreamsConfig {
+            history: HistoryConfig::none(),
+            ..StreamsConfig::default()
+        },
+        crate::testing::test_epoch(),
+    )
+    .unwrap();
+    let _ = t.publish_inbox(&a, &email("x"), now).unwrap();
     assert_eq!(t.stream_count(), 0);
 }
 
@@ -404,7 +431,7 @@ fn config_is_validated() {
         ),
     ] {
         assert_eq!(
-            Streams::<u32>::new(config).unwrap_err(),
+            Streams::<u32>::new(config, crate::testing::test_epoch()).unwrap_err(),
             StreamsConfigError::NoConnections { field }
         );
     }
@@ -421,4 +448,326 @@ fn config_is_validated() {
         no_memory.validate(),
         Err(StreamsConfigError::NoRevocationMemory { .. })
     ));
+}
+
+// ----- §2.11: offsets, history, the resume decision -----
+
+mod resume {
+    use super::*;
+    use crate::resume::{NotRecovered, Position, ResumeRequest};
+    use crate::testing::test_epoch;
+
+    fn at(offset: u64) -> ResumeRequest {
+        ResumeRequest::From(Position {
+            epoch: test_epoch(),
+            offset,
+        })
+    }
+
+    fn texts(events: &[EncodedEvent]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| String::from_utf8(e.bytes().to_vec()).unwrap())
+            .collect()
+    }
+
+    /// Subscribes connection `conn` opted in with `request`; returns the start.
+    fn resume(
+        t: &mut Streams<u32>,
+        key: &StreamKey,
+        conn: u32,
+        request: &ResumeRequest,
+    ) -> (ConnectionId, Recovered) {
+        let account = match key {
+            StreamKey::Inbox(a) => a.clone(),
+            StreamKey::Campaign(_) => account("a"),
+        };
+        let s = t
+            .subscribe_with(
+                &account,
+                key,
+                t.mark(),
+                conn,
+                Some(request),
+                virtual_epoch(),
+            )
+            .unwrap();
+        assert_eq!(
+            s.first, None,
+            "an opted-in start holds the late-joiner event"
+        );
+        (s.id, s.resume.unwrap())
+    }
+
+    #[test]
+    fn plain_and_opted_in_subscribers_get_their_own_encoding() {
+        let now = virtual_epoch();
+        let mut t = table();
+        let a = account("a");
+        let key = StreamKey::Inbox(a.clone());
+        let _plain = t.subscribe(&a, &key, t.mark(), 1, now).unwrap();
+        let (_, start) = resume(&mut t, &key, 2, &ResumeRequest::New);
+        assert!(start.recovery.frame.recovered);
+        assert_eq!(
+            start.recovery.frame.offset, 0,
+            "an empty stream starts at 0"
+        );
+        assert!(start.replay.is_empty() && start.first.is_none());
+
+        let d = t.publish_inbox(&a, &email("hi"), now).unwrap();
+        assert_eq!(d.recipients, vec![1]);
+        assert_eq!(d.resuming, vec![2]);
+        // The plain bytes are §2.4's, byte for byte; the opted-in ones add the offset last.
+        assert_eq!(d.event, email("hi").encode());
+        let plain = String::from_utf8(d.event.bytes().to_vec()).unwrap();
+        let offset = d.resumable.offset().unwrap();
+        assert_eq!(
+            texts(&[d.resumable.clone()]),
+            vec![format!(
+                "{},\"offset\":{offset}}}",
+                &plain[..plain.len() - 1]
+            )]
+        );
+        assert_eq!(
+            crate::event::decode_inbox(d.resumable.bytes()),
+            Ok(email("hi"))
+        );
+    }
+
+    #[test]
+    fn a_position_gets_every_missed_event_in_order() {
+        let now = virtual_epoch();
+        let mut t = table();
+        let a = account("a");
+        let key = StreamKey::Inbox(a.clone());
+        let (id, _) = resume(&mut t, &key, 1, &ResumeRequest::New);
+        let seen = t.publish_inbox(&a, &email("1"), now).unwrap().resumable;
+        t.unsubscribe(id);
+        let missed: Vec<EncodedEvent> = ["2", "3", "4"]
+            .iter()
+            .map(|s| t.publish_inbox(&a, &email(s), now).unwrap().resumable)
+            .collect();
+        let (_, start) = resume(&mut t, &key, 2, &at(seen.offset().unwrap()));
+        assert!(start.recovery.frame.recovered);
+        assert_eq!(
+            start.recovery.frame.offset,
+            seen.offset().unwrap(),
+            "echoed"
+        );
+        assert_eq!(start.replay, missed);
+        assert_eq!(start.first, None);
+        // At the latest offset: recovered, nothing to replay.
+        let latest = missed[2].offset().unwrap();
+        let (_, start) = resume(&mut t, &key, 3, &at(latest));
+        assert!(start.recovery.frame.recovered && start.replay.is_empty());
+        // Ahead, or another epoch: not recovered, the latest offset given.
+        for (request, reason) in [
+            (at(latest + 1), NotRecovered::Ahead),
+            (
+                ResumeRequest::From(Position {
+                    epoch: crate::resume::Epoch::new("older").unwrap(),
+                    offset: 1,
+                }),
+                NotRecovered::OtherEpoch,
+            ),
+        ] {
+            let (_, start) = resume(&mut t, &key, 4, &request);
+            assert!(!start.recovery.frame.recovered);
+            assert_eq!(start.recovery.not_recovered, Some(reason));
+            assert_eq!(start.recovery.frame.offset, latest);
+            assert!(start.replay.is_empty());
+        }
+    }
+
+    #[test]
+    fn trimmed_history_is_not_recovered() {
+        let now = virtual_epoch();
+        let mut t = Streams::<u32>::new(
+            StreamsConfig {
+                history: HistoryConfig {
+                    max_events: 2,
+                    ..HistoryConfig::default()
+                },
+                ..StreamsConfig::default()
+            },
+            test_epoch(),
+        )
+        .unwrap();
+        let a = account("a");
+        let key = StreamKey::Inbox(a.clone());
+        let offsets: Vec<u64> = (0..4)
+            .map(|i| {
+                t.publish_inbox(&a, &email(&i.to_string()), now)
+                    .unwrap()
+                    .resumable
+                    .offset()
+                    .unwrap()
+            })
+            .collect();
+        // Held: the last two. A client at the second-to-last-but-one still gets both.
+        let (_, start) = resume(&mut t, &key, 1, &at(offsets[1]));
+        assert!(start.recovery.frame.recovered);
+        assert_eq!(start.replay.len(), 2);
+        let (_, start) = resume(&mut t, &key, 2, &at(offsets[0]));
+        assert_eq!(start.recovery.not_recovered, Some(NotRecovered::Trimmed));
+        assert_eq!(start.recovery.frame.offset, offsets[3]);
+        // And by age: ten minutes later nothing is held.
+        let later = now + Duration::from_secs(600);
+        let s = t
+            .subscribe_with(&a, &key, t.mark(), 3, Some(&at(offsets[2])), later)
+            .unwrap();
+        assert_eq!(
+            s.resume.unwrap().recovery.not_recovered,
+            Some(NotRecovered::Trimmed)
+        );
+    }
+
+    #[test]
+    fn the_byte_budget_drops_the_tables_oldest_first() {
+        let now = virtual_epoch();
+        let one = email("x").encode().len() + ",\"offset\":1".len();
+        let mut t = Streams::<u32>::new(
+            StreamsConfig {
+                history: HistoryConfig {
+                    max_bytes: 3 * one + 2,
+                    ..HistoryConfig::default()
+                },
+                ..StreamsConfig::default()
+            },
+            test_epoch(),
+        )
+        .unwrap();
+        let (a, b) = (account("a"), account("b"));
+        let first_a = t.publish_inbox(&a, &email("x"), now).unwrap().resumable;
+        let _ = t.publish_inbox(&b, &email("x"), now).unwrap();
+        let _ = t.publish_inbox(&a, &email("x"), now).unwrap();
+        assert_eq!(
+            t.stream(&StreamKey::Inbox(a.clone()))
+                .unwrap()
+                .history_len(),
+            2
+        );
+        // The fourth event crosses the budget: a's first (the table's oldest) goes.
+        let _ = t.publish_inbox(&b, &email("x"), now).unwrap();
+        assert!(t.history().bytes() <= 3 * one + 2);
+        let key = StreamKey::Inbox(a.clone());
+        assert_eq!(t.stream(&key).unwrap().history_len(), 1);
+        assert_eq!(
+            t.stream(&StreamKey::Inbox(b.clone()))
+                .unwrap()
+                .history_len(),
+            2
+        );
+        assert_eq!(
+            t.stream(&key).unwrap().lost_through(),
+            first_a.offset().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_dropped_stream_still_resumes_at_its_latest_offset() {
+        let now = virtual_epoch();
+        let mut t = Streams::<u32>::new(
+            StreamsConfig {
+                history: HistoryConfig {
+                    max_events: 0,
+                    remembered_streams: 1,
+                    ..HistoryConfig::default()
+                },
+                ..StreamsConfig::default()
+            },
+            test_epoch(),
+        )
+        .unwrap();
+        let (a, b) = (account("a"), account("b"));
+        let (ka, kb) = (StreamKey::Inbox(a.clone()), StreamKey::Inbox(b.clone()));
+        let (id, _) = resume(&mut t, &ka, 1, &ResumeRequest::New);
+        let seen = t.publish_inbox(&a, &email("x"), now).unwrap().resumable;
+        t.unsubscribe(id);
+        assert_eq!(t.stream_count(), 0, "nothing kept but the latest offset");
+        let (id, start) = resume(&mut t, &ka, 2, &at(seen.offset().unwrap()));
+        assert!(start.recovery.frame.recovered);
+        t.unsubscribe(id);
+    }
+
+    #[test]
+    fn a_forgotten_stream_starts_at_the_horizon() {
+        let now = virtual_epoch();
+        let mut t = Streams::<u32>::new(
+            StreamsConfig {
+                history: HistoryConfig {
+                    max_events: 0,
+                    remembered_streams: 1,
+                    ..HistoryConfig::default()
+                },
+                ..StreamsConfig::default()
+            },
+            test_epoch(),
+        )
+        .unwrap();
+        // Nobody listens and nothing is held: only each stream's latest offset is kept, for
+        // one stream at most.
+        let offsets: Vec<u64> = ["a", "b", "c"]
+            .iter()
+            .map(|a| {
+                t.publish_inbox(&account(a), &email("x"), now)
+                    .unwrap()
+                    .resumable
+                    .offset()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(t.history().remembered_streams(), 1);
+        assert_eq!(t.stream_count(), 0);
+        // a and b were forgotten: a's new stream starts at b's offset, and a's position
+        // cannot be vouched for.
+        let (_, start) = resume(&mut t, &StreamKey::Inbox(account("a")), 1, &at(offsets[0]));
+        assert_eq!(start.recovery.not_recovered, Some(NotRecovered::Trimmed));
+        assert_eq!(start.recovery.frame.offset, offsets[1]);
+        // c is remembered.
+        let (_, start) = resume(&mut t, &StreamKey::Inbox(account("c")), 2, &at(offsets[2]));
+        assert!(start.recovery.frame.recovered);
+        // A position below an event published while nobody listened is not at the latest.
+        let (_, start) = resume(
+            &mut t,
+            &StreamKey::Inbox(account("c")),
+            3,
+            &at(offsets[2] - 1),
+        );
+        assert_eq!(start.recovery.not_recovered, Some(NotRecovered::Trimmed));
+    }
+
+    #[test]
+    fn a_finished_campaign_ends_with_its_terminal_event() {
+        let now = virtual_epoch();
+        let mut t = table();
+        let c = campaign("c1");
+        let key = StreamKey::Campaign(c.clone());
+        let p1 = t
+            .publish_campaign(&c, &progress("c1", 1), now)
+            .unwrap()
+            .resumable;
+        let _ = t.publish_campaign(&c, &progress("c1", 2), now).unwrap();
+        let p3 = t
+            .publish_campaign(&c, &progress("c1", 3), now)
+            .unwrap()
+            .resumable;
+        // `new`: the latest progress first, in its opted-in encoding.
+        let (_, start) = resume(&mut t, &key, 1, &ResumeRequest::New);
+        assert_eq!(start.first, Some(p3.clone()));
+        assert_eq!(start.recovery.frame.offset, p3.offset().unwrap());
+        let done = t
+            .publish_campaign(&c, &completed("c1"), now)
+            .unwrap()
+            .resumable;
+        // From p1: the replay (the session leaves the superseded progress out), ending
+        // with the terminal event.
+        let (_, start) = resume(&mut t, &key, 2, &at(p1.offset().unwrap()));
+        assert_eq!(start.replay.last(), Some(&done));
+        assert_eq!(start.first, None);
+        // At the terminal event already: it is sent again, so the channel still ends.
+        let (_, start) = resume(&mut t, &key, 3, &at(done.offset().unwrap()));
+        assert!(start.recovery.frame.recovered && start.replay.is_empty());
+        assert_eq!(start.first, Some(done));
+    }
 }
