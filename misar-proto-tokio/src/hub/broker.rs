@@ -83,6 +83,87 @@ pub trait Broker: Send + Sync + 'static {
             ))
         })
     }
+
+    /// Whether this broker keeps §2.11's offsets and history (so a client resumes on any
+    /// node): it then delivers with [`HubDelivery::deliver_at`] (the broker's offsets) and
+    /// decides every opted-in subscriber's start in [`resume`](Self::resume). Default:
+    /// `false`, the hub numbers events and keeps the history itself.
+    fn keeps_history(&self) -> bool {
+        false
+    }
+
+    /// An opted-in connection subscribed to `stream` asking for `request` (only called when
+    /// [`keeps_history`](Self::keeps_history)). It has joined the stream: live events queue
+    /// in its session, unsent, until `start` is completed with the broker's decision
+    /// ([`PendingResume::complete`]); the session drops the overlap between the replay and
+    /// the live events. Called under the hub's locks like `stream_opened`: spawn the work.
+    /// Default: [`PendingResume::fail`].
+    fn resume(
+        &self,
+        stream: StreamKey,
+        request: misar_proto::resume::ResumeRequest,
+        start: PendingResume,
+    ) {
+        let _ = (stream, request);
+        start.fail();
+    }
+}
+
+/// An opted-in connection waiting for its broker's recovery decision
+/// ([`Broker::resume`]). Dropping it without an answer is [`fail`](Self::fail).
+pub struct PendingResume {
+    conn: Option<Arc<super::Conn>>,
+    hub: Weak<HubInner>,
+}
+
+impl PendingResume {
+    pub(super) fn new(conn: Arc<super::Conn>, hub: Weak<HubInner>) -> Self {
+        Self {
+            conn: Some(conn),
+            hub,
+        }
+    }
+
+    /// Starts the connection with the broker's decision: the `resume` frame, the missed
+    /// events (in their opted-in encoding, in order), the late-joiner event (see
+    /// [`ServerSession::start_resume`](misar_proto::server::ServerSession::start_resume)).
+    /// Build the decision with [`misar_proto::resume::decide`].
+    pub fn complete(
+        mut self,
+        recovery: &misar_proto::resume::Recovery,
+        replay: Vec<EncodedEvent>,
+        first: Option<EncodedEvent>,
+    ) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        if let Some(hub) = self.hub.upgrade() {
+            hub.count_recovery(recovery);
+        }
+        conn.start_resume(&recovery.frame, replay, first, super::now());
+    }
+
+    /// The broker could not decide (its history is unreachable): the connection closes
+    /// with 1011 and the client comes back later.
+    pub fn fail(mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.fail_resume(super::now());
+        }
+    }
+}
+
+impl Drop for PendingResume {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.fail_resume(super::now());
+        }
+    }
+}
+
+impl std::fmt::Debug for PendingResume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingResume").finish_non_exhaustive()
+    }
 }
 
 /// A broker could not publish, or the stream refused the event (a finished campaign).
@@ -159,7 +240,23 @@ impl HubDelivery {
         event: EncodedEvent,
     ) -> Result<PublishReport, PublishError> {
         match self.hub.upgrade() {
-            Some(hub) => hub.deliver(stream, event, false),
+            Some(hub) => hub.deliver(stream, event, false, None),
+            None => Ok(PublishReport::default()),
+        }
+    }
+
+    /// [`deliver`](Self::deliver) at the broker's `offset` (§2.11, for a broker that
+    /// [`keeps_history`](Broker::keeps_history)): opted-in subscribers get the event with
+    /// `,"offset":N`. Refused with [`PublishError::StaleOffset`] when `offset` is not above
+    /// the stream's latest on this hub (a duplicate: nothing is delivered).
+    pub fn deliver_at(
+        &self,
+        stream: &StreamKey,
+        event: EncodedEvent,
+        offset: u64,
+    ) -> Result<PublishReport, PublishError> {
+        match self.hub.upgrade() {
+            Some(hub) => hub.deliver(stream, event, false, Some(offset)),
             None => Ok(PublishReport::default()),
         }
     }
@@ -174,7 +271,7 @@ impl HubDelivery {
         event: EncodedEvent,
     ) -> Result<PublishReport, PublishError> {
         match self.hub.upgrade() {
-            Some(hub) => hub.deliver(stream, event, true),
+            Some(hub) => hub.deliver(stream, event, true, None),
             None => Ok(PublishReport::default()),
         }
     }

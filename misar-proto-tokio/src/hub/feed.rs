@@ -83,6 +83,27 @@ impl Conn {
         self.notify.notify_one();
     }
 
+    /// Starts an opted-in session (§2.11) and wakes the driver.
+    pub(super) fn start_resume(
+        &self,
+        frame: &misar_proto::resume::ResumeFrame,
+        replay: Vec<EncodedEvent>,
+        first: Option<EncodedEvent>,
+        now: Instant,
+    ) {
+        let _ = lock(&self.session).start_resume(frame, replay, first, now);
+        self.notify.notify_one();
+    }
+
+    /// The recovery could not be decided: close with 1011 (the client reconnects later).
+    pub(super) fn fail_resume(&self, now: Instant) {
+        lock(&self.session).close(
+            misar_proto::close::CloseFrame::new(CloseCode::InternalError),
+            now,
+        );
+        self.notify.notify_one();
+    }
+
     /// Tells the driver to drop the connection now.
     pub(super) fn abort(&self) {
         self.aborted.store(true, Ordering::Release);

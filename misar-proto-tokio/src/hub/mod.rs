@@ -30,6 +30,14 @@
 //! - **Size** (§2.13): an event over [`HubConfig::max_event_bytes`] is refused at publish.
 //! - **Limits** (§2.8) are counted exactly: [`Hub::subscribe`] counts a connection, dropping its
 //!   [`Feed`] uncounts it.
+//! - **Resume** (§2.11): every event gets an offset (one clock per hub, in an epoch drawn
+//!   when the hub is built, so a restart is honestly `recovered: false`) and joins its
+//!   stream's bounded history ([`HubConfig::history`]). A connection that opted in
+//!   ([`Accepted::resume`]) gets the `resume` frame first, then what it missed, then live
+//!   events, each with `,"offset":N` (built once per event); the others get the plain bytes.
+//!   A [`Broker`] that keeps offsets and history itself ([`Broker::keeps_history`], e.g.
+//!   Redis) numbers the events and decides recoveries instead, so a client resumes on any
+//!   node.
 //! - **Control**: [`Hub::revoke`] (4401), [`Hub::revoke_campaign`] (4403) and
 //!   [`Hub::shutdown`] (1001, then a bounded wait) reach a connection even when its queue is
 //!   full; a handshake whose hooks ran before a revocation (take [`Hub::mark`] before them) is
@@ -74,16 +82,18 @@ use misar_proto::auth::AccountId;
 use misar_proto::close::{CloseCode, CloseFrame};
 use misar_proto::event::{CampaignEvent, EncodedEvent, InboxEvent};
 use misar_proto::handshake::Accepted;
+use misar_proto::resume::Epoch;
 use misar_proto::route::CampaignId;
 use misar_proto::server::{ServerConfig, ServerSession};
 use misar_proto::streams::{
-    CacheOrder, PublishRules, Registry, StreamsConfig, StreamsConfigError, validate_campaign,
-    validate_inbox,
+    CacheOrder, HistoryConfig, HistoryIndex, PublishRules, Registry, StreamsConfig,
+    StreamsConfigError, validate_campaign, validate_inbox,
 };
 use tokio::sync::Notify;
 
 pub use broker::{
-    Broker, BrokerError, BrokerFuture, HubDelivery, LocalBroker, Revocation, RevokeFuture,
+    Broker, BrokerError, BrokerFuture, HubDelivery, LocalBroker, PendingResume, Revocation,
+    RevokeFuture,
 };
 pub use feed::Feed;
 pub use misar_proto::streams::{RevocationMark, StreamKey, SubscribeError};
@@ -95,6 +105,23 @@ use table::Table;
 /// The current instant on tokio's clock (so a paused test clock applies), as the core takes it.
 pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
+}
+
+/// A fresh epoch (§2.11): 16 hex digits no other process or hub is likely to draw (the
+/// wall clock, the process id and a counter, hashed with a random key).
+pub fn draw_epoch() -> Epoch {
+    use std::hash::{BuildHasher, Hasher};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::hash::RandomState::new().build_hasher();
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.write_u128(wall.as_nanos());
+    hasher.write_u32(std::process::id());
+    hasher.write_u64(DRAWS.fetch_add(1, Ordering::Relaxed));
+    let text = format!("{:016x}", hasher.finish());
+    // 16 hex digits are a valid epoch.
+    Epoch::new(&text).unwrap_or_else(|_| unreachable!("hex digits are a valid epoch"))
 }
 
 /// Settings of a [`Hub`]. `Default` gives safe values (write `HubConfig { max_connections: 50_000,
@@ -120,6 +147,10 @@ pub struct HubConfig {
     /// The grace an adapter should pass to [`Hub::shutdown`] (10 s). The hub itself does not
     /// use it.
     pub shutdown_grace: Duration,
+    /// The history kept for resuming clients (§2.11): the last 256 events and 10 minutes per
+    /// stream, 64 MiB over all streams (oldest first). Ignored when the broker keeps the
+    /// history ([`Broker::keeps_history`]).
+    pub history: HistoryConfig,
 }
 
 impl Default for HubConfig {
@@ -132,6 +163,7 @@ impl Default for HubConfig {
             last_progress_cache: table.last_event_cache,
             max_event_bytes: table.publish.max_event_bytes,
             shutdown_grace: Duration::from_secs(10),
+            history: table.history,
         }
     }
 }
@@ -147,6 +179,7 @@ impl HubConfig {
             publish: PublishRules {
                 max_event_bytes: self.max_event_bytes,
             },
+            history: self.history.clone(),
             ..StreamsConfig::default()
         }
     }
@@ -233,6 +266,14 @@ pub struct HubStats {
     /// ([`HubDelivery::report_gap`]; e.g. a Redis subscription dropped and was re-established).
     /// Always 0 with the in-process broker.
     pub gaps: u64,
+    /// Payload bytes of the history held for resuming clients (§2.11), over every stream.
+    pub history_bytes: usize,
+    /// Streams holding history.
+    pub history_streams: usize,
+    /// Opted-in connections that resumed with `recovered: true` from a position.
+    pub recovered: u64,
+    /// Opted-in connections told `recovered: false`.
+    pub not_recovered: u64,
 }
 
 /// The fan-out hub: cheap to clone (an `Arc` inside), share it between the publisher and the
@@ -248,6 +289,10 @@ pub(crate) struct HubInner {
     rules: PublishRules,
     broker: Arc<dyn Broker>,
     table: Table,
+    /// The epoch of this hub's offsets (drawn when it was built).
+    epoch: Epoch,
+    /// The history bounds in force (none when the broker keeps the history).
+    history: HistoryConfig,
     /// Woken when the last connection goes (for the shutdown's wait).
     idle: Notify,
     encodes: AtomicU64,
@@ -255,6 +300,8 @@ pub(crate) struct HubInner {
     overflowed: AtomicU64,
     refused: AtomicU64,
     gaps: AtomicU64,
+    recovered: AtomicU64,
+    not_recovered: AtomicU64,
 }
 
 impl Hub {
@@ -288,12 +335,20 @@ impl Hub {
         // Marks of one hub are refused by another (a per-process counter tells them apart).
         static NEXT_HUB: AtomicU64 = AtomicU64::new(1);
         let id = NEXT_HUB.fetch_add(1, Ordering::Relaxed);
+        let history = if broker.keeps_history() {
+            HistoryConfig::none()
+        } else {
+            streams.history.clone()
+        };
         let inner = Arc::new(HubInner {
             rules: streams.publish,
             table: Table::new(
                 Registry::with_id(&streams, id),
                 CacheOrder::new(streams.last_event_cache),
+                HistoryIndex::new(history.clone()),
             ),
+            epoch: draw_epoch(),
+            history,
             config,
             broker: Arc::clone(&broker),
             idle: Notify::new(),
@@ -302,6 +357,8 @@ impl Hub {
             overflowed: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
+            recovered: AtomicU64::new(0),
+            not_recovered: AtomicU64::new(0),
         });
         broker.attach(HubDelivery {
             hub: Arc::downgrade(&inner),
@@ -312,6 +369,12 @@ impl Hub {
     /// The configuration.
     pub fn config(&self) -> &HubConfig {
         &self.inner.config
+    }
+
+    /// The epoch of this hub's offsets (§2.11), drawn when it was built. With a broker that
+    /// keeps the history, each stream's epoch is the broker's instead.
+    pub fn epoch(&self) -> &Epoch {
+        &self.inner.epoch
     }
 
     /// Publishes an event to `account`'s inbox connections. Refused (nothing is sent): an
@@ -378,6 +441,7 @@ impl Hub {
             inner.refused.fetch_add(1, Ordering::Relaxed);
             return Err(SubscribeError::UnsupportedChannel);
         };
+        let resume = accepted.resume().cloned();
         let conn = Conn::new(ServerSession::new(accepted, config.clone(), now));
         let admitted =
             lock(&inner.table.registry).admit(&account, &stream, mark, Arc::clone(&conn), now);
@@ -397,17 +461,44 @@ impl Hub {
             stream,
         };
         let mut revoked = admission.revoked;
+        let broker_resumes = resume.is_some() && inner.broker.keeps_history();
         let joined = inner.table.with_stream(&feed.stream, true, |table_stream| {
-            let joined = table_stream.join(feed.id, Arc::clone(&conn));
+            let joined = table_stream.join_as(feed.id, Arc::clone(&conn), resume.is_some());
             if joined.opened {
                 inner.broker.stream_opened(&feed.stream);
             }
-            if let (Some(first), None) = (&joined.first, revoked) {
-                // Under the stream's lock, so no newer event can overtake it.
-                let _ = lock(conn.session()).enqueue(first.clone(), now);
+            if revoked.is_some() || broker_resumes {
+                // Revoked: nothing is sent. The broker's history: it starts the session.
+                return;
+            }
+            // Under the stream's lock, so no newer event can overtake these.
+            match &resume {
+                Some(request) => {
+                    let start = table_stream.recover(request, &inner.epoch, now, &inner.history);
+                    lock(&inner.table.history).apply(&feed.stream, start.history);
+                    inner.count_recovery(&start.recovery);
+                    let _ = lock(conn.session()).start_resume(
+                        &start.recovery.frame,
+                        start.replay,
+                        start.first,
+                        now,
+                    );
+                }
+                None => {
+                    if let Some(first) = &joined.first {
+                        let _ = lock(conn.session()).enqueue(first.clone(), now);
+                    }
+                }
             }
         });
         debug_assert!(joined.is_some(), "with_stream creates the stream");
+        if let (true, Some(request), None) = (broker_resumes, &resume, revoked) {
+            inner.broker.resume(
+                feed.stream.clone(),
+                request.clone(),
+                PendingResume::new(Arc::clone(&conn), Arc::downgrade(inner)),
+            );
+        }
         if revoked.is_none() && matches!(feed.stream, StreamKey::Campaign(_)) {
             // A campaign revocation between the admission and the join reached the stream
             // before this connection did: ask again (an account's cannot slip through, the
@@ -520,6 +611,10 @@ impl Hub {
             streams: inner.table.stream_count(),
             cached_campaigns: lock(&inner.table.cache).len(),
             gaps: inner.gaps.load(Ordering::Relaxed),
+            history_bytes: lock(&inner.table.history).bytes(),
+            history_streams: lock(&inner.table.history).streams_with_history(),
+            recovered: inner.recovered.load(Ordering::Relaxed),
+            not_recovered: inner.not_recovered.load(Ordering::Relaxed),
         }
     }
 }
@@ -534,17 +629,29 @@ impl std::fmt::Debug for Hub {
 }
 
 impl HubInner {
+    /// Counts a recovery decision for the stats.
+    pub(crate) fn count_recovery(&self, recovery: &misar_proto::resume::Recovery) {
+        if !recovery.frame.recovered {
+            self.not_recovered.fetch_add(1, Ordering::Relaxed);
+        } else if recovery.replay_after.is_some() {
+            self.recovered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Fans an encoded event out to the local subscribers of `stream` (the broker calls this
-    /// through [`HubDelivery`]); refused when the campaign is finished.
+    /// through [`HubDelivery`]) at `offset`, or at the hub's next offset when `None`; refused
+    /// when the campaign is finished (or, with a broker's offset, when it is not above the
+    /// stream's latest: a duplicate).
     fn deliver(
         &self,
         stream: &StreamKey,
         event: EncodedEvent,
         unless_cached: bool,
+        offset: Option<u64>,
     ) -> Result<PublishReport, misar_proto::streams::PublishError> {
         let now = now();
-        // A stream is only created to keep a campaign's event for late joiners.
-        let create = stream.keeps(event.class());
+        // A stream is created to keep history, or a campaign's event for late joiners.
+        let create = stream.keeps(event.class()) || self.history.max_events > 0;
         let mut evicted = Vec::new();
         let report = self.table.with_stream(stream, create, |table_stream| {
             if unless_cached
@@ -554,13 +661,19 @@ impl HubInner {
             {
                 return Ok::<_, misar_proto::streams::PublishError>(PublishReport::default());
             }
-            let fanout = table_stream.publish(event)?;
+            let offset = offset.unwrap_or_else(|| lock(&self.table.history).next_offset());
+            let fanout = table_stream.publish(event, offset, now, &self.history)?;
+            if !fanout.history.is_empty() {
+                lock(&self.table.history).apply(stream, fanout.history);
+            }
             if let (true, Some(campaign)) = (fanout.cached, stream.campaign()) {
                 evicted = lock(&self.table.cache).touch(campaign);
             }
             let mut report = PublishReport::default();
-            for (_, connection) in fanout.recipients {
-                match connection.deliver(&fanout.event, now) {
+            let plain = fanout.recipients.iter().map(|(_, c)| (c, &fanout.event));
+            let resuming = fanout.resuming.iter().map(|(_, c)| (c, &fanout.resumable));
+            for (connection, event) in plain.chain(resuming) {
+                match connection.deliver(event, now) {
                     Outcome::Queued => report.delivered = report.delivered.saturating_add(1),
                     Outcome::Overflowed => {
                         report.overflowed = report.overflowed.saturating_add(1);
@@ -574,12 +687,43 @@ impl HubInner {
             self.table
                 .with_stream(&StreamKey::Campaign(campaign), false, |s| s.forget_cached());
         }
+        if report.is_none() && offset.is_none() {
+            // Nobody listens and nothing is kept: only the offset is, so that a client
+            // resuming later does not take a position before it for the latest.
+            let mut history = lock(&self.table.history);
+            let offset = history.next_offset();
+            history.dropped(stream, offset);
+        }
+        self.expire_history(now);
         let report = report.unwrap_or(Ok(PublishReport::default()))?;
         self.delivered
             .fetch_add(report.delivered as u64, Ordering::Relaxed);
         self.overflowed
             .fetch_add(report.overflowed as u64, Ordering::Relaxed);
         Ok(report)
+    }
+
+    /// Drops the history that is due (too old, or the oldest while over the byte budget),
+    /// one stream lock at a time.
+    fn expire_history(&self, now: Instant) {
+        loop {
+            let due = lock(&self.table.history).due(now);
+            let Some((offset, key)) = due else {
+                return;
+            };
+            let dropped = self.table.with_stream(&key, false, |stream| {
+                let change = stream.drop_oldest(offset);
+                if !change.is_empty() {
+                    lock(&self.table.history).apply(&key, change);
+                }
+                !change.is_empty()
+            });
+            if dropped != Some(true) {
+                // Another thread got there first, or the index is stale: stop for now (the
+                // next publish tries again).
+                return;
+            }
+        }
     }
 
     /// Closes the connections a revocation targets (4401 for an account, 4403 for a campaign),

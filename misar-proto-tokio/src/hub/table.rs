@@ -7,15 +7,19 @@
 //!   does not hold up a publish to any other stream, a subscribe or a disconnect elsewhere.
 //! - **Lookup**: streams sit in [`SHARDS`] hash maps, each behind a lock held only to find,
 //!   insert or remove an entry (never during a fan-out).
-//! - **Removal**: a stream left idle (no subscriber, nothing cached) is marked dead under its
-//!   own lock, then removed from its map; a caller that found it before the removal sees the
-//!   mark and looks again, so nothing is ever added to a stream that is gone.
+//! - **Removal**: a stream left idle (no subscriber, nothing cached, no history) is marked
+//!   dead under its own lock, then removed from its map; a caller that found it before the
+//!   removal sees the mark and looks again, so nothing is ever added to a stream that is gone.
+//! - **History** (§2.11): the table-wide [`HistoryIndex`] (offset clock, byte budget, dropped
+//!   streams' offsets) has a lock of its own, taken after a stream's or a map's, never
+//!   before. A stream is created and removed under its map's lock with the index told at
+//!   once, so a new stream of a key always starts where the dropped one ended.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 
-use misar_proto::streams::{CacheOrder, Registry, Stream, StreamKey};
+use misar_proto::streams::{CacheOrder, HistoryIndex, Registry, Stream, StreamKey};
 
 use super::feed::{Conn, lock};
 
@@ -43,15 +47,21 @@ struct SlotState {
 pub(super) struct Table {
     pub(super) registry: Mutex<Registry<Arc<Conn>>>,
     pub(super) cache: Mutex<CacheOrder>,
+    pub(super) history: Mutex<HistoryIndex>,
     shards: Box<[Mutex<Slots>]>,
     hasher: RandomState,
 }
 
 impl Table {
-    pub(super) fn new(registry: Registry<Arc<Conn>>, cache: CacheOrder) -> Self {
+    pub(super) fn new(
+        registry: Registry<Arc<Conn>>,
+        cache: CacheOrder,
+        history: HistoryIndex,
+    ) -> Self {
         Self {
             registry: Mutex::new(registry),
             cache: Mutex::new(cache),
+            history: Mutex::new(history),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
         }
@@ -78,9 +88,10 @@ impl Table {
                 match shard.get(key) {
                     Some(slot) => Arc::clone(slot),
                     None if create => {
+                        let origin = lock(&self.history).origin(key);
                         let slot = Arc::new(Slot {
                             state: Mutex::new(SlotState {
-                                stream: Stream::new(key.clone()),
+                                stream: Stream::new(key.clone(), origin),
                                 dead: false,
                             }),
                         });
@@ -98,6 +109,7 @@ impl Table {
             let f = f.take()?;
             let result = f(&mut state.stream);
             let idle = state.stream.is_idle();
+            let latest = state.stream.latest();
             state.dead = idle;
             drop(state);
             if idle {
@@ -107,6 +119,8 @@ impl Table {
                     .is_some_and(|found| Arc::ptr_eq(found, &slot))
                 {
                     shard.remove(key);
+                    // Under the map's lock, before any new stream of this key can start.
+                    lock(&self.history).dropped(key, latest);
                 }
             }
             return Some(result);

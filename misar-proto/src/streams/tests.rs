@@ -542,7 +542,7 @@ mod resume {
         let key = StreamKey::Inbox(a.clone());
         let (id, _) = resume(&mut t, &key, 1, &ResumeRequest::New);
         let seen = t.publish_inbox(&a, &email("1"), now).unwrap().resumable;
-        t.unsubscribe(id);
+        let _ = t.unsubscribe(id);
         let missed: Vec<EncodedEvent> = ["2", "3", "4"]
             .iter()
             .map(|s| t.publish_inbox(&a, &email(s), now).unwrap().resumable)
@@ -679,15 +679,15 @@ mod resume {
             test_epoch(),
         )
         .unwrap();
-        let (a, b) = (account("a"), account("b"));
-        let (ka, kb) = (StreamKey::Inbox(a.clone()), StreamKey::Inbox(b.clone()));
+        let a = account("a");
+        let ka = StreamKey::Inbox(a.clone());
         let (id, _) = resume(&mut t, &ka, 1, &ResumeRequest::New);
         let seen = t.publish_inbox(&a, &email("x"), now).unwrap().resumable;
-        t.unsubscribe(id);
+        let _ = t.unsubscribe(id);
         assert_eq!(t.stream_count(), 0, "nothing kept but the latest offset");
         let (id, start) = resume(&mut t, &ka, 2, &at(seen.offset().unwrap()));
         assert!(start.recovery.frame.recovered);
-        t.unsubscribe(id);
+        let _ = t.unsubscribe(id);
     }
 
     #[test]
