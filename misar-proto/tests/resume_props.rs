@@ -50,3 +50,204 @@ fn resume_values() {
         .tests(2000)
         .quickcheck(extraction_never_panics as fn(String, Option<String>) -> bool);
 }
+
+// ----- exactly once, in order, across drops and reconnects (the table and the session) -----
+
+mod exactly_once {
+    use misar_proto::auth::AccountId;
+    use misar_proto::event::{EmailReceived, InboxEvent, Timestamp};
+    use misar_proto::handshake::{self, HandshakeConfig, Step};
+    use misar_proto::message::Message;
+    use misar_proto::resume::ResumeFrame;
+    use misar_proto::server::{ServerConfig, ServerOutput, ServerSession};
+    use misar_proto::streams::{ConnectionId, StreamKey, Streams, StreamsConfig};
+    use misar_proto::testing::{test_epoch, virtual_epoch};
+    use quickcheck::{Arbitrary, Gen, QuickCheck};
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Publish,
+        /// Hand up to this many outputs to the client.
+        Deliver(u8),
+        /// The connection drops: whatever the session had not sent is lost with it.
+        Drop,
+        Reconnect,
+    }
+
+    impl Arbitrary for Op {
+        fn arbitrary(g: &mut Gen) -> Self {
+            match u8::arbitrary(g) % 8 {
+                0..=2 => Op::Publish,
+                3..=5 => Op::Deliver(u8::arbitrary(g) % 6),
+                6 => Op::Drop,
+                _ => Op::Reconnect,
+            }
+        }
+    }
+
+    struct Connection {
+        id: ConnectionId,
+        number: u32,
+        session: ServerSession,
+    }
+
+    /// The client: its position and what it received (event numbers), checked as it goes.
+    #[derive(Default)]
+    struct Client {
+        position: Option<String>,
+        received: Vec<u64>,
+        expecting_frame: bool,
+        failures: Vec<String>,
+        /// Events published before the connection being served began.
+        published_at_connect: u64,
+        /// Events published before the first `resume` frame the client got (`new`: what it
+        /// owes nothing for); `None` until it got one.
+        baseline: Option<u64>,
+    }
+
+    impl Client {
+        fn receive(&mut self, text: &[u8]) {
+            let value: serde_json::Value = serde_json::from_slice(text).unwrap();
+            if self.expecting_frame {
+                self.expecting_frame = false;
+                match ResumeFrame::decode(text) {
+                    Ok(frame) if frame.recovered => {
+                        self.position = Some(frame.position().to_string());
+                        self.baseline.get_or_insert(self.published_at_connect);
+                    }
+                    other => self.failures.push(format!("first frame {other:?}")),
+                }
+                return;
+            }
+            let n: u64 = value["subject"].as_str().unwrap().parse().unwrap();
+            let offset = value["offset"].as_u64().unwrap();
+            self.received.push(n);
+            self.position = Some(format!("{}:{offset}", test_epoch()));
+        }
+    }
+
+    fn connect(
+        table: &mut Streams<u32>,
+        account: &AccountId,
+        client: &mut Client,
+        conn: u32,
+        published: u64,
+    ) -> Option<Connection> {
+        let now = virtual_epoch();
+        client.published_at_connect = published;
+        let value = client.position.clone().unwrap_or_else(|| "new".into());
+        let head = http::Request::get("/mail/ws/inbox")
+            .header("authorization", "Bearer msk_key")
+            .header("misar-resume", value)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let Step::NeedsAuthentication(question) =
+            handshake::start(&HandshakeConfig::default(), &head)
+        else {
+            panic!("the handshake refused a valid resume value");
+        };
+        let Step::Accepted(accepted) = question.authenticated(account.clone()) else {
+            panic!("not accepted");
+        };
+        let request = accepted.resume().cloned();
+        let mut session = ServerSession::new(accepted, ServerConfig::default(), now);
+        let key = StreamKey::Inbox(account.clone());
+        let subscribed = table
+            .subscribe_with(account, &key, table.mark(), conn, request.as_ref(), now)
+            .ok()?;
+        let start = subscribed.resume?;
+        session
+            .start_resume(&start.recovery.frame, start.replay, start.first, now)
+            .unwrap();
+        client.expecting_frame = true;
+        Some(Connection {
+            id: subscribed.id,
+            number: conn,
+            session,
+        })
+    }
+
+    fn email(n: u64) -> InboxEvent {
+        InboxEvent::EmailReceived(EmailReceived::new(
+            "a@example.com",
+            n.to_string(),
+            Timestamp::parse("2026-05-27T10:15:00Z").unwrap(),
+        ))
+    }
+
+    fn drain(connection: &mut Connection, client: &mut Client, limit: usize) {
+        for _ in 0..limit {
+            match connection.session.poll_output() {
+                Some(ServerOutput::Transmit(Message::Text(text))) => client.receive(&text),
+                Some(_) => {}
+                None => return,
+            }
+        }
+    }
+
+    fn every_event_once_in_order(ops: Vec<Op>) -> bool {
+        let now = virtual_epoch();
+        let mut table = Streams::<u32>::new(StreamsConfig::default(), test_epoch()).unwrap();
+        let account = AccountId::from("acct");
+        let mut client = Client::default();
+        let mut published = 0u64;
+        let mut next_conn = 0u32;
+        let mut connection = connect(&mut table, &account, &mut client, next_conn, published);
+        // Within the history bound (256 events), so every position is recoverable.
+        for op in ops.into_iter().take(400) {
+            match op {
+                Op::Publish if published < 250 => {
+                    let delivery = table
+                        .publish_inbox(&account, &email(published), now)
+                        .unwrap();
+                    published += 1;
+                    if let Some(c) = &mut connection {
+                        assert_eq!(delivery.resuming, vec![c.number], "one opted-in subscriber");
+                        if c.session.enqueue(delivery.resumable.clone(), now).is_err() {
+                            // 1013: the connection is gone.
+                            let _ = table.unsubscribe(c.id);
+                            connection = None;
+                        }
+                    }
+                }
+                Op::Publish => {}
+                Op::Deliver(k) => {
+                    if let Some(c) = &mut connection {
+                        drain(c, &mut client, usize::from(k));
+                    }
+                }
+                Op::Drop => {
+                    if let Some(c) = connection.take() {
+                        let _ = table.unsubscribe(c.id);
+                    }
+                }
+                Op::Reconnect => {
+                    if let Some(c) = connection.take() {
+                        let _ = table.unsubscribe(c.id);
+                    }
+                    next_conn += 1;
+                    connection = connect(&mut table, &account, &mut client, next_conn, published);
+                }
+            }
+        }
+        // Finally: reconnect and take everything.
+        if let Some(c) = connection.take() {
+            let _ = table.unsubscribe(c.id);
+        }
+        let mut last =
+            connect(&mut table, &account, &mut client, next_conn + 1, published).unwrap();
+        drain(&mut last, &mut client, usize::MAX);
+        // From the first `resume` frame it got on, it owes every event, once, in order.
+        let expected: Vec<u64> = (client.baseline.unwrap_or(published)..published).collect();
+        client.failures.is_empty() && client.received == expected
+    }
+
+    #[test]
+    fn an_opted_in_client_gets_every_event_exactly_once_in_order() {
+        QuickCheck::new()
+            .tests(300)
+            .quickcheck(every_event_once_in_order as fn(Vec<Op>) -> bool);
+    }
+}
