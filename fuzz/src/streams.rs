@@ -828,7 +828,10 @@ struct Harness {
 impl Harness {
     fn new(setup: &StreamsSetup) -> Self {
         let config = setup.config();
-        let table = match Streams::new(config.clone(), misar_proto::resume::Epoch::new("fuzz").expect("a valid epoch")) {
+        let table = match Streams::new(
+            config.clone(),
+            misar_proto::resume::Epoch::new("fuzz").expect("a valid epoch"),
+        ) {
             Ok(table) => table,
             Err(e) => panic!("a valid configuration was refused: {e}"),
         };
