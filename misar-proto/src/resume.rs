@@ -391,9 +391,90 @@ pub fn decide(request: &ResumeRequest, epoch: &Epoch, latest: u64, lost_through:
     }
 }
 
+/// The `"offset":N` an opted-in connection's event carries (§2.11), `None` when it has none
+/// (or an `offset` that is not a u64).
+///
+/// Our servers put it last (`...,"offset":N}`), which is read from the end of the text without
+/// parsing it again; an event from another producer that puts it elsewhere costs one more
+/// parse of the text, which only looks for the top-level `offset`. The text is expected to have
+/// decoded as an event already (this does not validate it).
+///
+/// ```
+/// use misar_proto::resume::event_offset;
+///
+/// assert_eq!(event_offset(br#"{"type":"unsubscribe","email":"a@b","offset":42}"#), Some(42));
+/// assert_eq!(event_offset(br#"{"offset": 7, "type":"unsubscribe","email":"a@b"}"#), Some(7));
+/// assert_eq!(event_offset(br#"{"type":"unsubscribe","email":"a@b"}"#), None);
+/// assert_eq!(event_offset(br#"{"type":"x","meta":{"offset":3}}"#), None);
+/// ```
+pub fn event_offset(text: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"offset\":";
+    let body = text.trim_ascii_end().strip_suffix(b"}")?;
+    let digits_at = body
+        .iter()
+        .rposition(|b| !b.is_ascii_digit())
+        .map_or(0, |i| i + 1);
+    let (head, digits) = body.split_at(digits_at);
+    let canonical = !digits.is_empty() && (digits == b"0" || digits[0] != b'0');
+    let member = head
+        .strip_suffix(KEY)
+        .is_some_and(|before| matches!(before.last(), Some(b',' | b'{')));
+    if canonical && member {
+        // A `"offset":N}` at the very end of a valid JSON object is a top-level member: a
+        // nested one would be followed by the nested object's own `}`.
+        let digits = std::str::from_utf8(digits).ok()?;
+        if let Ok(offset) = digits.parse() {
+            return Some(offset);
+        }
+    }
+    if !text.windows(8).any(|w| w == b"\"offset\"") {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct Wire {
+        offset: Option<u64>,
+    }
+    serde_json::from_slice::<Wire>(text).ok()?.offset
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_offset_reads_the_top_level_member_only() {
+        let cases: &[(&[u8], Option<u64>)] = &[
+            (br#"{"type":"a","offset":0}"#, Some(0)),
+            (
+                br#"{"type":"a","offset":18446744073709551615}"#,
+                Some(u64::MAX),
+            ),
+            (br#"{"type":"a","offset":18446744073709551616}"#, None),
+            (br#"{"type":"a","offset":01}"#, None),
+            (br#"{"type":"a","offset":-1}"#, None),
+            (br#"{"type":"a","offset":"5"}"#, None),
+            (br#"{"type":"a","offset":5} "#, Some(5)),
+            (br#"{"type":"a","offset" : 5 }"#, Some(5)),
+            (br#"{"a\"offset":5}"#, None),
+            (br#"{"type":"a","m":{"offset":5}}"#, None),
+            (br#"{"type":"a","m":{"x":1,"offset":5}}"#, None),
+            // Duplicates: the last wins, as with JavaScript's JSON.parse.
+            (br#"{"offset":5,"offset":6}"#, Some(6)),
+            (br#"{"type":"a","s":"\"offset\":5}"}"#, None),
+            (b"", None),
+            (b"}", None),
+            (b"5}", None),
+            (br#""offset":5}"#, None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                event_offset(text),
+                *expected,
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
 
     fn head(uri: &str, headers: &[&str]) -> http::request::Parts {
         let mut builder = http::Request::get(uri);

@@ -124,11 +124,15 @@ pub enum ConnectError {
 impl Pair {
     /// The client configuration pairs are made for: [`PAIR_URL`], [`PAIR_KEY`] in the
     /// `Authorization` header, and pings answered by the session (the in-memory transport
-    /// does not answer them). The client's jitter seed is [`PAIR_JITTER_SEED`].
+    /// does not answer them). The client's jitter seed is [`PAIR_JITTER_SEED`]. It does not
+    /// opt in to §2.11 ([`ClientConfig::resume`] off): a pair has no streams table to resume
+    /// from, so an opted-in client would wait for a resume frame no one sends. (Resume is
+    /// tested with the table and both sessions in `tests/resume_props.rs`.)
     pub fn client_config() -> ClientConfig {
         let key = ApiKey::parse(PAIR_KEY).unwrap_or_else(|_| unreachable!("a valid test key"));
         let mut config = ClientConfig::new(PAIR_URL, key);
         config.answer_pings = true;
+        config.resume = false;
         config
     }
 

@@ -54,14 +54,16 @@ fn resume_values() {
 // ----- exactly once, in order, across drops and reconnects (the table and the session) -----
 
 mod exactly_once {
+    use bytes::Bytes;
     use misar_proto::auth::AccountId;
-    use misar_proto::event::{EmailReceived, InboxEvent, Timestamp};
+    use misar_proto::client::{ClientEvent, ClientSession};
+    use misar_proto::event::{EmailReceived, Event, InboxEvent, Timestamp};
     use misar_proto::handshake::{self, HandshakeConfig, Step};
-    use misar_proto::message::Message;
-    use misar_proto::resume::ResumeFrame;
+    use misar_proto::message::{Incoming, Message};
+    use misar_proto::route::Channel;
     use misar_proto::server::{ServerConfig, ServerOutput, ServerSession};
     use misar_proto::streams::{ConnectionId, StreamKey, Streams, StreamsConfig};
-    use misar_proto::testing::{test_epoch, virtual_epoch};
+    use misar_proto::testing::{Pair, test_epoch, virtual_epoch};
     use quickcheck::{Arbitrary, Gen, QuickCheck};
 
     #[derive(Clone, Debug)]
@@ -91,12 +93,11 @@ mod exactly_once {
         session: ServerSession,
     }
 
-    /// The client: its position and what it received (event numbers), checked as it goes.
-    #[derive(Default)]
+    /// The client: a real [`ClientSession`] (it keeps the position and builds the resume
+    /// value), and what it received (event numbers), checked as it goes.
     struct Client {
-        position: Option<String>,
+        session: ClientSession,
         received: Vec<u64>,
-        expecting_frame: bool,
         failures: Vec<String>,
         /// Events published before the connection being served began.
         published_at_connect: u64,
@@ -106,23 +107,41 @@ mod exactly_once {
     }
 
     impl Client {
-        fn receive(&mut self, text: &[u8]) {
-            let value: serde_json::Value = serde_json::from_slice(text).unwrap();
-            if self.expecting_frame {
-                self.expecting_frame = false;
-                match ResumeFrame::decode(text) {
-                    Ok(frame) if frame.recovered => {
-                        self.position = Some(frame.position().to_string());
+        fn new() -> Self {
+            let mut config = Pair::client_config();
+            config.resume = true;
+            Self {
+                session: ClientSession::new(config, Channel::Inbox, 7),
+                received: Vec::new(),
+                failures: Vec::new(),
+                published_at_connect: 0,
+                baseline: None,
+            }
+        }
+
+        fn receive(&mut self, text: Bytes) {
+            self.session
+                .handle_message(Incoming::Text(text), virtual_epoch());
+            while let Some(event) = self.session.poll_event() {
+                match event {
+                    ClientEvent::Resumed(frame) if frame.recovered => {
                         self.baseline.get_or_insert(self.published_at_connect);
                     }
-                    other => self.failures.push(format!("first frame {other:?}")),
+                    ClientEvent::Event(Event::Inbox(InboxEvent::EmailReceived(email))) => {
+                        self.received.push(email.subject.parse().unwrap());
+                        if self.session.event_offset().is_none() {
+                            self.failures.push("an event without its offset".into());
+                        }
+                    }
+                    other => self.failures.push(format!("unexpected {other:?}")),
                 }
-                return;
             }
-            let n: u64 = value["subject"].as_str().unwrap().parse().unwrap();
-            let offset = value["offset"].as_u64().unwrap();
-            self.received.push(n);
-            self.position = Some(format!("{}:{offset}", test_epoch()));
+        }
+
+        /// The connection is gone (dropped or closed by the server).
+        fn lose_connection(&mut self) {
+            self.session.handle_transport_closed(virtual_epoch());
+            while self.session.poll_event().is_some() {}
         }
     }
 
@@ -135,18 +154,12 @@ mod exactly_once {
     ) -> Option<Connection> {
         let now = virtual_epoch();
         client.published_at_connect = published;
-        let value = client.position.clone().unwrap_or_else(|| "new".into());
-        let head = http::Request::get("/mail/ws/inbox")
-            .header("authorization", "Bearer msk_key")
-            .header("misar-resume", value)
-            .body(())
-            .unwrap()
-            .into_parts()
-            .0;
+        // The session's own request: `new`, then the last position it saw.
+        let (head, ()) = client.session.handshake_request().unwrap().into_parts();
         let Step::NeedsAuthentication(question) =
             handshake::start(&HandshakeConfig::default(), &head)
         else {
-            panic!("the handshake refused a valid resume value");
+            panic!("the handshake refused the client's resume value");
         };
         let Step::Accepted(accepted) = question.authenticated(account.clone()) else {
             panic!("not accepted");
@@ -161,7 +174,10 @@ mod exactly_once {
         session
             .start_resume(&start.recovery.frame, start.replay, start.first, now)
             .unwrap();
-        client.expecting_frame = true;
+        client
+            .session
+            .handle_handshake_response(http::StatusCode::SWITCHING_PROTOCOLS, b"", now)
+            .unwrap();
         Some(Connection {
             id: subscribed.id,
             number: conn,
@@ -180,7 +196,7 @@ mod exactly_once {
     fn drain(connection: &mut Connection, client: &mut Client, limit: usize) {
         for _ in 0..limit {
             match connection.session.poll_output() {
-                Some(ServerOutput::Transmit(Message::Text(text))) => client.receive(&text),
+                Some(ServerOutput::Transmit(Message::Text(text))) => client.receive(text),
                 Some(_) => {}
                 None => return,
             }
@@ -191,7 +207,7 @@ mod exactly_once {
         let now = virtual_epoch();
         let mut table = Streams::<u32>::new(StreamsConfig::default(), test_epoch()).unwrap();
         let account = AccountId::from("acct");
-        let mut client = Client::default();
+        let mut client = Client::new();
         let mut published = 0u64;
         let mut next_conn = 0u32;
         let mut connection = connect(&mut table, &account, &mut client, next_conn, published);
@@ -209,6 +225,7 @@ mod exactly_once {
                             // 1013: the connection is gone.
                             let _ = table.unsubscribe(c.id);
                             connection = None;
+                            client.lose_connection();
                         }
                     }
                 }
@@ -221,11 +238,13 @@ mod exactly_once {
                 Op::Drop => {
                     if let Some(c) = connection.take() {
                         let _ = table.unsubscribe(c.id);
+                        client.lose_connection();
                     }
                 }
                 Op::Reconnect => {
                     if let Some(c) = connection.take() {
                         let _ = table.unsubscribe(c.id);
+                        client.lose_connection();
                     }
                     next_conn += 1;
                     connection = connect(&mut table, &account, &mut client, next_conn, published);
@@ -235,6 +254,7 @@ mod exactly_once {
         // Finally: reconnect and take everything.
         if let Some(c) = connection.take() {
             let _ = table.unsubscribe(c.id);
+            client.lose_connection();
         }
         let mut last =
             connect(&mut table, &account, &mut client, next_conn + 1, published).unwrap();

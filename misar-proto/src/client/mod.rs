@@ -20,6 +20,13 @@
 //!                                  Closing ── server's close / grace ──► Done (finish)
 //! ```
 //!
+//! Missed events (§2.11): by default ([`ClientConfig::resume`]) every handshake carries
+//! `Misar-Resume` — `new`, then the last position seen — and the first frame of each
+//! connection is the server's answer, reported as [`ClientEvent::Resumed`] (`recovered:
+//! false` when events may have been missed) or [`ClientEvent::ResumeUnanswered`] (a server
+//! without §2.11). The session keeps the position ([`ClientSession::position`]) from that
+//! frame and the `"offset"` of each event after it ([`ClientSession::event_offset`]).
+//!
 //! Liveness (§2.5): the server pings every `ping_interval`, so a connection on which nothing
 //! at all arrived for `ping_interval + pong_timeout` is half-open; the session declares it
 //! dead ([`Disconnect::Dropped`]) and advises a reconnect.
@@ -41,13 +48,17 @@
 //!
 //! let request = client.handshake_request().unwrap();
 //! assert_eq!(request.uri(), "wss://api.misar.io/mail/ws/campaigns/spring-sale");
+//! assert_eq!(request.headers()["misar-resume"], "new"); // opted in to §2.11
 //! let now = misar_proto::testing::virtual_epoch(); // any instant: the session never reads a clock
 //! client.handle_handshake_response(http::StatusCode::SWITCHING_PROTOCOLS, b"", now).unwrap();
 //!
-//! let frame = br#"{"type":"completed","campaignId":"spring-sale","sent":3,"delivered":3,"bounced":0,"opened":1}"#;
+//! let answer = br#"{"type":"resume","epoch":"e7","offset":0,"recovered":true}"#;
+//! client.handle_message(Incoming::Text(answer.as_slice().into()), now);
+//! let frame = br#"{"type":"completed","campaignId":"spring-sale","sent":3,"delivered":3,"bounced":0,"opened":1,"offset":4}"#;
 //! client.handle_message(Incoming::Text(frame.as_slice().into()), now);
 //! client.handle_message(Incoming::Close(ReceivedClose { code: Some(1000), reason: Default::default() }), now);
 //!
+//! assert!(matches!(client.poll_event(), Some(ClientEvent::Resumed(f)) if f.recovered));
 //! assert!(matches!(
 //!     client.poll_event(),
 //!     Some(ClientEvent::Event(Event::Campaign(CampaignEvent::Completed(_))))
@@ -59,6 +70,7 @@
 //!         outcome: ClientOutcome::Finish,
 //!     })
 //! );
+//! assert_eq!(client.position().map(|p| p.to_string()).as_deref(), Some("e7:4"));
 //! // The close is echoed before the transport is let go.
 //! assert!(client.poll_transmit().is_some());
 //! ```
@@ -77,6 +89,7 @@ use crate::close::{Advice, CloseCode, CloseFrame, CloseReason, Disconnect, Fatal
 use crate::config::{ConfigError, nonzero_count, nonzero_duration};
 use crate::event::{DEFAULT_MAX_LEN, DecodeError, Decoder, Event};
 use crate::message::{Incoming, Message, ReceivedClose};
+use crate::resume::{self, Position, ResumeFrame, ResumeFrameError, ResumeRequest};
 use crate::route::Channel;
 use crate::server::timers::TimerTable;
 
@@ -114,6 +127,11 @@ pub struct ClientConfig {
     /// `true` by default; set `false` for WebSocket libraries that answer pings on their own
     /// (tungstenite does), or the server gets two pongs.
     pub answer_pings: bool,
+    /// Whether to opt in to missed-event recovery (§2.11), `true` by default: every handshake
+    /// carries `Misar-Resume` (`new`, then the last position seen), so a reconnect receives
+    /// what was published while the connection was down, or is told it cannot
+    /// ([`ClientEvent::Resumed`] with `recovered: false`).
+    pub resume: bool,
 }
 
 impl ClientConfig {
@@ -129,6 +147,7 @@ impl ClientConfig {
             max_message: DEFAULT_MAX_LEN,
             backoff: BackoffConfig::default(),
             answer_pings: true,
+            resume: true,
         }
     }
 
@@ -191,6 +210,7 @@ impl fmt::Debug for ClientConfig {
             .field("max_message", &self.max_message)
             .field("backoff", &self.backoff)
             .field("answer_pings", &self.answer_pings)
+            .field("resume", &self.resume)
             .finish()
     }
 }
@@ -219,6 +239,10 @@ pub enum InvalidMessage {
     /// A text message that does not decode as an event of the channel.
     #[error("undecodable event: {0}")]
     Decode(#[from] DecodeError),
+    /// The first frame of an opted-in connection says `"type":"resume"` but is not a valid
+    /// resume frame (§2.11). [`ClientEvent::ResumeUnanswered`] follows.
+    #[error("invalid resume frame: {0}")]
+    Resume(#[from] ResumeFrameError),
     /// A binary message (the protocol only sends text).
     #[error("unexpected binary message of {len} bytes")]
     Binary {
@@ -235,6 +259,17 @@ pub enum ClientEvent {
     Event(Event),
     /// A message that could not be used; the connection stays up.
     Invalid(InvalidMessage),
+    /// The server's answer to the opt-in (§2.11), the first message of an opted-in connection.
+    /// `recovered: true`: every event after the position the session sent follows, then live
+    /// events (for a first connection, `new`, what follows is live). `recovered: false`:
+    /// events may have been missed (another epoch, history trimmed, an offset ahead): the
+    /// application refetches its state out of band. Either way the session now holds the
+    /// frame's position ([`ClientSession::position`]).
+    Resumed(ResumeFrame),
+    /// The session opted in, but the server's first message was not a resume frame (a server
+    /// without §2.11): whether events were missed is unknown, as if `recovered: false`. The
+    /// session keeps its last position and asks again on the next reconnect.
+    ResumeUnanswered,
     /// The connection ended. The driver drops the transport (after sending what
     /// [`ClientSession::poll_transmit`] still has), then acts on `outcome`.
     Disconnected {
@@ -302,7 +337,15 @@ pub struct ClientSession {
     backoff: Backoff,
     phase: Phase,
     timers: TimerTable<TIMERS>,
-    events: VecDeque<ClientEvent>,
+    events: VecDeque<(ClientEvent, Option<u64>)>,
+    /// The offset of the event [`poll_event`](Self::poll_event) returned last.
+    polled_offset: Option<u64>,
+    /// The last position seen (the resume frame's, then each event's offset in its epoch).
+    position: Option<Position>,
+    /// This connection opted in and its first text frame has not arrived yet.
+    awaiting_resume: bool,
+    /// This connection opted in and the server answered: its events carry offsets.
+    resumed: bool,
     pending_pong: Option<Bytes>,
     /// The close frame to transmit (`Some(None)`: a close without a code).
     pending_close: Option<Option<CloseFrame>>,
@@ -335,6 +378,10 @@ impl ClientSession {
             phase: Phase::Idle,
             timers: TimerTable::new(),
             events: VecDeque::new(),
+            polled_offset: None,
+            position: None,
+            awaiting_resume: false,
+            resumed: false,
             pending_pong: None,
             pending_close: None,
             terminal_seen: false,
@@ -380,12 +427,46 @@ impl ClientSession {
         &self.backoff
     }
 
+    /// The last position seen (§2.11): the resume frame's, then the offset of each event
+    /// received since, in the frame's epoch. `None` before the first answer of the server
+    /// (or when [`ClientConfig::resume`] is off). The next handshake resumes from it.
+    pub fn position(&self) -> Option<&Position> {
+        self.position.as_ref()
+    }
+
+    /// The resume value the next handshake sends: `None` when [`ClientConfig::resume`] is
+    /// off, `new` before any position is known, else the last position.
+    pub fn resume_request(&self) -> Option<ResumeRequest> {
+        if !self.config.resume {
+            return None;
+        }
+        Some(match &self.position {
+            Some(position) => ResumeRequest::From(position.clone()),
+            None => ResumeRequest::New,
+        })
+    }
+
+    /// The `"offset"` of the event [`poll_event`](Self::poll_event) returned last, when it
+    /// was a [`ClientEvent::Event`] of an opted-in connection (`None` otherwise).
+    pub fn event_offset(&self) -> Option<u64> {
+        self.polled_offset
+    }
+
+    // ----- commands on the position -----
+
+    /// Resumes from `position` on the next handshake (e.g. one the application stored), as if
+    /// it had been seen on this session. Has no effect when [`ClientConfig::resume`] is off.
+    pub fn resume_from(&mut self, position: Position) {
+        self.position = Some(position);
+    }
+
     // ----- connection -----
 
     /// The handshake request for the next connection attempt: `GET` of
-    /// `{url}{channel path}` with `Host` and the key (`Authorization: Bearer`, marked
+    /// `{url}{channel path}` with `Host`, the key (`Authorization: Bearer`, marked
     /// sensitive, `Sec-WebSocket-Protocol: misar.v1, misar.bearer.<key>`, marked sensitive, or
-    /// `?token=`). The WebSocket library adds its own upgrade headers
+    /// `?token=`) and, when [`ClientConfig::resume`] is on, `Misar-Resume`
+    /// ([`resume_request`](Self::resume_request)). The WebSocket library adds its own upgrade headers
     /// (`Sec-WebSocket-Key` and friends) — with tungstenite, build its request from this
     /// one's URI and copy these headers over.
     pub fn handshake_request(&self) -> Result<http::Request<()>, RequestError> {
@@ -397,6 +478,7 @@ impl ClientSession {
             &self.config.key,
             self.config.auth,
             &self.channel,
+            self.resume_request().as_ref(),
         )
     }
 
@@ -443,6 +525,7 @@ impl ClientSession {
         if status == http::StatusCode::SWITCHING_PROTOCOLS {
             self.reset_connection();
             self.phase = Phase::Open { since: now };
+            self.awaiting_resume = self.config.resume;
             self.refresh_liveness(now);
             return Ok(());
         }
@@ -493,6 +576,9 @@ impl ClientSession {
         self.refresh_liveness(now);
         match message {
             Incoming::Text(payload) => {
+                if std::mem::take(&mut self.awaiting_resume) && self.take_resume_frame(&payload) {
+                    return;
+                }
                 let item = match self.decoder.decode(self.channel.kind(), &payload) {
                     Ok(event) => {
                         if let Event::Campaign(campaign) = &event {
@@ -504,17 +590,17 @@ impl ClientSession {
                                 self.timers.set_after(Timer::Close as usize, now, grace);
                             }
                         }
-                        ClientEvent::Event(event)
+                        let offset = self.note_offset(&payload);
+                        (ClientEvent::Event(event), offset)
                     }
-                    Err(error) => ClientEvent::Invalid(InvalidMessage::Decode(error)),
+                    Err(error) => (ClientEvent::Invalid(InvalidMessage::Decode(error)), None),
                 };
                 self.events.push_back(item);
             }
             Incoming::Binary(payload) => {
-                self.events
-                    .push_back(ClientEvent::Invalid(InvalidMessage::Binary {
-                        len: payload.len(),
-                    }));
+                self.push(ClientEvent::Invalid(InvalidMessage::Binary {
+                    len: payload.len(),
+                }));
             }
             Incoming::Ping(payload) => {
                 if self.config.answer_pings {
@@ -594,7 +680,9 @@ impl ClientSession {
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
+        let (event, offset) = self.events.pop_front()?;
+        self.polled_offset = offset;
+        Some(event)
     }
 
     /// The next message to send: a close (our own, or the answer to the server's), or a pong.
@@ -623,8 +711,51 @@ impl ClientSession {
         self.timers.set_after(Timer::Liveness as usize, now, window);
     }
 
+    fn push(&mut self, event: ClientEvent) {
+        self.events.push_back((event, None));
+    }
+
+    /// The first text frame of an opted-in connection: the resume frame takes the position
+    /// and is reported (`true`: consumed). Anything else means the server did not answer the
+    /// opt-in: reported, and the frame is then decoded as an event (`false`).
+    fn take_resume_frame(&mut self, payload: &[u8]) -> bool {
+        match ResumeFrame::decode(payload) {
+            Ok(frame) => {
+                self.position = Some(frame.position());
+                self.resumed = true;
+                self.push(ClientEvent::Resumed(frame));
+                true
+            }
+            // Not a resume frame at all: an event (or garbage the decoder reports).
+            Err(ResumeFrameError::NotResume | ResumeFrameError::Malformed) => {
+                self.push(ClientEvent::ResumeUnanswered);
+                false
+            }
+            Err(error) => {
+                self.push(ClientEvent::Invalid(InvalidMessage::Resume(error)));
+                self.push(ClientEvent::ResumeUnanswered);
+                true
+            }
+        }
+    }
+
+    /// The offset of an event of an answered opt-in; it becomes the position in the epoch the
+    /// resume frame named.
+    fn note_offset(&mut self, payload: &[u8]) -> Option<u64> {
+        if !self.resumed {
+            return None;
+        }
+        let offset = resume::event_offset(payload)?;
+        if let Some(position) = &mut self.position {
+            position.offset = offset;
+        }
+        Some(offset)
+    }
+
     /// Forgets the previous connection's leftovers.
     fn reset_connection(&mut self) {
+        self.awaiting_resume = false;
+        self.resumed = false;
         self.timers.clear_all();
         self.pending_pong = None;
         self.pending_close = None;
@@ -647,7 +778,7 @@ impl ClientSession {
             Some(outcome) => self.record(outcome),
             None => self.conclude(disconnect.clone(), now, since),
         };
-        self.events.push_back(ClientEvent::Disconnected {
+        self.push(ClientEvent::Disconnected {
             disconnect,
             outcome,
         });

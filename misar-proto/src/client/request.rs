@@ -4,10 +4,13 @@ use std::fmt::Write as _;
 
 use std::time::Duration;
 
-use http::header::{AUTHORIZATION, HOST, HeaderValue, RETRY_AFTER, SEC_WEBSOCKET_PROTOCOL};
+use http::header::{
+    AUTHORIZATION, HOST, HeaderName, HeaderValue, RETRY_AFTER, SEC_WEBSOCKET_PROTOCOL,
+};
 use http::uri::{Authority, PathAndQuery, Scheme};
 
 use crate::auth::{ApiKey, BEARER_PROTOCOL_PREFIX, SUBPROTOCOL};
+use crate::resume::{RESUME_HEADER, RESUME_PARAMETER, ResumeRequest};
 use crate::route::Channel;
 
 use super::ClientOutcome;
@@ -49,6 +52,11 @@ pub enum RequestError {
     /// one would make the server refuse the request as ambiguous.
     #[error("the server URL already has a `token` query parameter")]
     TokenInUrl,
+    /// The URL already has a `resume` query parameter: the session sends its own resume
+    /// value (`Misar-Resume`), and a second, different one would make the server refuse the
+    /// request with 400 (§2.11).
+    #[error("the server URL already has a `resume` query parameter")]
+    ResumeInUrl,
     /// The session finished or stopped; it makes no more connections.
     #[error("the client session has ended")]
     Ended,
@@ -64,6 +72,7 @@ pub(super) fn build(
     key: &ApiKey,
     style: AuthStyle,
     channel: &Channel,
+    resume: Option<&ResumeRequest>,
 ) -> Result<http::Request<()>, RequestError> {
     if url.contains('#') {
         return Err(RequestError::Fragment);
@@ -85,6 +94,11 @@ pub(super) fn build(
     let query = base.query().unwrap_or("");
     if form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == "token") {
         return Err(RequestError::TokenInUrl);
+    }
+    if resume.is_some()
+        && form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == RESUME_PARAMETER)
+    {
+        return Err(RequestError::ResumeInUrl);
     }
 
     let mut path_and_query = channel.path(base.path());
@@ -141,6 +155,11 @@ pub(super) fn build(
         let mut value = HeaderValue::from_str(&offer).map_err(|_| RequestError::Build)?;
         value.set_sensitive(true);
         headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
+    }
+    if let Some(resume) = resume {
+        // `new` or `<epoch>:<offset>`: ASCII by construction.
+        let value = HeaderValue::from_str(&resume.to_string()).map_err(|_| RequestError::Build)?;
+        headers.insert(HeaderName::from_static(RESUME_HEADER), value);
     }
     Ok(request)
 }
@@ -252,6 +271,7 @@ mod tests {
             &key(),
             AuthStyle::Header,
             &Channel::Inbox,
+            None,
         )
         .unwrap();
         assert_eq!(req.method(), http::Method::GET);
@@ -269,6 +289,7 @@ mod tests {
             &key(),
             AuthStyle::Subprotocol,
             &Channel::Inbox,
+            None,
         )
         .unwrap();
         assert_eq!(req.uri(), "wss://api.misar.io/mail/ws/inbox");
@@ -310,6 +331,7 @@ mod tests {
             &key(),
             AuthStyle::Query,
             &campaign(),
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -322,9 +344,16 @@ mod tests {
 
     #[test]
     fn root_and_custom_paths() {
-        let req = build("wss://h", &key(), AuthStyle::Query, &Channel::Inbox).unwrap();
+        let req = build("wss://h", &key(), AuthStyle::Query, &Channel::Inbox, None).unwrap();
         assert_eq!(req.uri(), "wss://h/inbox?token=msk_test_key_1234");
-        let req = build("WSS://h/api/v2", &key(), AuthStyle::Header, &campaign()).unwrap();
+        let req = build(
+            "WSS://h/api/v2",
+            &key(),
+            AuthStyle::Header,
+            &campaign(),
+            None,
+        )
+        .unwrap();
         assert_eq!(req.uri(), "wss://h/api/v2/campaigns/c-42");
         assert_eq!(req.uri().scheme_str(), Some("wss"));
     }
@@ -345,11 +374,46 @@ mod tests {
         ];
         for (url, expected) in cases {
             for style in [AuthStyle::Header, AuthStyle::Query, AuthStyle::Subprotocol] {
-                let err = build(url, &key(), style, &Channel::Inbox).unwrap_err();
+                let err = build(url, &key(), style, &Channel::Inbox, None).unwrap_err();
                 assert_eq!(err, expected, "{url}");
                 assert!(!err.to_string().contains("msk_"));
             }
         }
+    }
+
+    #[test]
+    fn the_resume_value_goes_in_the_misar_resume_header() {
+        let position = crate::resume::Position::parse("e1:42").unwrap();
+        let from = ResumeRequest::From(position);
+        for (resume, expected) in [(ResumeRequest::New, "new"), (from, "e1:42")] {
+            let req = build(
+                "wss://h/ws",
+                &key(),
+                AuthStyle::Query,
+                &Channel::Inbox,
+                Some(&resume),
+            )
+            .unwrap();
+            assert_eq!(req.headers()[RESUME_HEADER], expected);
+            assert!(!req.uri().to_string().contains("resume"));
+        }
+        let req = build(
+            "wss://h/ws",
+            &key(),
+            AuthStyle::Header,
+            &Channel::Inbox,
+            None,
+        )
+        .unwrap();
+        assert!(req.headers().get(RESUME_HEADER).is_none());
+        // The URL's own `resume` would disagree with the header: refused, unless the session
+        // does not opt in (then the URL's value is the application's choice).
+        let url = "wss://h/ws?resume=new";
+        let new = ResumeRequest::New;
+        let refused = build(url, &key(), AuthStyle::Header, &Channel::Inbox, Some(&new));
+        assert_eq!(refused.unwrap_err(), RequestError::ResumeInUrl);
+        let req = build(url, &key(), AuthStyle::Header, &Channel::Inbox, None).unwrap();
+        assert_eq!(req.uri(), "wss://h/ws/inbox?resume=new");
     }
 
     #[test]

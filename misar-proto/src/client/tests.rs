@@ -22,11 +22,14 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// A session that does not opt in to §2.11: the tests of `mod resume` opt in.
 fn config() -> ClientConfig {
-    ClientConfig::new(
+    let mut config = ClientConfig::new(
         "wss://api.example.com/mail/ws",
         ApiKey::parse("msk_client_key_9876").unwrap(),
-    )
+    );
+    config.resume = false;
+    config
 }
 
 /// The jitter seed of the sessions whose delays the tests do not look at.
@@ -725,4 +728,154 @@ fn subprotocol_style_request() {
     assert_eq!(offer, "misar.v1, misar.bearer.msk_client_key_9876");
     assert!(offer.is_sensitive());
     assert!(!format!("{request:?}").contains("msk_client_key_9876"));
+}
+
+mod resume {
+    use super::*;
+    use crate::resume::{Position, RESUME_HEADER, ResumeFrame};
+
+    fn opted_in(channel: Channel) -> ClientSession {
+        let mut config = config();
+        config.resume = true;
+        ClientSession::new(config, channel, SEED)
+    }
+
+    fn connect(c: &mut ClientSession, now: Instant) -> String {
+        let request = c.handshake_request().unwrap();
+        let value = request.headers()[RESUME_HEADER]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        c.handle_handshake_response(StatusCode::SWITCHING_PROTOCOLS, b"", now)
+            .unwrap();
+        value
+    }
+
+    fn with_offset(event: &str, offset: u64) -> String {
+        format!("{},\"offset\":{offset}}}", &event[..event.len() - 1])
+    }
+
+    #[test]
+    fn the_default_opts_in_and_resumes_from_the_last_event_seen() {
+        let now = origin();
+        let mut c = ClientSession::new(
+            ClientConfig::new("wss://h/ws", ApiKey::parse("msk_client_key_9876").unwrap()),
+            Channel::Inbox,
+            SEED,
+        );
+        assert!(c.config().resume);
+        assert_eq!(c.resume_request(), Some(ResumeRequest::New));
+        assert_eq!(connect(&mut c, now), "new");
+
+        c.handle_message(
+            text(r#"{"type":"resume","epoch":"e1","offset":7,"recovered":true}"#),
+            now,
+        );
+        c.handle_message(text(&with_offset(EMAIL, 9)), now);
+        c.handle_message(text(&with_offset(EMAIL, 12)), now);
+        let frame = ResumeFrame {
+            epoch: crate::resume::Epoch::new("e1").unwrap(),
+            offset: 7,
+            recovered: true,
+        };
+        assert_eq!(c.poll_event(), Some(ClientEvent::Resumed(frame)));
+        assert_eq!(c.event_offset(), None);
+        assert!(matches!(c.poll_event(), Some(ClientEvent::Event(_))));
+        assert_eq!(c.event_offset(), Some(9));
+        assert!(matches!(c.poll_event(), Some(ClientEvent::Event(_))));
+        assert_eq!(c.event_offset(), Some(12));
+        assert_eq!(c.position(), Some(&Position::parse("e1:12").unwrap()));
+
+        c.handle_transport_closed(now);
+        let _ = events(&mut c);
+        assert_eq!(connect(&mut c, now + secs(1)), "e1:12");
+    }
+
+    #[test]
+    fn recovered_false_is_reported_and_moves_the_position_to_the_latest() {
+        let now = origin();
+        let mut c = opted_in(Channel::Inbox);
+        c.resume_from(Position::parse("old:40").unwrap());
+        assert_eq!(connect(&mut c, now), "old:40");
+        c.handle_message(
+            text(r#"{"type":"resume","epoch":"e2","offset":3,"recovered":false}"#),
+            now,
+        );
+        match events(&mut c).as_slice() {
+            [ClientEvent::Resumed(frame)] => assert!(!frame.recovered),
+            other => panic!("expected the not-recovered frame, got {other:?}"),
+        }
+        assert_eq!(c.position(), Some(&Position::parse("e2:3").unwrap()));
+    }
+
+    #[test]
+    fn a_server_without_resume_is_reported_and_its_first_event_kept() {
+        let now = origin();
+        let mut c = opted_in(Channel::Inbox);
+        c.resume_from(Position::parse("e1:5").unwrap());
+        connect(&mut c, now);
+        c.handle_message(text(EMAIL), now);
+        // A later `offset` on a connection whose opt-in went unanswered is not a position.
+        c.handle_message(text(&with_offset(EMAIL, 99)), now);
+        let got = events(&mut c);
+        assert_eq!(got[0], ClientEvent::ResumeUnanswered);
+        assert!(matches!(got[1], ClientEvent::Event(_)));
+        assert!(matches!(got[2], ClientEvent::Event(_)));
+        assert_eq!(c.event_offset(), None);
+        assert_eq!(c.position(), Some(&Position::parse("e1:5").unwrap()));
+    }
+
+    #[test]
+    fn a_broken_resume_frame_is_invalid_and_unanswered() {
+        let now = origin();
+        let mut c = opted_in(Channel::Inbox);
+        connect(&mut c, now);
+        c.handle_message(
+            text(r#"{"type":"resume","epoch":"bad epoch!","offset":1,"recovered":true}"#),
+            now,
+        );
+        let got = events(&mut c);
+        assert!(
+            matches!(got[0], ClientEvent::Invalid(InvalidMessage::Resume(_))),
+            "{got:?}"
+        );
+        assert_eq!(got[1], ClientEvent::ResumeUnanswered);
+        assert_eq!(got.len(), 2);
+        assert_eq!(c.position(), None);
+        // A later resume frame is no answer: decoded as an event of an unknown type.
+        c.handle_message(
+            text(r#"{"type":"resume","epoch":"e","offset":1,"recovered":true}"#),
+            now,
+        );
+        assert!(matches!(events(&mut c).as_slice(), [ClientEvent::Event(_)]));
+        assert_eq!(c.position(), None);
+    }
+
+    #[test]
+    fn a_bad_request_is_fatal() {
+        let now = origin();
+        let mut c = opted_in(Channel::Inbox);
+        c.handshake_request().unwrap();
+        let body = br#"{"error":"bad_request","message":"several resume values"}"#;
+        let failure = c
+            .handle_handshake_response(StatusCode::BAD_REQUEST, body, now)
+            .unwrap_err();
+        assert!(matches!(failure.outcome(), ClientOutcome::Stop(_)));
+        assert_eq!(c.state(), ClientState::Done);
+    }
+
+    #[test]
+    fn turning_resume_off_sends_no_header_and_reads_no_frame() {
+        let now = origin();
+        let mut c = open(Channel::Inbox, now);
+        assert_eq!(c.resume_request(), None);
+        let mut idle = client(Channel::Inbox);
+        let request = idle.handshake_request().unwrap();
+        assert!(request.headers().get(RESUME_HEADER).is_none());
+        c.handle_message(text(&with_offset(EMAIL, 4)), now);
+        assert!(matches!(events(&mut c).as_slice(), [ClientEvent::Event(_)]));
+        assert_eq!(c.event_offset(), None);
+        idle.resume_from(Position::parse("e:1").unwrap());
+        assert_eq!(idle.resume_request(), None);
+    }
 }
