@@ -202,7 +202,7 @@ async fn the_rust_client_authenticates_with_the_subprotocol() {
         .await
         .unwrap();
     match next(&mut updates).await {
-        Update::Event { event, raw } => {
+        Update::Event { event, raw, .. } => {
             assert!(matches!(event, Event::Inbox(_)));
             assert_eq!(&raw[..], EMAIL.as_bytes());
         }

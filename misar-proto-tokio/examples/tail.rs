@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run -p misar-proto-tokio --example tail -- --url <ws-url> --key <key>
-//!     [--auth header|query|subprotocol] [--query-token] [--json]
+//!     [--auth header|query|subprotocol] [--query-token] [--json] [--no-resume]
 //! ```
 //!
 //! - `--url` names the channel: `ws://127.0.0.1:8080/mail/ws/inbox` or
@@ -18,6 +18,12 @@
 //!   terminal.
 //! - Connection news (connected, lost, reconnecting in …) goes to stderr; a wait the server
 //!   asked for with `Retry-After` (429, 503) is shown as such.
+//! - Missed events (§2.11): tail resumes by default — each reconnect asks for what was
+//!   published while it was down (`Misar-Resume`), and the server replays it before live
+//!   events. When it cannot (`recovered: false`: the server restarted, or the gap outgrew its
+//!   history), a line containing `not recovered` goes to stderr, and events go on live.
+//!   `--no-resume` sends no resume value (what was published between connections is lost,
+//!   silently). With `--json` the opted-in events carry their `"offset"`, as sent.
 //!
 //! Exit status: 0 after a campaign's terminal event or on Ctrl-C (which closes with 1000); a
 //! close 1000 before the terminal event is no finish: tail reconnects, as the client does;
@@ -64,6 +70,9 @@ struct Args {
     /// Print every event as one compact JSON object per line.
     #[arg(long)]
     json: bool,
+    /// Do not resume after a reconnect (§2.11): events published while disconnected are lost.
+    #[arg(long)]
+    no_resume: bool,
 }
 
 /// Where the key goes (`--auth`).
@@ -102,7 +111,11 @@ fn main() -> ExitCode {
         Err(error) => return refuse(&format!("invalid --key: {error}")),
     };
     let auth = args.auth_style();
-    let client = match Client::builder(target.base.clone(), key).auth(auth).build() {
+    let client = match Client::builder(target.base.clone(), key)
+        .auth(auth)
+        .resume(!args.no_resume)
+        .build()
+    {
         Ok(client) => client,
         Err(error) => return refuse(&format!("invalid --url: {error}")),
     };
@@ -231,12 +244,26 @@ async fn run(mut updates: Updates, target: &Target, json: bool) -> ExitCode {
                     describe_disconnect(&cause),
                 ));
             }
+            Some(Ok(Update::Resumed { position })) => {
+                if connections > 1 {
+                    out.note(&format!("resumed from {position}: nothing missed"));
+                }
+            }
+            Some(Ok(Update::NotRecovered { position })) => {
+                let now = match position {
+                    Some(position) => format!("the stream is now at {position}"),
+                    None => "the server did not answer the resume request".to_owned(),
+                };
+                out.note(&format!(
+                    "not recovered: events published while disconnected may have been missed ({now})"
+                ));
+            }
             Some(Ok(Update::Invalid { error, .. })) => {
                 out.note(&format!(
                     "ignoring a message that is not a valid event: {error}"
                 ));
             }
-            Some(Ok(Update::Event { event, raw })) => {
+            Some(Ok(Update::Event { event, raw, .. })) => {
                 if let Err(error) = out.event(&event, &raw) {
                     // A closed pipe (`tail … | head`) is the reader saying it is done.
                     let status = if error.kind() == io::ErrorKind::BrokenPipe {

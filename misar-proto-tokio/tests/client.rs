@@ -6,7 +6,7 @@ mod client_util;
 
 use std::time::Duration;
 
-use client_util::{KEY, TestServer, completed, email, progress};
+use client_util::{KEY, TestServer, at, completed, email, progress, resume_frame};
 use futures_util::StreamExt;
 use misar_proto::auth::ApiKey;
 use misar_proto::backoff::BackoffConfig;
@@ -19,7 +19,14 @@ use misar_proto_tokio::client::{
 };
 use tokio::time::Instant;
 
+/// A client that does not opt in to §2.11 (this test server sends no resume frames unless a
+/// test scripts them; the tests of resume opt in).
 fn builder(server: &TestServer) -> ClientBuilder {
+    resuming(server).resume(false)
+}
+
+/// A client with the default: opted in to §2.11.
+fn resuming(server: &TestServer) -> ClientBuilder {
     Client::builder(server.base_url(), ApiKey::parse(KEY).unwrap()).jitter_seed(7)
 }
 
@@ -518,7 +525,7 @@ async fn undecodable_messages_do_not_end_the_stream() {
         }
     }
     match updates.next().await {
-        Some(Ok(Update::Event { event, raw })) => {
+        Some(Ok(Update::Event { event, raw, .. })) => {
             assert_eq!(event, inbox(&email(1)));
             assert_eq!(raw.as_ref(), email(1).as_bytes());
         }
@@ -684,4 +691,164 @@ async fn the_subprotocol_style_needs_the_misar_v1_echo() {
         Some(format!("misar.v1, misar.bearer.{KEY}").as_str())
     );
     assert!(!conn.seen.path_and_query.contains("token"));
+}
+
+// ----- missed-event recovery (§2.11) -----
+
+#[tokio::test(start_paused = true)]
+async fn resume_is_on_by_default_and_every_reconnect_asks_from_the_last_event_seen() {
+    let server = TestServer::bind().await;
+    let client = resuming(&server).build().unwrap();
+    let script = tokio::spawn(async move {
+        let mut first = server.accept().await;
+        first.send(&resume_frame("e1", 0, true)).await;
+        first.send(&at(&email(1), 3)).await;
+        first.send(&at(&email(2), 8)).await;
+        drop(first); // no close: a drop
+        let mut second = server.accept().await;
+        second.send(&resume_frame("e1", 8, true)).await;
+        second.send(&at(&email(3), 9)).await;
+        (server, second)
+    });
+    let mut updates = client.subscribe_inbox().updates();
+    expect_connected(&mut updates).await;
+    let position = |text: &str| misar_proto::resume::Position::parse(text).unwrap();
+    match updates.next().await {
+        Some(Ok(Update::Resumed { position: p })) => assert_eq!(p, position("e1:0")),
+        other => panic!("expected Resumed, got {other:?}"),
+    }
+    for (n, offset) in [(1, 3), (2, 8)] {
+        match updates.next().await {
+            Some(Ok(Update::Event {
+                event,
+                offset: o,
+                raw,
+            })) => {
+                assert_eq!(event, inbox(&email(n)));
+                assert_eq!(o, Some(offset));
+                assert_eq!(raw, at(&email(n), offset).as_bytes());
+            }
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+    assert_eq!(updates.position(), Some(&position("e1:8")));
+    expect_reconnecting(&mut updates).await;
+    expect_connected(&mut updates).await;
+    assert!(matches!(
+        updates.next().await,
+        Some(Ok(Update::Resumed { .. }))
+    ));
+    assert_eq!(next_event(&mut updates).await, inbox(&email(3)));
+    assert_eq!(updates.position(), Some(&position("e1:9")));
+    let (_server, second) = script.await.unwrap();
+    assert_eq!(second.seen.resume.as_deref(), Some("e1:8"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_connection_sends_new() {
+    let server = TestServer::bind().await;
+    let client = resuming(&server).build().unwrap();
+    let script = tokio::spawn(async move {
+        let mut conn = server.accept().await;
+        conn.send(&resume_frame("e1", 5, true)).await;
+        conn.send(&at(&email(1), 6)).await;
+        conn.seen
+    });
+    let mut sub = client.subscribe_inbox();
+    assert_eq!(sub.next().await.unwrap().unwrap(), inbox(&email(1)));
+    assert_eq!(
+        sub.position().map(ToString::to_string).as_deref(),
+        Some("e1:6")
+    );
+    assert_eq!(script.await.unwrap().resume.as_deref(), Some("new"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovered_false_is_a_non_final_error_of_the_subscription_then_events_go_on() {
+    let server = TestServer::bind().await;
+    let client = resuming(&server).build().unwrap();
+    let script = tokio::spawn(async move {
+        let mut conn = server.accept().await;
+        conn.send(&resume_frame("e2", 41, false)).await;
+        conn.send(&at(&email(1), 42)).await;
+        (server, conn)
+    });
+    let id = misar_proto::resume::Position::parse("old:7").unwrap();
+    let mut sub = client.subscribe_from(misar_proto::route::Channel::Inbox, id);
+    match sub.next().await {
+        Some(Err(error @ SubscriptionError::NotRecovered { .. })) => {
+            assert!(!error.is_final());
+            assert!(error.to_string().contains("not recovered"), "{error}");
+            let SubscriptionError::NotRecovered { position } = error else {
+                unreachable!()
+            };
+            assert_eq!(position.map(|p| p.to_string()).as_deref(), Some("e2:41"));
+        }
+        other => panic!("expected NotRecovered, got {other:?}"),
+    }
+    assert_eq!(sub.next().await.unwrap().unwrap(), inbox(&email(1)));
+    assert_eq!(
+        sub.position().map(ToString::to_string).as_deref(),
+        Some("e2:42")
+    );
+    let (_server, conn) = script.await.unwrap();
+    assert_eq!(conn.seen.resume.as_deref(), Some("old:7"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_ignores_the_opt_in_is_reported_not_hidden() {
+    let server = TestServer::bind().await;
+    let client = resuming(&server).build().unwrap();
+    let script = tokio::spawn(async move {
+        let mut conn = server.accept().await;
+        conn.send(&email(1)).await;
+        (server, conn)
+    });
+    let mut sub = client.subscribe_inbox();
+    match sub.next().await {
+        Some(Err(SubscriptionError::NotRecovered { position: None })) => {}
+        other => panic!("expected NotRecovered without a position, got {other:?}"),
+    }
+    assert_eq!(sub.next().await.unwrap().unwrap(), inbox(&email(1)));
+    assert_eq!(sub.position(), None);
+    let _ = script.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn resume_off_sends_no_value() {
+    let server = TestServer::bind().await;
+    let client = builder(&server).build().unwrap();
+    let script = tokio::spawn(async move {
+        let mut conn = server.accept().await;
+        conn.send(&email(1)).await;
+        conn.seen
+    });
+    let mut sub = client.subscribe_inbox();
+    assert_eq!(sub.next().await.unwrap().unwrap(), inbox(&email(1)));
+    assert_eq!(script.await.unwrap().resume, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_400_is_final() {
+    let server = TestServer::bind().await;
+    let client = resuming(&server).build().unwrap();
+    let body =
+        r#"{"error":"bad_request","message":"the resume value is not new or <epoch>:<offset>"}"#;
+    let script = tokio::spawn(async move {
+        server.reject(400, body).await;
+        // No second attempt, however long we wait.
+        server
+            .next_attempt(Duration::from_secs(3600))
+            .await
+            .is_none()
+    });
+    let mut sub = client.subscribe_inbox();
+    match sub.next().await {
+        Some(Err(error @ SubscriptionError::Rejected { status: 400, .. })) => {
+            assert!(error.is_final());
+        }
+        other => panic!("expected the 400, got {other:?}"),
+    }
+    assert!(sub.next().await.is_none());
+    assert!(script.await.unwrap(), "the client retried a 400");
 }

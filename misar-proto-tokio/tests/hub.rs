@@ -10,6 +10,7 @@ use bytes::Bytes;
 use misar_proto::event::{CampaignEvent, EncodedEvent, InboxEvent, UnknownEvent};
 use misar_proto::message::Message;
 use misar_proto::server::{CloseCause, ServerConfig};
+use misar_proto::streams::HistoryConfig;
 use misar_proto::streams::PublishError as Refusal;
 use misar_proto_tokio::hub::{
     Broker, BrokerError, BrokerFuture, Hub, HubConfig, HubDelivery, LocalBroker, PublishError,
@@ -312,7 +313,11 @@ async fn a_late_joiner_gets_the_latest_progress_then_the_terminal_event() {
 #[tokio::test]
 async fn the_cache_forgets_the_least_recently_updated_campaign() {
     within(async {
-        let hub = Hub::new(config(|c| c.last_progress_cache = 2));
+        // Without §2.11 history, which would keep every stream that has events.
+        let hub = Hub::new(config(|c| {
+            c.last_progress_cache = 2;
+            c.history = HistoryConfig::none();
+        }));
         for (id, sent) in [("c1", 1), ("c2", 1), ("c3", 1), ("c1", 2), ("c4", 1)] {
             hub.publish_campaign(&campaign(id), &progress(id, sent))
                 .await
@@ -530,7 +535,11 @@ async fn the_broker_sees_streams_open_and_close_and_its_failures_surface() {
 
 #[tokio::test]
 async fn connections_leave_in_any_order_and_the_rest_keep_receiving() {
-    let hub = Hub::new(config(|c| c.max_connections_per_account = 64));
+    // Without §2.11 history, which would keep the inbox stream for its events.
+    let hub = Hub::new(config(|c| {
+        c.max_connections_per_account = 64;
+        c.history = HistoryConfig::none();
+    }));
     let mut feeds: Vec<Option<_>> = (0..50)
         .map(|i| {
             let accepted = if i % 2 == 0 {

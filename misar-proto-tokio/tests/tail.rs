@@ -8,7 +8,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use client_util::{KEY, TestServer, completed, email, progress};
+use client_util::{KEY, TestServer, at, completed, email, progress, resume_frame};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -348,4 +348,58 @@ async fn retry_after_is_waited_and_shown_and_the_subprotocol_carries_the_key() {
         "{stderr}"
     );
     assert!(!stderr.contains(KEY));
+}
+
+#[tokio::test]
+async fn tail_resumes_by_default_and_says_not_recovered_on_stderr() {
+    tail_binary();
+    let server = TestServer::bind().await;
+    let url = format!("{}/campaigns/c-7", server.base_url());
+    let child = tail(&["--url", &url, "--key", KEY, "--json"]);
+
+    let mut first = within(server.accept()).await;
+    assert_eq!(first.seen.resume.as_deref(), Some("new"));
+    first.send(&resume_frame("e1", 0, true)).await;
+    first.send(&at(&progress("c-7", 1, 10), 4)).await;
+    // Gone without a close: tail reconnects from the last event it got.
+    drop(first);
+    let mut second = within(server.accept()).await;
+    assert_eq!(second.seen.resume.as_deref(), Some("e1:4"));
+    second.send(&resume_frame("e2", 9, false)).await;
+    second.send(&at(&completed("c-7", 10), 10)).await;
+    second.close(1000, "campaign finished").await;
+
+    let (status, stdout, stderr) = finish(child).await;
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            at(&progress("c-7", 1, 10), 4),
+            at(&completed("c-7", 10), 10)
+        ],
+        "--json prints each event as received, offset included"
+    );
+    let notes: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("not recovered"))
+        .collect();
+    assert_eq!(notes.len(), 1, "stderr: {stderr}");
+    assert!(notes[0].contains("e2:9"), "{}", notes[0]);
+}
+
+#[tokio::test]
+async fn no_resume_sends_no_resume_value() {
+    tail_binary();
+    let server = TestServer::bind().await;
+    let url = format!("{}/campaigns/c-8", server.base_url());
+    let child = tail(&["--url", &url, "--key", KEY, "--json", "--no-resume"]);
+    let mut conn = within(server.accept()).await;
+    assert_eq!(conn.seen.resume, None);
+    conn.send(&completed("c-8", 3)).await;
+    conn.close(1000, "campaign finished").await;
+    let (status, stdout, stderr) = finish(child).await;
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), [completed("c-8", 3)]);
+    assert!(!stderr.contains("not recovered"), "stderr: {stderr}");
 }

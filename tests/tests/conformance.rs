@@ -599,7 +599,9 @@ async fn s2_4_every_event_type_arrives_intact_as_one_compact_json_text_frame() {
     }
     for event in &events {
         match next_update(&mut inbox).await {
-            Update::Event { event: got, raw } => {
+            Update::Event {
+                event: got, raw, ..
+            } => {
                 assert_eq!(got, Event::Inbox(event.clone()));
                 assert_eq!(raw, event.encode().bytes().clone());
             }

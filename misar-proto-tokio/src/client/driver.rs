@@ -346,7 +346,31 @@ impl Driver {
         match event {
             ClientEvent::Event(event) => {
                 let raw = self.raw.take().unwrap_or_default();
-                self.ready.push_back(Ok(Update::Event { event, raw }));
+                let offset = self.session.event_offset();
+                self.ready
+                    .push_back(Ok(Update::Event { event, raw, offset }));
+            }
+            ClientEvent::Resumed(frame) => {
+                // The frame was the message: the next event has a frame of its own.
+                self.raw = None;
+                let position = frame.position();
+                if frame.recovered {
+                    tracing::debug!(%position, "resumed");
+                    self.ready.push_back(Ok(Update::Resumed { position }));
+                } else {
+                    tracing::warn!(%position, "not recovered: events may have been missed");
+                    self.ready.push_back(Ok(Update::NotRecovered {
+                        position: Some(position),
+                    }));
+                }
+            }
+            ClientEvent::ResumeUnanswered => {
+                // The message (an event, or an invalid resume frame) is reported on its own.
+                tracing::warn!(
+                    "the server did not answer the resume opt-in: events may have been missed"
+                );
+                self.ready
+                    .push_back(Ok(Update::NotRecovered { position: None }));
             }
             ClientEvent::Invalid(error) => {
                 tracing::warn!(%error, "ignoring a message that is not an event of this channel");

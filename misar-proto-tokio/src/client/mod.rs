@@ -14,9 +14,13 @@
 //! let key = ApiKey::parse("msk_your_api_key")?;
 //! let client = Client::builder("wss://api.misar.io/mail/ws", key).build()?;
 //! let mut inbox = client.subscribe_inbox();
-//! while let Some(event) = inbox.next().await {
-//!     let event = event?; // an `Err` is always the last item: the subscription is over
-//!     println!("{}", event.type_name());
+//! while let Some(item) = inbox.next().await {
+//!     match item {
+//!         Ok(event) => println!("{}", event.type_name()),
+//!         // Events may have been missed across a reconnect (§2.11); the stream goes on.
+//!         Err(error) if !error.is_final() => eprintln!("{error}: refetching the inbox"),
+//!         Err(error) => return Err(error.into()), // the last item: the subscription is over
+//!     }
 //! }
 //! # Ok(())
 //! # }
@@ -28,8 +32,12 @@
 //!
 //! - `Ok(event)` for every event, in the order the server sent them, across reconnects;
 //! - `Err(error)` once, as the **last** item, when the subscription cannot go on: HTTP 403 (with
-//!   the server's JSON body), close 4401 or 4403, another final refusal, or the
-//!   [`ReconnectPolicy`] giving up. So `event?` in a loop is always right.
+//!   the server's JSON body), HTTP 400 (e.g. a resume value the server refused), close 4401 or
+//!   4403, another final refusal, or the [`ReconnectPolicy`] giving up;
+//! - `Err(SubscriptionError::NotRecovered { .. })`, the one error that is **not** final
+//!   ([`SubscriptionError::is_final`]), when a reconnect could not recover what was published
+//!   while the connection was down (§2.11): the application refetches its state, and events
+//!   keep coming. `event?` in a loop stops there, which is safe; match on it to go on.
 //! - `None` when it finished normally: a campaign's terminal event (then the server's close
 //!   1000), or [`Subscription::close`].
 //!
@@ -37,8 +45,18 @@
 //! not decode as an event of the channel (logged, skipped; the connection stays up). A caller
 //! that wants to see them — a CLI reporting reconnects, a relay that needs the frames as
 //! received — turns the subscription into [`Updates`] with [`Subscription::updates`], whose
-//! items are [`Update`]s: `Connected`, `Event { event, raw }`, `Invalid { error, raw }`,
+//! items are [`Update`]s: `Connected`, `Resumed { position }`, `NotRecovered { position }`,
+//! `Event { event, raw, offset }`, `Invalid { error, raw }`,
 //! `Reconnecting { after, cause, attempt, retry_after }`.
+//!
+//! # Missed events (§2.11)
+//!
+//! Subscriptions opt in by default ([`ClientBuilder::resume`]): the first handshake sends
+//! `Misar-Resume: new`, every reconnect the position of the last event received, and the
+//! server replays what the connection missed before live events — or says it cannot
+//! (`recovered: false`), which is reported as above, never skipped.
+//! [`Subscription::position`] is the position to keep for a later run
+//! ([`Client::subscribe_from`]).
 //!
 //! # Transport notes
 //!
@@ -69,6 +87,7 @@ use misar_proto::backoff::BackoffConfig;
 use misar_proto::client::{AuthStyle, ClientConfig, ClientSession, RejectionBody, RequestError};
 use misar_proto::close::{CloseCode, Disconnect, Fatal};
 use misar_proto::config::{ConfigError, ConfigProblem};
+use misar_proto::resume::Position;
 use misar_proto::route::{CampaignId, Channel};
 
 pub use subscription::{Subscription, Updates};
@@ -187,6 +206,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether subscriptions opt in to missed-event recovery (§2.11): `true` by default. Each
+    /// handshake then carries `Misar-Resume` (`new`, then the last position seen), so a
+    /// reconnect gets what was published while it was down, or is told it cannot
+    /// ([`Update::NotRecovered`], [`SubscriptionError::NotRecovered`]). `false` sends no
+    /// resume value: events published between two connections are lost without notice.
+    pub fn resume(mut self, resume: bool) -> Self {
+        self.config.resume = resume;
+        self
+    }
+
     /// How long one connection attempt may take before it counts as failed.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -267,6 +296,15 @@ impl Client {
         Subscription::start(self.session(channel), self.reconnect, self.connect_timeout)
     }
 
+    /// A subscription to `channel` that resumes from `position` (one the application kept,
+    /// e.g. [`Subscription::position`] of an earlier run): the first connection asks for
+    /// every event after it (§2.11). Without [`ClientBuilder::resume`] it is [`subscribe`](Self::subscribe).
+    pub fn subscribe_from(&self, channel: Channel, position: Position) -> Subscription {
+        let mut session = self.session(channel);
+        session.resume_from(position);
+        Subscription::start(session, self.reconnect, self.connect_timeout)
+    }
+
     /// The core session of a new subscription, with its own jitter seed (or the fixed one).
     fn session(&self, channel: Channel) -> ClientSession {
         let seed = self.jitter_seed.unwrap_or_else(entropy_seed);
@@ -279,8 +317,9 @@ impl Client {
     }
 }
 
-/// Why a subscription ended with an error. Always the last item of the stream; never contains
-/// the key.
+/// Why a subscription ended with an error: the last item of the stream, except
+/// [`NotRecovered`](SubscriptionError::NotRecovered) ([`is_final`](SubscriptionError::is_final)).
+/// Never contains the key.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SubscriptionError {
@@ -328,9 +367,31 @@ pub enum SubscriptionError {
     /// A `wss://` URL, but this build has no TLS support (enable the `rustls-tls` feature).
     #[error("wss:// needs TLS support: build misar-proto-tokio with the `rustls-tls` feature")]
     TlsUnavailable,
+    /// Events may have been missed across a reconnect (§2.11): the server answered
+    /// `recovered: false`, or did not answer the opt-in (`position: None`). **Not the last
+    /// item**: the subscription goes on with live events (poll it again); the application
+    /// refetches its state out of band. See [`is_final`](Self::is_final).
+    #[error("events may have been missed (not recovered{}); refetch the state", describe_position(.position.as_ref()))]
+    NotRecovered {
+        /// The stream's latest position, which the subscription now holds.
+        position: Option<Position>,
+    },
+}
+
+fn describe_position(position: Option<&Position>) -> String {
+    match position {
+        Some(position) => format!(", now at {position}"),
+        None => ": the server did not answer the resume opt-in".to_owned(),
+    }
 }
 
 impl SubscriptionError {
+    /// Whether the subscription is over after this error: every error is final except
+    /// [`NotRecovered`](Self::NotRecovered), after which events keep coming.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, SubscriptionError::NotRecovered { .. })
+    }
+
     /// The core's reason to stop, for a refusal by the server.
     pub fn fatal(&self) -> Option<Fatal> {
         match self {

@@ -13,6 +13,7 @@ use futures_util::stream::{BoxStream, Fuse};
 use futures_util::{Stream, StreamExt};
 use misar_proto::client::ClientSession;
 use misar_proto::event::Event;
+use misar_proto::resume::Position;
 use misar_proto::route::Channel;
 use tokio::sync::watch;
 
@@ -25,6 +26,8 @@ struct Inner {
     channel: Channel,
     stream: Fuse<BoxStream<'static, Item>>,
     close: watch::Sender<bool>,
+    /// The last position handed out (§2.11), kept from the items as they pass.
+    position: Option<Position>,
 }
 
 impl Inner {
@@ -47,7 +50,29 @@ impl Inner {
             channel,
             stream,
             close,
+            position: None,
         }
+    }
+
+    /// The next item, noting the position it carries.
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        let polled = self.stream.poll_next_unpin(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(Update::Resumed { position })))
+            | Poll::Ready(Some(Ok(Update::NotRecovered {
+                position: Some(position),
+            }))) => self.position = Some(position.clone()),
+            Poll::Ready(Some(Ok(Update::Event {
+                offset: Some(offset),
+                ..
+            }))) => {
+                if let Some(position) = &mut self.position {
+                    position.offset = *offset;
+                }
+            }
+            _ => {}
+        }
+        polled
     }
 
     async fn close(&mut self) {
@@ -87,6 +112,13 @@ impl Subscription {
         &self.inner.channel
     }
 
+    /// The position of the last event (or resume answer) this subscription yielded (§2.11):
+    /// keep it to resume a later run with [`Client::subscribe_from`](super::Client::subscribe_from).
+    /// `None` before the server's first answer, or without resume.
+    pub fn position(&self) -> Option<&Position> {
+        self.inner.position.as_ref()
+    }
+
     /// Closes with 1000 and waits for the server's close, bounded by the close grace (one
     /// grace for writing the close, one for the answer). Items not yet taken are dropped;
     /// afterwards the stream yields `None`. While no connection is up, it ends at once.
@@ -107,9 +139,13 @@ impl Stream for Subscription {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
-            match this.inner.stream.poll_next_unpin(cx) {
+            match this.inner.poll_item(cx) {
                 Poll::Ready(Some(Ok(Update::Event { event, .. }))) => {
                     return Poll::Ready(Some(Ok(event)));
+                }
+                // Never hidden: the one error that is not the last item.
+                Poll::Ready(Some(Ok(Update::NotRecovered { position }))) => {
+                    return Poll::Ready(Some(Err(SubscriptionError::NotRecovered { position })));
                 }
                 // Connection news and invalid messages were logged by the driver.
                 Poll::Ready(Some(Ok(_))) => {}
@@ -142,6 +178,12 @@ impl Updates {
         &self.inner.channel
     }
 
+    /// The position of the last event (or resume answer) yielded; see
+    /// [`Subscription::position`].
+    pub fn position(&self) -> Option<&Position> {
+        self.inner.position.as_ref()
+    }
+
     /// Closes with 1000; see [`Subscription::close`].
     pub async fn close(&mut self) {
         self.inner.close().await;
@@ -152,7 +194,7 @@ impl Stream for Updates {
     type Item = Result<Update, SubscriptionError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().inner.stream.poll_next_unpin(cx)
+        self.get_mut().inner.poll_item(cx)
     }
 }
 

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use misar_proto::client::InvalidMessage;
 use misar_proto::close::Disconnect;
 use misar_proto::event::Event;
+use misar_proto::resume::Position;
 
 use super::SubscriptionError;
 
@@ -23,6 +24,25 @@ pub enum Update {
         event: Event,
         /// The frame as received (shared, not copied).
         raw: Bytes,
+        /// The event's `"offset"` in its stream, on an opted-in connection whose opt-in the
+        /// server answered (§2.11); `None` otherwise.
+        offset: Option<u64>,
+    },
+    /// The server answered the opt-in (§2.11) with `recovered: true`: every event after
+    /// `position` follows (replayed first, then live), none missed. On the first connection
+    /// (`new`) the position is the stream's latest and what follows is live.
+    Resumed {
+        /// The position the subscription holds now.
+        position: Position,
+    },
+    /// Events may have been missed (§2.11): the server answered `recovered: false` (another
+    /// epoch, e.g. the server restarted; the position was trimmed from its history; or it
+    /// was ahead), or did not answer the opt-in at all (`position: None`, a server without
+    /// resume). Refetch the state out of band; events follow live.
+    NotRecovered {
+        /// The stream's latest position, which the subscription now holds; `None` when the
+        /// server did not answer the opt-in.
+        position: Option<Position>,
     },
     /// A message that is not an event of this channel (undecodable text, or binary). The
     /// connection stays up.

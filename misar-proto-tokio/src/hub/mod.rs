@@ -602,6 +602,13 @@ impl Hub {
     /// The counters.
     pub fn stats(&self) -> HubStats {
         let inner = &self.inner;
+        // One lock at a time: a guard in the struct literal would live to its end, and a
+        // second `lock` of the same mutex there would wait for itself.
+        let cached_campaigns = lock(&inner.table.cache).len();
+        let (history_bytes, history_streams) = {
+            let history = lock(&inner.table.history);
+            (history.bytes(), history.streams_with_history())
+        };
         HubStats {
             encodes: inner.encodes.load(Ordering::Relaxed),
             delivered: inner.delivered.load(Ordering::Relaxed),
@@ -609,10 +616,10 @@ impl Hub {
             refused: inner.refused.load(Ordering::Relaxed),
             connections: self.connection_count(),
             streams: inner.table.stream_count(),
-            cached_campaigns: lock(&inner.table.cache).len(),
+            cached_campaigns,
             gaps: inner.gaps.load(Ordering::Relaxed),
-            history_bytes: lock(&inner.table.history).bytes(),
-            history_streams: lock(&inner.table.history).streams_with_history(),
+            history_bytes,
+            history_streams,
             recovered: inner.recovered.load(Ordering::Relaxed),
             not_recovered: inner.not_recovered.load(Ordering::Relaxed),
         }

@@ -27,6 +27,8 @@ pub struct Seen {
     pub authorization: Option<String>,
     /// The `Sec-WebSocket-Protocol` header, when there was one.
     pub protocols: Option<String>,
+    /// The `Misar-Resume` header (§2.11), when there was one.
+    pub resume: Option<String>,
 }
 
 impl Seen {
@@ -47,8 +49,24 @@ impl Seen {
                 .get("sec-websocket-protocol")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
+            resume: request
+                .headers()
+                .get("misar-resume")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
         }
     }
+}
+
+/// An event frame as an opted-in connection carries it (§2.11): `,"offset":N` before the last
+/// brace.
+pub fn at(frame: &str, offset: u64) -> String {
+    format!("{},\"offset\":{offset}}}", &frame[..frame.len() - 1])
+}
+
+/// The first frame of an opted-in connection (§2.11).
+pub fn resume_frame(epoch: &str, offset: u64, recovered: bool) -> String {
+    format!(r#"{{"type":"resume","epoch":"{epoch}","offset":{offset},"recovered":{recovered}}}"#)
 }
 
 /// A listener on 127.0.0.1 with a random port.
