@@ -19,7 +19,9 @@
 //! asked only of requests that passed the method, route, origin and credential checks, in
 //! that order, with the offered subprotocols checked between origin and credentials (§2.12:
 //! 400 for a `misar.bearer.` entry without `misar.v1`, or a `Sec-WebSocket-Protocol` that is
-//! not visible ASCII); an accepted or close-after-upgrade request echoes `misar.v1` exactly
+//! not visible ASCII), then the §2.11 resume value (400 for several values, the query and the
+//! header disagreeing, or bad syntax; an accepted request carries the one it asked for); an
+//! accepted or close-after-upgrade request echoes `misar.v1` exactly
 //! when it offered it; every rejection has the reason, status and delivery §2.3 gives it (a
 //! subprotocol client is a browser for `Auto`); a response body is JSON with
 //! `Cache-Control: no-store` and never repeats a key.
@@ -30,6 +32,7 @@ use misar_proto::auth::{AccountId, ApiKey, CredentialSource, extract_credentials
 use misar_proto::handshake::{
     self, BadRequest, HandshakeConfig, RejectAction, Rejected, Rejection, RejectionStyle, Step,
 };
+use misar_proto::resume::extract_resume;
 use misar_proto::route::{CampaignId, Channel, Routes};
 
 use crate::{credentials, request};
@@ -106,6 +109,7 @@ pub fn run(data: &[u8]) {
     };
     let protocols_ok = matches!(offered, Ok((v1, bearers)) if v1 || bearers == 0);
     let credentials = extract_credentials(parts);
+    let resume = extract_resume(parts);
 
     let mut record = Record::default();
     let mut step = handshake::start(&config, parts);
@@ -116,7 +120,7 @@ pub fn run(data: &[u8]) {
                 assert_eq!(round, 0, "the key-check hook is asked first, once");
                 record.auth_asked += 1;
                 assert!(
-                    method_ok && origin_ok && protocols_ok,
+                    method_ok && origin_ok && protocols_ok && resume.is_ok(),
                     "asked about a request that fails earlier checks"
                 );
                 assert_eq!(route.as_ref(), Ok(question.channel()));
@@ -195,6 +199,11 @@ pub fn run(data: &[u8]) {
                 assert_eq!(accepted.credential_source(), credentials.source);
                 assert_eq!(route.as_ref(), Ok(accepted.channel()));
                 assert_eq!(accepted.subprotocol(), echo, "the echo of misar.v1");
+                assert_eq!(
+                    Ok(accepted.resume().cloned()),
+                    resume,
+                    "the resume value the request asked for"
+                );
                 match accepted.channel() {
                     Channel::Campaign(campaign) => {
                         assert_eq!(accepted.campaign(), Some(campaign));
@@ -222,6 +231,8 @@ pub fn run(data: &[u8]) {
                     Rejection::BadRequest(BadRequest::MalformedProtocols)
                 } else if !protocols_ok {
                     Rejection::BadRequest(BadRequest::BearerWithoutProtocol)
+                } else if let Err(error) = &resume {
+                    Rejection::BadRequest(BadRequest::Resume(*error))
                 } else if let Err(error) = &credentials {
                     Rejection::Unauthenticated(error.clone())
                 } else {

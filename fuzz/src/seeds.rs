@@ -179,6 +179,26 @@ fn heads() -> Vec<(&'static str, String)> {
             "subprotocol-obs-text",
             "GET /mail/ws/inbox HTTP/1.1\nSec-WebSocket-Protocol: misar.v1, misar.bearer.msk_\u{e9}\n".into(),
         ),
+        (
+            "resume-new-header",
+            "GET /mail/ws/inbox HTTP/1.1\nAuthorization: Bearer msk_alice_key\nMisar-Resume: new\n".into(),
+        ),
+        (
+            "resume-position-query",
+            "GET /mail/ws/campaigns/spring-sale?resume=e_1-x%3A18446744073709551615&token=msk_alice_key HTTP/1.1\n".into(),
+        ),
+        (
+            "resume-both-agree",
+            "GET /mail/ws/inbox?resume=e1:7 HTTP/1.1\nAuthorization: Bearer msk_alice_key\nMisar-Resume:  e1:7 \n".into(),
+        ),
+        (
+            "resume-both-differ",
+            "GET /mail/ws/inbox?resume=e1:7 HTTP/1.1\nAuthorization: Bearer msk_alice_key\nMisar-Resume: e1:8\nMisar-Resume: new\n".into(),
+        ),
+        (
+            "resume-bad-offsets",
+            "GET /mail/ws/inbox?resume=e1:018446744073709551616&resume=:-1 HTTP/1.1\nAuthorization: Bearer msk_alice_key\n".into(),
+        ),
     ]
 }
 
@@ -198,7 +218,7 @@ fn handshake() -> Vec<Seed> {
             .map(|(_, head)| head)
             .unwrap_or_default()
     };
-    let cases: [(&str, &str, &str); 31] = [
+    let cases: [(&str, &str, &str); 36] = [
         ("accept-inbox-table", "00000", "inbox-bearer"),
         ("accept-campaign-table", "00000", "campaign-bearer"),
         ("campaign-not-owned", "00000", "campaign-percent-encoded"),
@@ -246,6 +266,11 @@ fn handshake() -> Vec<Seed> {
             "subprotocol-and-token-differ",
         ),
         ("subprotocol-v1-alone", "00000", "subprotocol-v1-alone"),
+        ("resume-new-header", "00000", "resume-new-header"),
+        ("resume-position-query", "00000", "resume-position-query"),
+        ("resume-both-agree", "00000", "resume-both-agree"),
+        ("resume-both-differ", "00000", "resume-both-differ"),
+        ("resume-bad-offsets", "00000", "resume-bad-offsets"),
     ];
     cases
         .iter()

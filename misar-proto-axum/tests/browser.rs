@@ -2,7 +2,8 @@
 //! protocol: the page connects with the key in its subprotocols (§2.12: the server echoes
 //! `misar.v1`, the key stays out of the URL), a published event appears in the DOM, and a
 //! simulated campaign's bar reaches 100 %; the page opened as `/?auth=query` connects with
-//! `?token=`.
+//! `?token=`; after a server restart the page resumes (§2.11) and, the in-memory history being
+//! gone, says "could not recover: reload", clears what it showed and goes on live.
 //!
 //! Without Chromium the test prints a notice and passes, unless `MISAR_REQUIRE_SERVICES=1`
 //! (as in CI), where it fails.
@@ -168,6 +169,89 @@ async fn the_demo_page_shows_events_and_campaign_progress() {
         .expect("the page shows the 1001");
     assert!(demo.wait(Duration::from_secs(10)).await.success());
     let logs = demo.stderr();
+
+    // Missed events (§2.11): the page kept its position and resumes from it. A restarted
+    // in-memory server has a new epoch, so it honestly cannot recover: the page says so,
+    // clears what it showed, and goes on live.
+    let position = browser
+        .eval(&page, "document.getElementById('resume').dataset.position")
+        .await
+        .unwrap();
+    let position = position.as_str().unwrap_or_default().to_owned();
+    assert!(
+        position.contains(':'),
+        "the page kept a position: {position:?}"
+    );
+    let restarted = DemoProcess::start_at(
+        &demo.addr.to_string(),
+        &[
+            "--no-simulation",
+            "--ping-interval-ms",
+            "200",
+            "--pong-timeout-ms",
+            "1000",
+        ],
+    )
+    .await;
+    browser
+        .wait_for(
+            &page,
+            "document.getElementById('resume').dataset.state === 'not-recovered' && document.getElementById('resume').textContent.includes('could not recover: reload')",
+            WAIT,
+        )
+        .await
+        .expect("the page says it could not recover");
+    assert_eq!(
+        browser
+            .eval(&page, "document.querySelectorAll('#events li').length")
+            .await
+            .unwrap(),
+        0,
+        "the page cleared what it showed"
+    );
+    let new_position = browser
+        .eval(&page, "document.getElementById('resume').dataset.position")
+        .await
+        .unwrap();
+    assert_ne!(
+        new_position.as_str(),
+        Some(position.as_str()),
+        "a new epoch"
+    );
+    let after = format!("after restart {}", std::process::id());
+    let body = format!(
+        r#"{{"type":"email_received","from":"carol@example.com","subject":"{after}","receivedAt":"2026-05-27T10:15:00Z"}}"#
+    );
+    let published = request(
+        restarted.addr,
+        "POST",
+        "/dev/publish/inbox/alice",
+        &["Content-Type: application/json"],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(published.status, 202);
+    let condition = format!(
+        "[...document.querySelectorAll('#events li[data-type=email_received] .summary')].some(e => e.textContent.includes({}))",
+        serde_json::json!(after)
+    );
+    browser
+        .wait_for(&page, &condition, WAIT)
+        .await
+        .expect("live events after the failed recovery");
+    // Its events carry their offset, and the page keeps moving its position.
+    browser
+        .wait_for(
+            &page,
+            &format!(
+                "document.getElementById('resume').dataset.position !== {}",
+                serde_json::json!(new_position)
+            ),
+            WAIT,
+        )
+        .await
+        .expect("the position follows the events");
+    drop(restarted);
     assert!(
         !logs.contains("msk_demo_alice") && !logs.contains("token="),
         "{logs}"

@@ -193,6 +193,8 @@ async fn the_rust_client_authenticates_with_the_subprotocol() {
         .unwrap();
     let mut updates = client.subscribe_inbox().updates();
     assert_eq!(next(&mut updates).await, Update::Connected);
+    // Opted in to §2.11 by default: the server's answer comes first.
+    assert!(matches!(next(&mut updates).await, Update::Resumed { .. }));
     server
         .hub
         .publish_inbox(
@@ -202,9 +204,11 @@ async fn the_rust_client_authenticates_with_the_subprotocol() {
         .await
         .unwrap();
     match next(&mut updates).await {
-        Update::Event { event, raw, .. } => {
+        Update::Event { event, raw, offset } => {
             assert!(matches!(event, Event::Inbox(_)));
-            assert_eq!(&raw[..], EMAIL.as_bytes());
+            let offset = offset.expect("an opted-in event carries its offset");
+            let expected = format!("{},\"offset\":{offset}}}", &EMAIL[..EMAIL.len() - 1]);
+            assert_eq!(&raw[..], expected.as_bytes());
         }
         other => panic!("{other:?}"),
     }

@@ -55,8 +55,14 @@ pub struct DemoProcess {
 impl DemoProcess {
     /// Starts the demo on a free port with `args` added, and waits for its `listening on` line.
     pub async fn start(args: &[&str]) -> DemoProcess {
+        Self::start_at("127.0.0.1:0", args).await
+    }
+
+    /// Starts the demo on `addr` (e.g. the address of a demo that just exited, to restart
+    /// it) with `args` added, and waits for its `listening on` line.
+    pub async fn start_at(addr: &str, args: &[&str]) -> DemoProcess {
         let mut child = Command::new(binary().await)
-            .args(["--addr", "127.0.0.1:0"])
+            .args(["--addr", addr])
             .args(args)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())

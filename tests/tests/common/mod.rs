@@ -249,8 +249,15 @@ impl Server {
         format!("ws://{}{}", self.addr, self.prefix)
     }
 
-    /// A client for `key` whose heartbeat matches the server's.
+    /// A client for `key` whose heartbeat matches the server's, not opted in to §2.11 (the
+    /// suite checks the §2.4 frames as sent to such clients; see
+    /// [`resuming_client`](Self::resuming_client)).
     pub fn client(&self, api_key: &str) -> ClientBuilder {
+        self.resuming_client(api_key).resume(false)
+    }
+
+    /// [`client`](Self::client) with the client's default: opted in to §2.11.
+    pub fn resuming_client(&self, api_key: &str) -> ClientBuilder {
         Client::builder(self.url(), key(api_key))
             .heartbeat(self.config.ping_interval, self.config.pong_timeout)
             .close_grace(CLOSE_GRACE)
