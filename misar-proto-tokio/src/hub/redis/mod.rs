@@ -81,16 +81,17 @@ use std::time::Duration;
 use ::redis::{Client, IntoConnectionInfo, ProtocolVersion, RedisError};
 use misar_proto::backoff::{Backoff, BackoffConfig};
 use misar_proto::event::{EncodedEvent, EventClass};
-use misar_proto::streams::PublishRules;
+use misar_proto::resume::ResumeRequest;
+use misar_proto::streams::{HistoryConfig, PublishRules};
 use tokio::sync::{Notify, watch};
 
 use super::{
-    Broker, BrokerError, BrokerFuture, HubDelivery, PublishReport, Revocation, RevokeFuture,
-    StreamKey, lock,
+    Broker, BrokerError, BrokerFuture, HubDelivery, PendingResume, PublishReport, Revocation,
+    RevokeFuture, StreamKey, lock,
 };
 use names::Names;
-use publisher::{Op, Publisher};
-use subscriber::{Interest, Progress};
+use publisher::{Event, Op, Publisher};
+use subscriber::{Interest, Progress, Resume};
 
 /// Settings of a [`RedisBroker`]. `Default` gives sensible values; every node of a deployment
 /// must use the same `prefix`.
@@ -116,6 +117,16 @@ pub struct RedisConfig {
     /// The largest event accepted from Redis (64 KiB, as [`HubConfig::max_event_bytes`]
     /// (super::HubConfig::max_event_bytes)); a larger one is dropped and counted as rejected.
     pub max_event_bytes: usize,
+    /// The history kept in Redis for resuming clients (§2.11), per stream: the last
+    /// `max_events` events (256; exact trim) no older than `max_age` (10 minutes). This
+    /// broker keeps the history, so [`HubConfig::history`](super::HubConfig::history) is
+    /// ignored; `max_bytes` and `remembered_streams` do not apply (Redis's memory is bounded
+    /// by the count and the age, per stream).
+    pub history: HistoryConfig,
+    /// How long a stream's epoch and latest offset stay in Redis after its last publish
+    /// (24 hours; never less than `history.max_age` or `cache_ttl`). A client that comes
+    /// back later finds a new epoch and is told `recovered: false`.
+    pub history_meta_ttl: Duration,
 }
 
 impl Default for RedisConfig {
@@ -131,6 +142,8 @@ impl Default for RedisConfig {
                 cap: Duration::from_secs(5),
             },
             max_event_bytes: misar_proto::streams::DEFAULT_MAX_EVENT_BYTES,
+            history: HistoryConfig::default(),
+            history_meta_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -164,6 +177,15 @@ pub enum RedisBrokerError {
     /// Redis refused or failed a command.
     #[error("a Redis command failed")]
     Command(#[source] RedisError),
+}
+
+impl RedisConfig {
+    /// How long a stream's epoch and offset live: never shorter than what they vouch for.
+    fn meta_ttl(&self) -> Duration {
+        self.history_meta_ttl
+            .max(self.history.max_age)
+            .max(self.cache_ttl)
+    }
 }
 
 impl RedisBrokerError {
@@ -207,6 +229,13 @@ pub struct RedisStats {
     pub gaps: u64,
     /// Subscriber connections re-established after a loss.
     pub reconnects: u64,
+    /// Opted-in connections whose start was decided from the Redis history (§2.11).
+    pub resumes: u64,
+    /// Resumes that failed (Redis unreachable or answering something unreadable): those
+    /// connections closed with 1011.
+    pub resume_errors: u64,
+    /// Times a stream's epoch changed under this node (its Redis history was gone).
+    pub epoch_changes: u64,
     /// Subscriber connection attempts that failed.
     pub connect_failures: u64,
     /// Streams subscribed upstream now.
@@ -225,6 +254,9 @@ struct Counters {
     rejected: AtomicU64,
     gaps: AtomicU64,
     reconnects: AtomicU64,
+    resumes: AtomicU64,
+    resume_errors: AtomicU64,
+    epoch_changes: AtomicU64,
     connect_failures: AtomicU64,
     subscribed: AtomicUsize,
 }
@@ -243,6 +275,9 @@ struct Shared {
     publisher: Publisher,
     /// What relayed bytes must satisfy.
     rules: PublishRules,
+    /// Opted-in connections waiting for their recovery decision ([`Broker::resume`]); the
+    /// subscriber task reads their history once their stream's subscription is in place.
+    resumes: Mutex<Vec<Resume>>,
 }
 
 /// A [`Broker`] over Redis pub/sub. See the [module docs](self).
@@ -296,6 +331,7 @@ impl RedisBroker {
             rules: PublishRules {
                 max_event_bytes: config.max_event_bytes,
             },
+            resumes: Mutex::new(Vec::new()),
             config,
         });
         let backoff = Backoff::new(shared.config.backoff, seed());
@@ -359,6 +395,9 @@ impl RedisBroker {
             rejected: s.rejected.load(Ordering::Relaxed),
             gaps: s.gaps.load(Ordering::Relaxed),
             reconnects: s.reconnects.load(Ordering::Relaxed),
+            resumes: s.resumes.load(Ordering::Relaxed),
+            resume_errors: s.resume_errors.load(Ordering::Relaxed),
+            epoch_changes: s.epoch_changes.load(Ordering::Relaxed),
             connect_failures: s.connect_failures.load(Ordering::Relaxed),
             subscribed_streams: s.subscribed.load(Ordering::Relaxed),
             connected: self.is_connected(),
@@ -430,32 +469,36 @@ impl Broker for RedisBroker {
     fn publish(&self, stream: StreamKey, event: EncodedEvent) -> BrokerFuture<'_> {
         Box::pin(async move {
             let names = &self.shared.names;
+            let config = &self.shared.config;
             let channel = names.channel(&stream);
-            let message = event.bytes().as_ref();
-            let op = match &stream {
-                // Campaign events go through one script that refuses them once the campaign
-                // finished; `progress` and terminal events also become its shared latest event.
+            let meta = names.meta(&stream);
+            let history = names.history(&stream);
+            // Campaign events are refused once the campaign finished; `progress` and terminal
+            // events also become its shared latest event.
+            let campaign = match &stream {
                 StreamKey::Campaign(campaign) => Some((names.last(campaign), names.done(campaign))),
                 StreamKey::Inbox(_) => None,
             };
-            let op = match &op {
-                Some((last, done)) => Op::Campaign {
-                    last,
-                    done,
-                    ttl: self.shared.config.cache_ttl,
-                    channel: &channel,
-                    message,
-                    mode: match event.class() {
-                        EventClass::Progress => 1,
-                        EventClass::Terminal => 2,
-                        _ => 0,
-                    },
+            let new_epoch = super::draw_epoch();
+            let op = Op::Event(Event {
+                meta: &meta,
+                history: &history,
+                campaign: campaign
+                    .as_ref()
+                    .map(|(last, done)| (last.as_slice(), done.as_slice())),
+                channel: &channel,
+                json: event.bytes().as_ref(),
+                new_epoch: new_epoch.as_str(),
+                max_events: config.history.max_events,
+                max_age: config.history.max_age,
+                meta_ttl: config.meta_ttl(),
+                cache_ttl: config.cache_ttl,
+                mode: match event.class() {
+                    EventClass::Progress => 1,
+                    EventClass::Terminal => 2,
+                    _ => 0,
                 },
-                None => Op::Publish {
-                    channel: &channel,
-                    message,
-                },
-            };
+            });
             // Deliveries happen on each node when Redis hands the event back: this node
             // cannot count them here.
             match self.send(op).await? {
@@ -468,6 +511,21 @@ impl Broker for RedisBroker {
                 _ => Ok(PublishReport::default()),
             }
         })
+    }
+
+    fn keeps_history(&self) -> bool {
+        true
+    }
+
+    fn resume(&self, stream: StreamKey, request: ResumeRequest, start: PendingResume) {
+        // Under the hub's locks: queue it for the subscriber task, which reads the history
+        // once the stream's subscription is confirmed (see `subscriber.rs`).
+        lock(&self.shared.resumes).push(Resume {
+            stream,
+            request,
+            start,
+        });
+        self.shared.wake.notify_one();
     }
 
     fn stream_opened(&self, stream: &StreamKey) {
