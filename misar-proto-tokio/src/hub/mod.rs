@@ -607,6 +607,13 @@ impl Hub {
     /// The counters.
     pub fn stats(&self) -> HubStats {
         let inner = &self.inner;
+        // One lock at a time: a guard in the struct literal would live to its end, and a
+        // second `lock` of the same mutex there would wait for itself.
+        let cached_campaigns = lock(&inner.table.cache).len();
+        let (history_bytes, history_streams) = {
+            let history = lock(&inner.table.history);
+            (history.bytes(), history.streams_with_history())
+        };
         HubStats {
             encodes: inner.encodes.load(Ordering::Relaxed),
             delivered: inner.delivered.load(Ordering::Relaxed),
@@ -614,10 +621,10 @@ impl Hub {
             refused: inner.refused.load(Ordering::Relaxed),
             connections: self.connection_count(),
             streams: inner.table.stream_count(),
-            cached_campaigns: lock(&inner.table.cache).len(),
+            cached_campaigns,
             gaps: inner.gaps.load(Ordering::Relaxed),
-            history_bytes: lock(&inner.table.history).bytes(),
-            history_streams: lock(&inner.table.history).streams_with_history(),
+            history_bytes,
+            history_streams,
             recovered: inner.recovered.load(Ordering::Relaxed),
             not_recovered: inner.not_recovered.load(Ordering::Relaxed),
         }
@@ -735,7 +742,12 @@ impl HubInner {
     /// connection that holds a position of the old epoch closes with 1001, to resume and be
     /// told `recovered: false`. Connections still waiting for their broker's decision stay
     /// (it is taken in the new epoch). Called under the stream's lock.
-    fn follow_epoch(&self, stream: &mut misar_proto::streams::Stream<Arc<Conn>>, epoch: &Epoch, now: Instant) {
+    fn follow_epoch(
+        &self,
+        stream: &mut misar_proto::streams::Stream<Arc<Conn>>,
+        epoch: &Epoch,
+        now: Instant,
+    ) {
         if stream.epoch() == Some(epoch) {
             return;
         }

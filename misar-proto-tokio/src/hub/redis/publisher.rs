@@ -81,8 +81,7 @@ if ARGV[3] ~= '0' then
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-0', 't', ms, 'd', ARGV[1])
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
-local message = epoch .. ':' .. offset .. '
-' .. ARGV[1]
+local message = epoch .. ':' .. offset .. '\n' .. ARGV[1]
 if #KEYS == 4 then
   if ARGV[7] ~= '0' then redis.call('SET', KEYS[3], message, 'PX', ARGV[8]) end
   if ARGV[7] == '2' then redis.call('SET', KEYS[4], '1', 'PX', ARGV[8]) end
@@ -95,7 +94,9 @@ pub(super) const FINISHED: i64 = -1;
 
 /// Milliseconds for a script argument (at least 1: `PX 0` is an error).
 pub(super) fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 pub(super) struct Publisher {

@@ -506,7 +506,12 @@ impl Session {
                         // A hub that knows the campaign finished keeps its terminal event, and
                         // one past this offset has it already.
                         if hub
-                            .deliver_latest_in(&stream, event.clone(), &position.epoch, position.offset)
+                            .deliver_latest_in(
+                                &stream,
+                                event.clone(),
+                                &position.epoch,
+                                position.offset,
+                            )
                             .is_ok_and(|report| report.delivered > 0)
                         {
                             shared.stats.fetched.fetch_add(1, Ordering::Relaxed);
@@ -701,7 +706,8 @@ fn decision(
             let last = Bytes::from(last);
             let (position, start) = parse_message(&last)?;
             if position.epoch == epoch && position.offset <= latest {
-                let event = validate_relayed(&resume.stream, last.slice(start..), &shared.rules).ok()?;
+                let event =
+                    validate_relayed(&resume.stream, last.slice(start..), &shared.rules).ok()?;
                 Some(event.with_offset(position.offset))
             } else {
                 // Kept from an epoch whose history is gone: its offset means nothing now.
