@@ -3,38 +3,81 @@
 //!
 //! Every node builds its [`Hub`](super::Hub) on a [`RedisBroker`] connected to the same Redis
 //! (version 6 or later: the broker speaks RESP3). An event published on any node reaches the
-//! subscribers of every node:
+//! subscribers of every node, and Redis keeps §2.11's offsets, epochs and history, so an
+//! opted-in client resumes on any node:
 //!
 //! ```text
-//!  node A: hub.publish_inbox ── encode once ──► PUBLISH misar:inbox:alice <event JSON>
+//!  node A: hub.publish_inbox ── encode once ──► EVAL publish script (atomic, in Redis):
+//!            meta hash: epoch (created if none) + HINCRBY offset
+//!            history:   XADD <offset>-0 MAXLEN n (exact), PEXPIRE max_age
+//!            campaign:  SET last / done (late joiners, §2.13)
+//!            PUBLISH misar:inbox:alice "<epoch>:<offset>\n<event JSON>"
 //!                                                          │ Redis
 //!        ┌─────────────────────────────────────────────────┴──────────────┐
 //!        ▼ (node A is subscribed too)                                      ▼
-//!  node A: check (one decode), deliver the same bytes     node B: check, deliver the same bytes
+//!  node A: parse, check (one decode), deliver_in       node B: the same; plain clients get
+//!          (epoch, offset): same bytes to all                  the JSON, opted-in ones
+//!                                                              `,"offset":N`
+//!  opted-in subscribe on B ─► Broker::resume ─► subscriber task: SUBSCRIBE confirmed, then
+//!          EVAL resume read (epoch, latest, oldest held, entries after the position, last)
+//!          ─► decide() ─► PendingResume::complete (resume frame, replay, then live)
 //! ```
 //!
-//! - **One channel per stream** (`{prefix}:inbox:{account}`, `{prefix}:campaign:{id}`), and
-//!   the message is the event's JSON and nothing else: the channel names the stream. A node
-//!   subscribes to a stream's channel while it has subscribers of it
-//!   ([`Broker::stream_opened`] / [`Broker::stream_closed`], batched), so it receives only
-//!   the events it delivers. 10,000 connected accounts are 10,000 channels on the node's one
-//!   subscriber connection, which Redis handles as a hash lookup per publish; `PSUBSCRIBE
-//!   misar:*` would instead send every event to every node and cost every publish a pattern
-//!   match per pattern.
+//! - **One channel per stream** (`{prefix}:inbox:{account}`, `{prefix}:campaign:{id}`); the
+//!   message is the event's position and JSON, `<epoch>:<offset>\n<json>` (the JSON is the
+//!   bytes clients get, untouched; a message not framed so, or whose JSON is not an event of
+//!   the stream, is dropped and counted in [`RedisStats::rejected`]). A node subscribes to a
+//!   stream's channel while it has subscribers of it ([`Broker::stream_opened`] /
+//!   [`Broker::stream_closed`], batched), so it receives only the events it delivers. 10,000
+//!   connected accounts are 10,000 channels on the node's one subscriber connection, which
+//!   Redis handles as a hash lookup per publish; `PSUBSCRIBE misar:*` would instead send
+//!   every event to every node and cost every publish a pattern match per pattern.
 //! - **Encoded once per node at most**: the publishing node encodes ([`HubStats::encodes`]);
 //!   every node, the publisher included, receives the bytes from Redis, checks them with one
 //!   decode ([`validate_relayed`]) and hands the same
 //!   buffer to all its connections. Publishing goes through Redis even for the local
 //!   subscribers, so every node sees a stream's events in the one order Redis gave them.
+//! - **Offsets** (§2.11) are per stream: `HINCRBY {prefix}:meta:{stream} o 1` in the publish
+//!   script, so they are contiguous and strictly increasing within the stream's epoch, and
+//!   assigned in the same atomic step as the history entry and the `PUBLISH`.
+//! - **Epochs** are per stream too, in the same hash (`e`): the script creates one (drawn by
+//!   the publishing node, [`draw_epoch`](super::draw_epoch)) when the stream has none, and
+//!   deletes whatever history is left then, so offsets of two epochs are never compared.
+//!   The hash lives [`RedisConfig::history_meta_ttl`] after the stream's last publish (24 h,
+//!   never less than the history's age bound or the cache TTL); a flush, an expiry or a Redis
+//!   restart without persistence loses it, and with it the epoch. A node notices a new epoch
+//!   on the first message (or resume read) that carries it: its hub's stream restarts at the
+//!   new epoch's offsets, and the opted-in connections holding a position of the old epoch
+//!   close with **1001**; they reconnect, resume with their old position and are told
+//!   `recovered: false` with the new epoch. Plain subscribers are not touched.
+//! - **History**: `{prefix}:history:{stream}`, a Redis Stream whose entry ids are the
+//!   offsets (`<offset>-0`), each with the event's JSON and Redis's time. Trimmed with an
+//!   exact `MAXLEN` to [`RedisConfig::history`]'s `max_events` (256) on every publish, not
+//!   `MAXLEN ~`: removing one entry per publish costs little at these sizes, and the bound is
+//!   then the documented one (`~` keeps up to a macro node more, so "the last 256" would not
+//!   be exact); and entries older than `max_age` (10 min) are not replayed (the key also
+//!   expires `max_age` after the last publish).
+//! - **Resume** ([`Broker::resume`]): an opted-in subscribe queues its connection for the
+//!   subscriber task, which reads the history **after** the stream's `SUBSCRIBE` is
+//!   confirmed, over the same connection, in one pipelined script call per batch of
+//!   connections (one round trip): an event published before the read is in it, one
+//!   published after it arrives live, and the session drops the live copies at or below the
+//!   replay's last offset, so there is no gap and no duplicate at the seam. The decision is
+//!   the core's [`decide`](misar_proto::resume::decide) (latest: the stream's offset;
+//!   lost through: the oldest entry held, minus one, or the latest when none is held). A
+//!   campaign's late joiner (`new`, or not recovered) gets its latest `progress` or terminal
+//!   event first, from the shared `last` key. A read that fails (Redis unreachable, an
+//!   unreadable answer) closes the connection with **1011**, never a silent gap.
 //! - **Shared last-progress cache**: publishing a `progress` or terminal event also sets
-//!   `{prefix}:last:{id}` (with [`RedisConfig::cache_ttl`]) in the same transaction. The hub's
-//!   `subscribe` is synchronous, so a late joiner first gets what its node's hub caches (the
-//!   events this node delivered while it had subscribers of the campaign); when a node gets
-//!   its first subscriber of a campaign, the broker fetches the shared key right after
-//!   subscribing and delivers it if it is newer. The trade-off: that event arrives a round
-//!   trip after the upgrade rather than with it, and a client may see a stale `progress`
-//!   (its node's) just before the current one; never out of order, and not twice unless the
-//!   node's hub evicted the campaign from its cache in between (see `subscriber.rs`).
+//!   `{prefix}:last:{id}` (with [`RedisConfig::cache_ttl`]) to the framed message in the same
+//!   script. The hub's `subscribe` is synchronous, so a late joiner first gets what its
+//!   node's hub caches (the events this node delivered while it had subscribers of the
+//!   campaign); when a node gets its first subscriber of a campaign, the broker fetches the
+//!   shared key right after subscribing and delivers it if it is newer. The trade-off: that
+//!   event arrives a round trip after the upgrade rather than with it, and a client may see a
+//!   stale `progress` (its node's) just before the current one; never out of order, and not
+//!   twice unless the node's hub evicted the campaign from its cache in between (see
+//!   `subscriber.rs`).
 //! - **Revocation**: [`Hub::revoke_everywhere`](super::Hub::revoke_everywhere) revokes locally,
 //!   then publishes on `{prefix}:revoke`; every node closes the account's connections with
 //!   4401 (or a campaign's with 4403).
@@ -42,10 +85,13 @@
 //!   [`RedisBrokerError`] (nothing is dropped silently); the publishing connection is
 //!   re-established on demand, with backoff between attempts. The subscriber task reconnects
 //!   with the core's jittered [`Backoff`] and resubscribes every open stream (and fetches the
-//!   latest event of every open campaign). Connected WebSocket clients are not touched. Events
-//!   published while a node was cut off are not replayed: each loss counts as a gap
+//!   latest event of every open campaign). Plain WebSocket clients are not touched: events
+//!   published while a node was cut off are not replayed to them; each loss counts as a gap
 //!   ([`RedisStats::gaps`], [`HubStats::gaps`](super::HubStats::gaps)) with a warning in the
-//!   logs. A revocation published meanwhile is missed too: keep the key check refusing a
+//!   logs. Opted-in clients holding a position are closed with 1001 when the loss is noticed
+//!   (the gap would be silent for them): they resume from the Redis history, on this node
+//!   once it is back or on another. Resumes waiting when a reconnection attempt fails close
+//!   with 1011. A revocation published meanwhile is missed: keep the key check refusing a
 //!   revoked key, so the clients of a node that missed it cannot reconnect.
 //!
 //! # Example
@@ -98,7 +144,9 @@ use subscriber::{Interest, Progress, Resume};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisConfig {
     /// The first part of every channel and key name (`"misar"`): `{prefix}:inbox:{account}`,
-    /// `{prefix}:campaign:{id}`, `{prefix}:last:{id}`, `{prefix}:revoke`.
+    /// `{prefix}:campaign:{id}`, `{prefix}:last:{id}`, `{prefix}:done:{id}`,
+    /// `{prefix}:meta:{inbox|campaign}:{…}`, `{prefix}:history:{inbox|campaign}:{…}`,
+    /// `{prefix}:revoke`.
     pub prefix: String,
     /// How long a campaign's latest `progress` or terminal event stays in Redis after it was
     /// published (1 hour): a client joining later gets nothing from the shared cache.

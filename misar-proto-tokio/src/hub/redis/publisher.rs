@@ -66,6 +66,8 @@ pub(super) struct Event<'a> {
 /// Answers the number of receivers (nodes) or -1. KEYS: meta, history[, last, done]. ARGV:
 /// json, new epoch, max events, max age ms, meta ttl ms, channel, mode, cache ttl ms.
 const EVENT_PUBLISH: &str = r"
+-- Redis 6: writes after TIME need effects replication (the default from Redis 7 on).
+pcall(redis.replicate_commands)
 if #KEYS == 4 and redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then

@@ -138,6 +138,8 @@ pub(super) struct Resume {
 /// returned, nor any before it). KEYS: meta, history[, last, done]. ARGV: new epoch, meta
 /// ttl ms, the client's epoch ('' for `new`), its offset, max age ms.
 const RESUME_READ: &str = r"
+-- Redis 6: writes after TIME need effects replication (the default from Redis 7 on).
+pcall(redis.replicate_commands)
 local epoch = redis.call('HGET', KEYS[1], 'e')
 local latest = '0'
 if not epoch then
