@@ -432,9 +432,13 @@ async fn messages_that_are_not_valid_events_are_dropped_and_counted() {
             br#"{"type":"bounce","bouncedAt":"2026-05-27T10:15:00Z"}"#,
         ];
         for message in inbox_garbage {
+            // Framed as the publish script does (`<epoch>:<offset>\n<json>`): the JSON is
+            // what is refused.
+            let mut framed = b"foreign:1\n".to_vec();
+            framed.extend_from_slice(message);
             let _: i64 = redis::cmd("PUBLISH")
                 .arg("misar:inbox:alice")
-                .arg(message)
+                .arg(framed)
                 .query_async(&mut direct)
                 .await
                 .unwrap();
@@ -443,9 +447,16 @@ async fn messages_that_are_not_valid_events_are_dropped_and_counted() {
         for (channel, message) in [
             (
                 "misar:campaign:c1",
-                campaign_text(&progress("c9", 1)).into_bytes(),
+                format!("foreign:1\n{}", campaign_text(&progress("c9", 1))).into_bytes(),
             ),
             ("misar:revoke", b"everyone".to_vec()),
+            // Not framed with a position, or framed badly: refused before the JSON is read.
+            ("misar:campaign:c1", campaign_text(&progress("c1", 1)).into_bytes()),
+            (
+                "misar:campaign:c1",
+                format!("e:01\n{}", campaign_text(&progress("c1", 1))).into_bytes(),
+            ),
+            ("misar:campaign:c1", b"e:1\n".to_vec()),
         ] {
             let _: i64 = redis::cmd("PUBLISH")
                 .arg(channel)
@@ -466,7 +477,7 @@ async fn messages_that_are_not_valid_events_are_dropped_and_counted() {
         a.hub.publish_campaign(&campaign("c1"), &p).await.unwrap();
         assert_eq!(next_text(&mut c1).await, campaign_text(&p));
         let stats = a.broker.stats();
-        assert_eq!(stats.rejected, 6);
+        assert_eq!(stats.rejected, 9);
         assert_eq!(stats.received, 3);
         assert_eq!(stats.revocations, 0);
         assert_eq!(a.hub.connection_count(), 2);

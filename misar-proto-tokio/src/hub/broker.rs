@@ -114,13 +114,15 @@ pub trait Broker: Send + Sync + 'static {
 pub struct PendingResume {
     conn: Option<Arc<super::Conn>>,
     hub: Weak<HubInner>,
+    stream: StreamKey,
 }
 
 impl PendingResume {
-    pub(super) fn new(conn: Arc<super::Conn>, hub: Weak<HubInner>) -> Self {
+    pub(super) fn new(conn: Arc<super::Conn>, hub: Weak<HubInner>, stream: StreamKey) -> Self {
         Self {
             conn: Some(conn),
             hub,
+            stream,
         }
     }
 
@@ -137,10 +139,29 @@ impl PendingResume {
         let Some(conn) = self.conn.take() else {
             return;
         };
-        if let Some(hub) = self.hub.upgrade() {
-            hub.count_recovery(recovery);
+        let now = super::now();
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        hub.count_recovery(recovery);
+        let mut start = Some((replay, first));
+        // Under the stream's lock: the stream follows the decision's epoch (closing the
+        // connections of an older one), and no event is delivered between the two.
+        hub.table.with_stream(&self.stream, false, |stream| {
+            hub.follow_epoch(stream, &recovery.frame.epoch, now);
+            if let Some((replay, first)) = start.take() {
+                conn.start_resume(&recovery.frame, replay, first, now);
+            }
+        });
+        if let Some((replay, first)) = start {
+            // The stream is gone: the connection left meanwhile.
+            conn.start_resume(&recovery.frame, replay, first, now);
         }
-        conn.start_resume(&recovery.frame, replay, first, super::now());
+    }
+
+    /// The stream the connection subscribed to.
+    pub fn stream(&self) -> &StreamKey {
+        &self.stream
     }
 
     /// The broker could not decide (its history is unreachable): the connection closes
@@ -261,6 +282,40 @@ impl HubDelivery {
         }
     }
 
+    /// [`deliver_at`](Self::deliver_at) in the broker's `epoch` for the stream (§2.11): when
+    /// it is not the epoch the hub's stream followed so far, the broker's history behind the
+    /// old one is gone; the stream restarts with the new epoch's offsets, and its opted-in
+    /// connections that hold a position of the old epoch close with 1001 (they resume and are
+    /// told `recovered: false`). Plain subscribers are not touched.
+    pub fn deliver_in(
+        &self,
+        stream: &StreamKey,
+        event: EncodedEvent,
+        epoch: &misar_proto::resume::Epoch,
+        offset: u64,
+    ) -> Result<PublishReport, PublishError> {
+        match self.hub.upgrade() {
+            Some(hub) => hub.deliver_in(stream, event, false, Some(offset), Some(epoch)),
+            None => Ok(PublishReport::default()),
+        }
+    }
+
+    /// [`deliver_latest`](Self::deliver_latest) for a broker that keeps the history: the
+    /// fetched event's position is given as in [`deliver_in`](Self::deliver_in) (and it is
+    /// refused as [`PublishError::StaleOffset`] when the hub's stream is past it already).
+    pub fn deliver_latest_in(
+        &self,
+        stream: &StreamKey,
+        event: EncodedEvent,
+        epoch: &misar_proto::resume::Epoch,
+        offset: u64,
+    ) -> Result<PublishReport, PublishError> {
+        match self.hub.upgrade() {
+            Some(hub) => hub.deliver_in(stream, event, true, Some(offset), Some(epoch)),
+            None => Ok(PublishReport::default()),
+        }
+    }
+
     /// Like [`deliver`](Self::deliver), for an event fetched from a shared cache rather than
     /// received in stream order (a multi-node broker catching a hub up on a campaign's latest
     /// `progress` or terminal event): skipped when the hub already caches exactly these bytes
@@ -289,9 +344,15 @@ impl HubDelivery {
 
     /// Tells the hub that events may have been lost on the way to it (a multi-node broker lost
     /// its subscription and re-established it): counted in [`HubStats::gaps`](super::HubStats::gaps).
+    /// With a broker that [`keeps_history`](Broker::keeps_history), the opted-in connections
+    /// that hold a position also close with 1001: a gap would be silent for them, so they
+    /// resume from the broker's history instead (on this node once it is back, or another).
     pub fn report_gap(&self) {
         if let Some(hub) = self.hub.upgrade() {
             hub.gaps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if hub.broker.keeps_history() {
+                hub.close_resuming();
+            }
         }
     }
 

@@ -110,6 +110,11 @@ impl Conn {
         self.notify.notify_one();
     }
 
+    /// Whether the connection opted in and got its `resume` frame (it holds a position).
+    pub(super) fn resume_started(&self) -> bool {
+        lock(&self.session).resume_started()
+    }
+
     pub(super) fn session(&self) -> &Mutex<ServerSession> {
         &self.session
     }

@@ -346,6 +346,7 @@ impl Hub {
                 Registry::with_id(&streams, id),
                 CacheOrder::new(streams.last_event_cache),
                 HistoryIndex::new(history.clone()),
+                !broker.keeps_history(),
             ),
             epoch: draw_epoch(),
             history,
@@ -496,7 +497,11 @@ impl Hub {
             inner.broker.resume(
                 feed.stream.clone(),
                 request.clone(),
-                PendingResume::new(Arc::clone(&conn), Arc::downgrade(inner)),
+                PendingResume::new(
+                    Arc::clone(&conn),
+                    Arc::downgrade(inner),
+                    feed.stream.clone(),
+                ),
             );
         }
         if revoked.is_none() && matches!(feed.stream, StreamKey::Campaign(_)) {
@@ -656,11 +661,32 @@ impl HubInner {
         unless_cached: bool,
         offset: Option<u64>,
     ) -> Result<PublishReport, misar_proto::streams::PublishError> {
+        self.deliver_in(stream, event, unless_cached, offset, None)
+    }
+
+    /// [`deliver`](Self::deliver), following the broker's `epoch` for the stream first (see
+    /// [`follow_epoch`](Self::follow_epoch)).
+    fn deliver_in(
+        &self,
+        stream: &StreamKey,
+        event: EncodedEvent,
+        unless_cached: bool,
+        offset: Option<u64>,
+        epoch: Option<&Epoch>,
+    ) -> Result<PublishReport, misar_proto::streams::PublishError> {
         let now = now();
         // A stream is created to keep history, or a campaign's event for late joiners.
         let create = stream.keeps(event.class()) || self.history.max_events > 0;
         let mut evicted = Vec::new();
         let report = self.table.with_stream(stream, create, |table_stream| {
+            if let Some(epoch) = epoch {
+                if unless_cached && table_stream.epoch().is_some_and(|e| e != epoch) {
+                    // A fetched latest event of another epoch than the stream follows: not
+                    // newer than what the channel said (it only ever moves forward).
+                    return Ok(PublishReport::default());
+                }
+                self.follow_epoch(table_stream, epoch, now);
+            }
             if unless_cached
                 && table_stream
                     .cached()
@@ -708,6 +734,47 @@ impl HubInner {
         self.overflowed
             .fetch_add(report.overflowed as u64, Ordering::Relaxed);
         Ok(report)
+    }
+
+    /// Makes `stream` follow the broker's `epoch` (§2.11, a broker that keeps the history):
+    /// when it differs from the one the stream followed, the broker's history behind it is
+    /// gone, so the stream restarts (the new epoch's offsets start again) and every opted-in
+    /// connection that holds a position of the old epoch closes with 1001, to resume and be
+    /// told `recovered: false`. Connections still waiting for their broker's decision stay
+    /// (it is taken in the new epoch). Called under the stream's lock.
+    fn follow_epoch(
+        &self,
+        stream: &mut misar_proto::streams::Stream<Arc<Conn>>,
+        epoch: &Epoch,
+        now: Instant,
+    ) {
+        if stream.epoch() == Some(epoch) {
+            return;
+        }
+        let had_one = stream.epoch().is_some();
+        let change = stream.restart(epoch.clone());
+        if !change.is_empty() {
+            lock(&self.table.history).apply(stream.key(), change);
+        }
+        if had_one {
+            for (_, connection) in stream.resuming() {
+                if connection.resume_started() {
+                    connection.shut_down(now);
+                }
+            }
+        }
+    }
+
+    /// Closes with 1001 every opted-in connection that holds a position (its `resume` frame
+    /// was queued): the broker may have missed events for it, which it would never learn
+    /// from its offsets; it resumes from the broker's history instead.
+    fn close_resuming(&self) {
+        let now = now();
+        for connection in lock(&self.table.registry).connections() {
+            if connection.resume_started() {
+                connection.shut_down(now);
+            }
+        }
     }
 
     /// Drops the history that is due (too old, or the oldest while over the byte budget),

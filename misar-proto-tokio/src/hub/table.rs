@@ -50,6 +50,10 @@ pub(super) struct Table {
     pub(super) history: Mutex<HistoryIndex>,
     shards: Box<[Mutex<Slots>]>,
     hasher: RandomState,
+    /// Streams start where the index remembers them (the hub numbers events). `false` when
+    /// the broker numbers them: a stream then starts at 0 and follows the broker's offsets
+    /// (its epoch is the broker's, see [`Stream::restart`]).
+    remember: bool,
 }
 
 impl Table {
@@ -57,8 +61,10 @@ impl Table {
         registry: Registry<Arc<Conn>>,
         cache: CacheOrder,
         history: HistoryIndex,
+        remember: bool,
     ) -> Self {
         Self {
+            remember,
             registry: Mutex::new(registry),
             cache: Mutex::new(cache),
             history: Mutex::new(history),
@@ -88,7 +94,11 @@ impl Table {
                 match shard.get(key) {
                     Some(slot) => Arc::clone(slot),
                     None if create => {
-                        let origin = lock(&self.history).origin(key);
+                        let origin = if self.remember {
+                            lock(&self.history).origin(key)
+                        } else {
+                            0
+                        };
                         let slot = Arc::new(Slot {
                             state: Mutex::new(SlotState {
                                 stream: Stream::new(key.clone(), origin),
@@ -119,8 +129,10 @@ impl Table {
                     .is_some_and(|found| Arc::ptr_eq(found, &slot))
                 {
                     shard.remove(key);
-                    // Under the map's lock, before any new stream of this key can start.
-                    lock(&self.history).dropped(key, latest);
+                    if self.remember {
+                        // Under the map's lock, before any new stream of this key can start.
+                        lock(&self.history).dropped(key, latest);
+                    }
                 }
             }
             return Some(result);

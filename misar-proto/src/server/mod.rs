@@ -784,6 +784,14 @@ impl ServerSession {
         Ok(())
     }
 
+    /// Whether this session opted in (§2.11) and its `resume` frame is queued or sent (the
+    /// stream's decision was given with [`start_resume`](Self::start_resume)). A multi-node
+    /// broker uses it to tell the connections that hold a position in a stream's epoch from
+    /// those still waiting for their decision.
+    pub fn resume_started(&self) -> bool {
+        matches!(self.resume, ResumeState::Active { .. })
+    }
+
     /// Graceful shutdown: close 1001 (the client reconnects elsewhere or later). Queued events
     /// are discarded. Does nothing if the session is already closing.
     pub fn shutdown(&mut self, now: Instant) {

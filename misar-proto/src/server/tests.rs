@@ -745,6 +745,7 @@ mod resume {
     fn nothing_is_sent_before_the_resume_frame_and_the_seam_has_no_duplicate() {
         let t0 = origin();
         let mut s = opted_in(t0);
+        assert!(!s.resume_started(), "pending until the decision");
         // Live events arrive while the decision is pending (a broker reading its history).
         s.enqueue(at(r#"{"type":"x","n":3}"#, EventClass::Ordinary, 3), t0)
             .unwrap();
@@ -760,6 +761,7 @@ mod resume {
             at(r#"{"type":"x","n":3}"#, EventClass::Ordinary, 3),
         ];
         s.start_resume(&frame(1, true), replay, None, t0).unwrap();
+        assert!(s.resume_started());
         // A late copy of 4 from the live channel, then 5.
         s.enqueue(at(r#"{"type":"x","n":4}"#, EventClass::Ordinary, 4), t0)
             .unwrap();

@@ -47,6 +47,9 @@ pub struct Stream<C> {
     /// stream started).
     lost_through: u64,
     history: History,
+    /// The epoch of the offsets the caller's broker gave this stream, when the broker keeps
+    /// the history ([`restart`](Self::restart)).
+    epoch: Option<Epoch>,
 }
 
 /// What [`Stream::join`] decided.
@@ -125,6 +128,7 @@ impl<C> Stream<C> {
             latest: origin,
             lost_through: origin,
             history: History::default(),
+            epoch: None,
         }
     }
 
@@ -293,6 +297,26 @@ impl<C> Stream<C> {
     pub fn clear_history(&mut self) -> HistoryChange {
         let (change, dropped) = self.history.clear();
         self.lost(dropped);
+        change
+    }
+
+    /// The epoch of the broker's offsets this stream follows (`None` until
+    /// [`restart`](Self::restart) set one; a table that numbers its own events never does).
+    pub fn epoch(&self) -> Option<&Epoch> {
+        self.epoch.as_ref()
+    }
+
+    /// Follows a new epoch of the broker's offsets (§2.11: a broker that keeps the history
+    /// found it gone and started numbering again): the latest offset and what was lost go
+    /// back to 0 and the history is dropped, so the new epoch's offsets are accepted by
+    /// [`publish`](Self::publish). Subscribers, the cached event and whether the campaign
+    /// finished stay. The caller closes the opted-in subscribers that hold a position of the
+    /// old epoch (they resume and are told `recovered: false`).
+    pub fn restart(&mut self, epoch: Epoch) -> HistoryChange {
+        let (change, _) = self.history.clear();
+        self.latest = 0;
+        self.lost_through = 0;
+        self.epoch = Some(epoch);
         change
     }
 

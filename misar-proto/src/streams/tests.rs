@@ -770,4 +770,35 @@ mod resume {
         assert!(start.recovery.frame.recovered && start.replay.is_empty());
         assert_eq!(start.first, Some(done));
     }
+
+    #[test]
+    fn a_restart_follows_the_brokers_new_epoch() {
+        let now = virtual_epoch();
+        let c = campaign("c1");
+        let key = StreamKey::Campaign(c.clone());
+        let mut stream: Stream<u32> = Stream::new(key, 0);
+        let history = crate::streams::HistoryConfig::default();
+        let first = Epoch::new("e1").unwrap();
+        assert_eq!(stream.epoch(), None);
+        let _ = stream.restart(first.clone());
+        assert_eq!(stream.epoch(), Some(&first));
+        let _ = stream.join_as(ConnectionId(1), 1, true);
+        let event = validate_campaign(&c, &progress("c1", 1), &PublishRules::default()).unwrap();
+        let _ = stream.publish(event.clone(), 7, now, &history).unwrap();
+        assert!(matches!(
+            stream.publish(event.clone(), 3, now, &history),
+            Err(PublishError::StaleOffset { .. })
+        ));
+        // The broker's history is gone: its offsets start again, in a new epoch.
+        let second = Epoch::new("e2").unwrap();
+        let change = stream.restart(second.clone());
+        assert!(change.freed > 0, "the old epoch's history is dropped");
+        assert_eq!((stream.latest(), stream.lost_through()), (0, 0));
+        assert_eq!(stream.history_len(), 0);
+        assert_eq!(stream.epoch(), Some(&second));
+        assert_eq!(stream.resuming().len(), 1, "subscribers stay");
+        assert!(stream.cached().is_some(), "the late-joiner event stays");
+        let fanout = stream.publish(event, 1, now, &history).unwrap();
+        assert_eq!(fanout.resumable.offset(), Some(1));
+    }
 }

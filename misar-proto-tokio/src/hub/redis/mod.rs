@@ -3,38 +3,81 @@
 //!
 //! Every node builds its [`Hub`](super::Hub) on a [`RedisBroker`] connected to the same Redis
 //! (version 6 or later: the broker speaks RESP3). An event published on any node reaches the
-//! subscribers of every node:
+//! subscribers of every node, and Redis keeps §2.11's offsets, epochs and history, so an
+//! opted-in client resumes on any node:
 //!
 //! ```text
-//!  node A: hub.publish_inbox ── encode once ──► PUBLISH misar:inbox:alice <event JSON>
+//!  node A: hub.publish_inbox ── encode once ──► EVAL publish script (atomic, in Redis):
+//!            meta hash: epoch (created if none) + HINCRBY offset
+//!            history:   XADD <offset>-0 MAXLEN n (exact), PEXPIRE max_age
+//!            campaign:  SET last / done (late joiners, §2.13)
+//!            PUBLISH misar:inbox:alice "<epoch>:<offset>\n<event JSON>"
 //!                                                          │ Redis
 //!        ┌─────────────────────────────────────────────────┴──────────────┐
 //!        ▼ (node A is subscribed too)                                      ▼
-//!  node A: check (one decode), deliver the same bytes     node B: check, deliver the same bytes
+//!  node A: parse, check (one decode), deliver_in       node B: the same; plain clients get
+//!          (epoch, offset): same bytes to all                  the JSON, opted-in ones
+//!                                                              `,"offset":N`
+//!  opted-in subscribe on B ─► Broker::resume ─► subscriber task: SUBSCRIBE confirmed, then
+//!          EVAL resume read (epoch, latest, oldest held, entries after the position, last)
+//!          ─► decide() ─► PendingResume::complete (resume frame, replay, then live)
 //! ```
 //!
-//! - **One channel per stream** (`{prefix}:inbox:{account}`, `{prefix}:campaign:{id}`), and
-//!   the message is the event's JSON and nothing else: the channel names the stream. A node
-//!   subscribes to a stream's channel while it has subscribers of it
-//!   ([`Broker::stream_opened`] / [`Broker::stream_closed`], batched), so it receives only
-//!   the events it delivers. 10,000 connected accounts are 10,000 channels on the node's one
-//!   subscriber connection, which Redis handles as a hash lookup per publish; `PSUBSCRIBE
-//!   misar:*` would instead send every event to every node and cost every publish a pattern
-//!   match per pattern.
+//! - **One channel per stream** (`{prefix}:inbox:{account}`, `{prefix}:campaign:{id}`); the
+//!   message is the event's position and JSON, `<epoch>:<offset>\n<json>` (the JSON is the
+//!   bytes clients get, untouched; a message not framed so, or whose JSON is not an event of
+//!   the stream, is dropped and counted in [`RedisStats::rejected`]). A node subscribes to a
+//!   stream's channel while it has subscribers of it ([`Broker::stream_opened`] /
+//!   [`Broker::stream_closed`], batched), so it receives only the events it delivers. 10,000
+//!   connected accounts are 10,000 channels on the node's one subscriber connection, which
+//!   Redis handles as a hash lookup per publish; `PSUBSCRIBE misar:*` would instead send
+//!   every event to every node and cost every publish a pattern match per pattern.
 //! - **Encoded once per node at most**: the publishing node encodes ([`HubStats::encodes`]);
 //!   every node, the publisher included, receives the bytes from Redis, checks them with one
 //!   decode ([`validate_relayed`]) and hands the same
 //!   buffer to all its connections. Publishing goes through Redis even for the local
 //!   subscribers, so every node sees a stream's events in the one order Redis gave them.
+//! - **Offsets** (§2.11) are per stream: `HINCRBY {prefix}:meta:{stream} o 1` in the publish
+//!   script, so they are contiguous and strictly increasing within the stream's epoch, and
+//!   assigned in the same atomic step as the history entry and the `PUBLISH`.
+//! - **Epochs** are per stream too, in the same hash (`e`): the script creates one (drawn by
+//!   the publishing node, [`draw_epoch`](super::draw_epoch)) when the stream has none, and
+//!   deletes whatever history is left then, so offsets of two epochs are never compared.
+//!   The hash lives [`RedisConfig::history_meta_ttl`] after the stream's last publish (24 h,
+//!   never less than the history's age bound or the cache TTL); a flush, an expiry or a Redis
+//!   restart without persistence loses it, and with it the epoch. A node notices a new epoch
+//!   on the first message (or resume read) that carries it: its hub's stream restarts at the
+//!   new epoch's offsets, and the opted-in connections holding a position of the old epoch
+//!   close with **1001**; they reconnect, resume with their old position and are told
+//!   `recovered: false` with the new epoch. Plain subscribers are not touched.
+//! - **History**: `{prefix}:history:{stream}`, a Redis Stream whose entry ids are the
+//!   offsets (`<offset>-0`), each with the event's JSON and Redis's time. Trimmed with an
+//!   exact `MAXLEN` to [`RedisConfig::history`]'s `max_events` (256) on every publish, not
+//!   `MAXLEN ~`: removing one entry per publish costs little at these sizes, and the bound is
+//!   then the documented one (`~` keeps up to a macro node more, so "the last 256" would not
+//!   be exact); and entries older than `max_age` (10 min) are not replayed (the key also
+//!   expires `max_age` after the last publish).
+//! - **Resume** ([`Broker::resume`]): an opted-in subscribe queues its connection for the
+//!   subscriber task, which reads the history **after** the stream's `SUBSCRIBE` is
+//!   confirmed, over the same connection, in one pipelined script call per batch of
+//!   connections (one round trip): an event published before the read is in it, one
+//!   published after it arrives live, and the session drops the live copies at or below the
+//!   replay's last offset, so there is no gap and no duplicate at the seam. The decision is
+//!   the core's [`decide`](misar_proto::resume::decide) (latest: the stream's offset;
+//!   lost through: the oldest entry held, minus one, or the latest when none is held). A
+//!   campaign's late joiner (`new`, or not recovered) gets its latest `progress` or terminal
+//!   event first, from the shared `last` key. A read that fails (Redis unreachable, an
+//!   unreadable answer) closes the connection with **1011**, never a silent gap.
 //! - **Shared last-progress cache**: publishing a `progress` or terminal event also sets
-//!   `{prefix}:last:{id}` (with [`RedisConfig::cache_ttl`]) in the same transaction. The hub's
-//!   `subscribe` is synchronous, so a late joiner first gets what its node's hub caches (the
-//!   events this node delivered while it had subscribers of the campaign); when a node gets
-//!   its first subscriber of a campaign, the broker fetches the shared key right after
-//!   subscribing and delivers it if it is newer. The trade-off: that event arrives a round
-//!   trip after the upgrade rather than with it, and a client may see a stale `progress`
-//!   (its node's) just before the current one; never out of order, and not twice unless the
-//!   node's hub evicted the campaign from its cache in between (see `subscriber.rs`).
+//!   `{prefix}:last:{id}` (with [`RedisConfig::cache_ttl`]) to the framed message in the same
+//!   script. The hub's `subscribe` is synchronous, so a late joiner first gets what its
+//!   node's hub caches (the events this node delivered while it had subscribers of the
+//!   campaign); when a node gets its first subscriber of a campaign, the broker fetches the
+//!   shared key right after subscribing and delivers it if it is newer. The trade-off: that
+//!   event arrives a round trip after the upgrade rather than with it, and a client may see a
+//!   stale `progress` (its node's) just before the current one; never out of order, and not
+//!   twice unless the node's hub evicted the campaign from its cache in between (see
+//!   `subscriber.rs`).
 //! - **Revocation**: [`Hub::revoke_everywhere`](super::Hub::revoke_everywhere) revokes locally,
 //!   then publishes on `{prefix}:revoke`; every node closes the account's connections with
 //!   4401 (or a campaign's with 4403).
@@ -42,10 +85,13 @@
 //!   [`RedisBrokerError`] (nothing is dropped silently); the publishing connection is
 //!   re-established on demand, with backoff between attempts. The subscriber task reconnects
 //!   with the core's jittered [`Backoff`] and resubscribes every open stream (and fetches the
-//!   latest event of every open campaign). Connected WebSocket clients are not touched. Events
-//!   published while a node was cut off are not replayed: each loss counts as a gap
+//!   latest event of every open campaign). Plain WebSocket clients are not touched: events
+//!   published while a node was cut off are not replayed to them; each loss counts as a gap
 //!   ([`RedisStats::gaps`], [`HubStats::gaps`](super::HubStats::gaps)) with a warning in the
-//!   logs. A revocation published meanwhile is missed too: keep the key check refusing a
+//!   logs. Opted-in clients holding a position are closed with 1001 when the loss is noticed
+//!   (the gap would be silent for them): they resume from the Redis history, on this node
+//!   once it is back or on another. Resumes waiting when a reconnection attempt fails close
+//!   with 1011. A revocation published meanwhile is missed: keep the key check refusing a
 //!   revoked key, so the clients of a node that missed it cannot reconnect.
 //!
 //! # Example
@@ -81,23 +127,26 @@ use std::time::Duration;
 use ::redis::{Client, IntoConnectionInfo, ProtocolVersion, RedisError};
 use misar_proto::backoff::{Backoff, BackoffConfig};
 use misar_proto::event::{EncodedEvent, EventClass};
-use misar_proto::streams::PublishRules;
+use misar_proto::resume::ResumeRequest;
+use misar_proto::streams::{HistoryConfig, PublishRules};
 use tokio::sync::{Notify, watch};
 
 use super::{
-    Broker, BrokerError, BrokerFuture, HubDelivery, PublishReport, Revocation, RevokeFuture,
-    StreamKey, lock,
+    Broker, BrokerError, BrokerFuture, HubDelivery, PendingResume, PublishReport, Revocation,
+    RevokeFuture, StreamKey, lock,
 };
 use names::Names;
-use publisher::{Op, Publisher};
-use subscriber::{Interest, Progress};
+use publisher::{Event, Op, Publisher};
+use subscriber::{Interest, Progress, Resume};
 
 /// Settings of a [`RedisBroker`]. `Default` gives sensible values; every node of a deployment
 /// must use the same `prefix`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisConfig {
     /// The first part of every channel and key name (`"misar"`): `{prefix}:inbox:{account}`,
-    /// `{prefix}:campaign:{id}`, `{prefix}:last:{id}`, `{prefix}:revoke`.
+    /// `{prefix}:campaign:{id}`, `{prefix}:last:{id}`, `{prefix}:done:{id}`,
+    /// `{prefix}:meta:{inbox|campaign}:{…}`, `{prefix}:history:{inbox|campaign}:{…}`,
+    /// `{prefix}:revoke`.
     pub prefix: String,
     /// How long a campaign's latest `progress` or terminal event stays in Redis after it was
     /// published (1 hour): a client joining later gets nothing from the shared cache.
@@ -116,6 +165,16 @@ pub struct RedisConfig {
     /// The largest event accepted from Redis (64 KiB, as [`HubConfig::max_event_bytes`]
     /// (super::HubConfig::max_event_bytes)); a larger one is dropped and counted as rejected.
     pub max_event_bytes: usize,
+    /// The history kept in Redis for resuming clients (§2.11), per stream: the last
+    /// `max_events` events (256; exact trim) no older than `max_age` (10 minutes). This
+    /// broker keeps the history, so [`HubConfig::history`](super::HubConfig::history) is
+    /// ignored; `max_bytes` and `remembered_streams` do not apply (Redis's memory is bounded
+    /// by the count and the age, per stream).
+    pub history: HistoryConfig,
+    /// How long a stream's epoch and latest offset stay in Redis after its last publish
+    /// (24 hours; never less than `history.max_age` or `cache_ttl`). A client that comes
+    /// back later finds a new epoch and is told `recovered: false`.
+    pub history_meta_ttl: Duration,
 }
 
 impl Default for RedisConfig {
@@ -131,6 +190,8 @@ impl Default for RedisConfig {
                 cap: Duration::from_secs(5),
             },
             max_event_bytes: misar_proto::streams::DEFAULT_MAX_EVENT_BYTES,
+            history: HistoryConfig::default(),
+            history_meta_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -164,6 +225,15 @@ pub enum RedisBrokerError {
     /// Redis refused or failed a command.
     #[error("a Redis command failed")]
     Command(#[source] RedisError),
+}
+
+impl RedisConfig {
+    /// How long a stream's epoch and offset live: never shorter than what they vouch for.
+    fn meta_ttl(&self) -> Duration {
+        self.history_meta_ttl
+            .max(self.history.max_age)
+            .max(self.cache_ttl)
+    }
 }
 
 impl RedisBrokerError {
@@ -207,6 +277,13 @@ pub struct RedisStats {
     pub gaps: u64,
     /// Subscriber connections re-established after a loss.
     pub reconnects: u64,
+    /// Opted-in connections whose start was decided from the Redis history (§2.11).
+    pub resumes: u64,
+    /// Resumes that failed (Redis unreachable or answering something unreadable): those
+    /// connections closed with 1011.
+    pub resume_errors: u64,
+    /// Times a stream's epoch changed under this node (its Redis history was gone).
+    pub epoch_changes: u64,
     /// Subscriber connection attempts that failed.
     pub connect_failures: u64,
     /// Streams subscribed upstream now.
@@ -225,6 +302,9 @@ struct Counters {
     rejected: AtomicU64,
     gaps: AtomicU64,
     reconnects: AtomicU64,
+    resumes: AtomicU64,
+    resume_errors: AtomicU64,
+    epoch_changes: AtomicU64,
     connect_failures: AtomicU64,
     subscribed: AtomicUsize,
 }
@@ -243,6 +323,9 @@ struct Shared {
     publisher: Publisher,
     /// What relayed bytes must satisfy.
     rules: PublishRules,
+    /// Opted-in connections waiting for their recovery decision ([`Broker::resume`]); the
+    /// subscriber task reads their history once their stream's subscription is in place.
+    resumes: Mutex<Vec<Resume>>,
 }
 
 /// A [`Broker`] over Redis pub/sub. See the [module docs](self).
@@ -296,6 +379,7 @@ impl RedisBroker {
             rules: PublishRules {
                 max_event_bytes: config.max_event_bytes,
             },
+            resumes: Mutex::new(Vec::new()),
             config,
         });
         let backoff = Backoff::new(shared.config.backoff, seed());
@@ -359,6 +443,9 @@ impl RedisBroker {
             rejected: s.rejected.load(Ordering::Relaxed),
             gaps: s.gaps.load(Ordering::Relaxed),
             reconnects: s.reconnects.load(Ordering::Relaxed),
+            resumes: s.resumes.load(Ordering::Relaxed),
+            resume_errors: s.resume_errors.load(Ordering::Relaxed),
+            epoch_changes: s.epoch_changes.load(Ordering::Relaxed),
             connect_failures: s.connect_failures.load(Ordering::Relaxed),
             subscribed_streams: s.subscribed.load(Ordering::Relaxed),
             connected: self.is_connected(),
@@ -430,32 +517,36 @@ impl Broker for RedisBroker {
     fn publish(&self, stream: StreamKey, event: EncodedEvent) -> BrokerFuture<'_> {
         Box::pin(async move {
             let names = &self.shared.names;
+            let config = &self.shared.config;
             let channel = names.channel(&stream);
-            let message = event.bytes().as_ref();
-            let op = match &stream {
-                // Campaign events go through one script that refuses them once the campaign
-                // finished; `progress` and terminal events also become its shared latest event.
+            let meta = names.meta(&stream);
+            let history = names.history(&stream);
+            // Campaign events are refused once the campaign finished; `progress` and terminal
+            // events also become its shared latest event.
+            let campaign = match &stream {
                 StreamKey::Campaign(campaign) => Some((names.last(campaign), names.done(campaign))),
                 StreamKey::Inbox(_) => None,
             };
-            let op = match &op {
-                Some((last, done)) => Op::Campaign {
-                    last,
-                    done,
-                    ttl: self.shared.config.cache_ttl,
-                    channel: &channel,
-                    message,
-                    mode: match event.class() {
-                        EventClass::Progress => 1,
-                        EventClass::Terminal => 2,
-                        _ => 0,
-                    },
+            let new_epoch = super::draw_epoch();
+            let op = Op::Event(Event {
+                meta: &meta,
+                history: &history,
+                campaign: campaign
+                    .as_ref()
+                    .map(|(last, done)| (last.as_slice(), done.as_slice())),
+                channel: &channel,
+                json: event.bytes().as_ref(),
+                new_epoch: new_epoch.as_str(),
+                max_events: config.history.max_events,
+                max_age: config.history.max_age,
+                meta_ttl: config.meta_ttl(),
+                cache_ttl: config.cache_ttl,
+                mode: match event.class() {
+                    EventClass::Progress => 1,
+                    EventClass::Terminal => 2,
+                    _ => 0,
                 },
-                None => Op::Publish {
-                    channel: &channel,
-                    message,
-                },
-            };
+            });
             // Deliveries happen on each node when Redis hands the event back: this node
             // cannot count them here.
             match self.send(op).await? {
@@ -468,6 +559,21 @@ impl Broker for RedisBroker {
                 _ => Ok(PublishReport::default()),
             }
         })
+    }
+
+    fn keeps_history(&self) -> bool {
+        true
+    }
+
+    fn resume(&self, stream: StreamKey, request: ResumeRequest, start: PendingResume) {
+        // Under the hub's locks: queue it for the subscriber task, which reads the history
+        // once the stream's subscription is confirmed (see `subscriber.rs`).
+        lock(&self.shared.resumes).push(Resume {
+            stream,
+            request,
+            start,
+        });
+        self.shared.wake.notify_one();
     }
 
     fn stream_opened(&self, stream: &StreamKey) {

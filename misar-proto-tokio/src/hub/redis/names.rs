@@ -1,18 +1,27 @@
 //! Redis names: one pub/sub channel per stream, one key per campaign for the latest event, one
-//! channel for revocations.
+//! channel for revocations, and per stream the §2.11 bookkeeping (offset counter and epoch,
+//! history).
 //!
 //! ```text
-//! {prefix}:inbox:{account}     channel: an account's inbox events (message = the event's JSON)
-//! {prefix}:campaign:{id}       channel: a campaign's events        (message = the event's JSON)
-//! {prefix}:last:{id}           key:     the campaign's latest progress / terminal event (TTL)
-//! {prefix}:done:{id}           key:     set once the campaign's terminal event was published (TTL)
-//! {prefix}:revoke              channel: "account:{account}" or "campaign:{id}"
+//! {prefix}:inbox:{account}           channel: an account's inbox events (message: framed, below)
+//! {prefix}:campaign:{id}             channel: a campaign's events        (message: framed)
+//! {prefix}:last:{id}                 key:     the campaign's latest progress / terminal event,
+//!                                             framed (TTL)
+//! {prefix}:done:{id}                 key:     set once the campaign's terminal event was
+//!                                             published (TTL)
+//! {prefix}:meta:inbox:{account}      hash:    e = the stream's epoch, o = its latest offset (TTL)
+//! {prefix}:meta:campaign:{id}        hash:    the same for a campaign
+//! {prefix}:history:inbox:{account}   stream:  the last events, entry id `<offset>-0`,
+//! {prefix}:history:campaign:{id}              fields t (Redis time, ms) and d (the JSON) (TTL)
+//! {prefix}:revoke                    channel: "account:{account}" or "campaign:{id}"
 //! ```
 //!
-//! The channel carries the stream key, so a message is the event's bytes and nothing else: no
-//! framing to parse, and the bytes a node receives are the bytes its clients get.
+//! The channel carries the stream key; a message carries the event's position and its JSON:
+//! `<epoch>:<offset>\n<json>` (the position exactly as §2.11 writes it, one newline, then the
+//! bytes the node's clients get, untouched). [`parse_message`] refuses anything else.
 
 use misar_proto::auth::AccountId;
+use misar_proto::resume::Position;
 use misar_proto::route::CampaignId;
 
 use crate::hub::{Revocation, StreamKey};
@@ -33,7 +42,11 @@ pub(super) struct Names {
     campaign: Vec<u8>,
     last: Vec<u8>,
     done: Vec<u8>,
+    meta: Vec<u8>,
+    history: Vec<u8>,
     revoke: Vec<u8>,
+    /// The length of `{prefix}:`.
+    prefix_len: usize,
 }
 
 const REVOKE_ACCOUNT: &[u8] = b"account:";
@@ -47,7 +60,10 @@ impl Names {
             campaign: with("campaign:"),
             last: with("last:"),
             done: with("done:"),
+            meta: with("meta:"),
+            history: with("history:"),
             revoke: with("revoke"),
+            prefix_len: prefix.len() + 1,
         }
     }
 
@@ -67,6 +83,31 @@ impl Names {
     /// The key marking `campaign` finished (its terminal event was published).
     pub(super) fn done(&self, campaign: &CampaignId) -> Vec<u8> {
         concat(&self.done, campaign.as_str())
+    }
+
+    /// The hash holding `stream`'s epoch (`e`) and latest offset (`o`).
+    pub(super) fn meta(&self, stream: &StreamKey) -> Vec<u8> {
+        self.under(&self.meta, stream)
+    }
+
+    /// The Redis Stream holding `stream`'s history.
+    pub(super) fn history(&self, stream: &StreamKey) -> Vec<u8> {
+        self.under(&self.history, stream)
+    }
+
+    /// `{prefix}:{kind}:{stream's channel suffix}`: `{prefix}:meta:inbox:alice`.
+    fn under(&self, kind: &[u8], stream: &StreamKey) -> Vec<u8> {
+        let (base, rest) = match stream {
+            StreamKey::Inbox(account) => (&self.inbox, account.as_str()),
+            StreamKey::Campaign(campaign) => (&self.campaign, campaign.as_str()),
+        };
+        // `base` is `{prefix}:inbox:`: keep what follows `{prefix}:`.
+        let suffix = base.get(self.prefix_len..).unwrap_or_default();
+        let mut name = Vec::with_capacity(kind.len() + suffix.len() + rest.len());
+        name.extend_from_slice(kind);
+        name.extend_from_slice(suffix);
+        name.extend_from_slice(rest.as_bytes());
+        name
     }
 
     /// The revocation channel.
@@ -95,6 +136,30 @@ fn concat(prefix: &[u8], rest: &str) -> Vec<u8> {
     name.extend_from_slice(prefix);
     name.extend_from_slice(rest.as_bytes());
     name
+}
+
+/// The longest position line of a message: a 32-character epoch, `:`, a u64.
+const MAX_POSITION_LEN: usize = misar_proto::resume::MAX_EPOCH_LEN + 1 + 20;
+
+/// Splits a stream message, `<epoch>:<offset>\n<json>`, into the event's position and the
+/// byte index where its JSON starts; `None` for anything else (no newline within the
+/// longest position, a position §2.11 would refuse, offset 0, nothing after the newline).
+/// Never panics.
+pub(super) fn parse_message(message: &[u8]) -> Option<(Position, usize)> {
+    let head = &message[..message.len().min(MAX_POSITION_LEN + 1)];
+    let newline = head.iter().position(|&b| b == b'\n')?;
+    let position = std::str::from_utf8(&message[..newline]).ok()?;
+    let position = Position::parse(position).ok()?;
+    let start = newline + 1;
+    (position.offset > 0 && start < message.len()).then_some((position, start))
+}
+
+/// A stream message as the publish script builds it (for tests and foreign publishers).
+#[cfg(test)]
+pub(super) fn frame_message(position: &Position, json: &[u8]) -> Vec<u8> {
+    let mut message = format!("{position}\n").into_bytes();
+    message.extend_from_slice(json);
+    message
 }
 
 /// The message announcing `revocation` on the revocation channel.
@@ -169,6 +234,71 @@ mod tests {
             other.parse(&names.channel(&StreamKey::Campaign(campaign("c1")))),
             None
         );
+    }
+
+    #[test]
+    fn bookkeeping_keys_sit_beside_the_channels() {
+        let names = Names::new("misar");
+        let alice = StreamKey::Inbox(AccountId::new("alice"));
+        let c1 = StreamKey::Campaign(campaign("c1"));
+        assert_eq!(names.meta(&alice), b"misar:meta:inbox:alice");
+        assert_eq!(names.history(&c1), b"misar:history:campaign:c1");
+        let other = Names::new("a:b");
+        assert_eq!(other.meta(&c1), b"a:b:meta:campaign:c1");
+        // Keys are not channels: a message "on" one is refused.
+        assert_eq!(names.parse(&names.meta(&alice)), None);
+    }
+
+    #[test]
+    fn messages_carry_their_position() {
+        let position = Position::parse("e_1-X:42").unwrap();
+        let json = br#"{"type":"x"}"#;
+        let message = frame_message(&position, json);
+        assert_eq!(message, b"e_1-X:42\n{\"type\":\"x\"}");
+        let (parsed, start) = parse_message(&message).unwrap();
+        assert_eq!(parsed, position);
+        assert_eq!(&message[start..], json);
+        let top = format!("{}:{}\nx", "a".repeat(32), u64::MAX);
+        assert_eq!(parse_message(top.as_bytes()).unwrap().0.offset, u64::MAX);
+        // A newline inside the JSON is the JSON's business.
+        assert_eq!(parse_message(b"e:1\n{\n}").unwrap().1, 4);
+    }
+
+    #[test]
+    fn malformed_messages_are_refused() {
+        let long_epoch = format!("{}:1\n{{}}", "a".repeat(33));
+        let far_newline = format!("e:1{}\n{{}}", " ".repeat(100));
+        let too_big = format!("e:{}0\n{{}}", u64::MAX);
+        for message in [
+            &b""[..],
+            b"\n",
+            br#"{"type":"x"}"#,
+            b"e:1",
+            b"e:1\n",
+            b"e:0\n{}",
+            b"e:01\n{}",
+            b"e:-1\n{}",
+            b"e:+1\n{}",
+            b"e1\n{}",
+            b":1\n{}",
+            b"e.x:1\n{}",
+            b"e:1 \n{}",
+            b"e:1\r\n{}",
+            b"\xff:1\n{}",
+            b"e:1:2\n{}",
+            long_epoch.as_bytes(),
+            far_newline.as_bytes(),
+            too_big.as_bytes(),
+        ] {
+            assert_eq!(parse_message(message), None, "{message:?}");
+        }
+        // Any bytes at all: no panic.
+        for a in 0..=255u8 {
+            for b in [b'\n', b':', b'0', b'1', a] {
+                let _ = parse_message(&[a, b, b'\n', a]);
+                let _ = parse_message(&[b'e', b':', a, b]);
+            }
+        }
     }
 
     #[test]

@@ -16,38 +16,90 @@ use crate::hub::lock;
 
 /// What a publish sends.
 pub(super) enum Op<'a> {
-    /// `PUBLISH channel message`.
+    /// `PUBLISH channel message` (revocations).
     Publish {
         channel: &'a [u8],
         message: &'a [u8],
     },
-    /// A campaign event, as one Lua script (Redis runs it atomically): refused (`-1`) when
-    /// the `done` key says the campaign finished; else, for a `progress` or terminal event,
-    /// `SET last message PX ttl` (and, for a terminal one, `SET done 1 PX ttl`), then
-    /// `PUBLISH channel message`. The `last` key thus always holds the last message published
-    /// on the channel, which is what lets a late joiner's fetch be ordered against the channel
-    /// (see `subscriber`), and nothing is ever published after a terminal event (§2.13).
-    Campaign {
-        last: &'a [u8],
-        done: &'a [u8],
-        ttl: Duration,
-        channel: &'a [u8],
-        message: &'a [u8],
-        /// 0: ordinary (publish only), 1: cache it, 2: cache it and mark the campaign done.
-        mode: u8,
-    },
+    /// An event, as one Lua script ([`EVENT_PUBLISH`]; Redis runs it atomically).
+    Event(Event<'a>),
 }
 
-/// The script of [`Op::Campaign`].
-const CAMPAIGN_PUBLISH: &str = r"
-if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
-if ARGV[3] ~= '0' then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
-if ARGV[3] == '2' then redis.call('SET', KEYS[2], '1', 'PX', ARGV[2]) end
-return redis.call('PUBLISH', ARGV[4], ARGV[1])
+/// An event to publish on its stream's channel, numbered by Redis.
+pub(super) struct Event<'a> {
+    /// The stream's `meta` hash (epoch and latest offset).
+    pub(super) meta: &'a [u8],
+    /// The stream's history (a Redis Stream).
+    pub(super) history: &'a [u8],
+    /// A campaign's `last` and `done` keys (`None` for an inbox).
+    pub(super) campaign: Option<(&'a [u8], &'a [u8])>,
+    pub(super) channel: &'a [u8],
+    /// The event's JSON.
+    pub(super) json: &'a [u8],
+    /// The epoch to create if the stream has none (fresh, or its history is gone).
+    pub(super) new_epoch: &'a str,
+    /// Entries the history keeps (exact `MAXLEN`; 0: no history).
+    pub(super) max_events: usize,
+    /// How long the history outlives the stream's last publish.
+    pub(super) max_age: Duration,
+    /// How long the epoch and offset outlive the stream's last publish.
+    pub(super) meta_ttl: Duration,
+    /// How long a campaign's `last` and `done` keys live.
+    pub(super) cache_ttl: Duration,
+    /// 0: ordinary (publish only), 1: cache it, 2: cache it and mark the campaign done.
+    pub(super) mode: u8,
+}
+
+/// The publish of [`Op::Event`]. For a campaign (4 keys), refused (`-1`) when the `done` key
+/// says it finished (§2.13). Then, in one atomic step:
+///
+/// 1. the stream's epoch: the `meta` hash's `e`; when there is none (a fresh stream, or a
+///    history that was flushed, expired or lost with a Redis restart) the caller's fresh
+///    epoch, with the offset at 0 and whatever history is left deleted, so offsets of two
+///    epochs are never compared;
+/// 2. the offset: `HINCRBY meta o 1` (per stream, strictly increasing within the epoch);
+/// 3. the history: `XADD history MAXLEN max_events <offset>-0 t <ms> d <json>` (exact trim,
+///    `t` from Redis's clock for the age bound), `PEXPIRE` by the age bound;
+/// 4. a campaign's `progress` / terminal event: `SET last <message>` (and `done`), as before;
+/// 5. `PUBLISH channel <epoch>:<offset>\n<json>`.
+///
+/// Answers the number of receivers (nodes) or -1. KEYS: meta, history[, last, done]. ARGV:
+/// json, new epoch, max events, max age ms, meta ttl ms, channel, mode, cache ttl ms.
+const EVENT_PUBLISH: &str = r"
+-- Redis 6: writes after TIME need effects replication (the default from Redis 7 on).
+pcall(redis.replicate_commands)
+if #KEYS == 4 and redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch, 'o', '0')
+end
+local offset = string.format('%d', redis.call('HINCRBY', KEYS[1], 'o', 1))
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if ARGV[3] ~= '0' then
+  local now = redis.call('TIME')
+  local ms = string.format('%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-0', 't', ms, 'd', ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+local message = epoch .. ':' .. offset .. '\n' .. ARGV[1]
+if #KEYS == 4 then
+  if ARGV[7] ~= '0' then redis.call('SET', KEYS[3], message, 'PX', ARGV[8]) end
+  if ARGV[7] == '2' then redis.call('SET', KEYS[4], '1', 'PX', ARGV[8]) end
+end
+return redis.call('PUBLISH', ARGV[6], message)
 ";
 
-/// What [`Op::Campaign`] answers when the campaign is finished.
+/// What [`Op::Event`] answers when the campaign is finished.
 pub(super) const FINISHED: i64 = -1;
+
+/// Milliseconds for a script argument (at least 1: `PX 0` is an error).
+pub(super) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
 
 pub(super) struct Publisher {
     client: Client,
@@ -102,26 +154,26 @@ impl Publisher {
                     .query_async::<i64>(&mut connection)
                     .await
             }
-            Op::Campaign {
-                last,
-                done,
-                ttl,
-                channel,
-                message,
-                mode,
-            } => {
-                let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-                ::redis::cmd("EVAL")
-                    .arg(CAMPAIGN_PUBLISH)
-                    .arg(2)
-                    .arg(last)
-                    .arg(done)
-                    .arg(message)
-                    .arg(millis)
-                    .arg(mode.to_string())
-                    .arg(channel)
-                    .query_async::<i64>(&mut connection)
-                    .await
+            Op::Event(event) => {
+                let mut command = ::redis::cmd("EVAL");
+                command
+                    .arg(EVENT_PUBLISH)
+                    .arg(if event.campaign.is_some() { 4 } else { 2 })
+                    .arg(event.meta)
+                    .arg(event.history);
+                if let Some((last, done)) = event.campaign {
+                    command.arg(last).arg(done);
+                }
+                command
+                    .arg(event.json)
+                    .arg(event.new_epoch)
+                    .arg(event.max_events)
+                    .arg(millis(event.max_age))
+                    .arg(millis(event.meta_ttl))
+                    .arg(event.channel)
+                    .arg(event.mode.to_string())
+                    .arg(millis(event.cache_ttl));
+                command.query_async::<i64>(&mut connection).await
             }
         };
         result.map_err(|error| {

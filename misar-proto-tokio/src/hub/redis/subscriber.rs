@@ -40,14 +40,17 @@ use ::redis::{AsyncConnectionConfig, PushInfo, PushKind, RedisError, Value};
 use bytes::Bytes;
 use misar_proto::backoff::Backoff;
 use misar_proto::close::Pace;
+use misar_proto::event::{EncodedEvent, EventClass};
+use misar_proto::resume::{Epoch, Recovery, ResumeRequest, decide};
 use misar_proto::route::CampaignId;
 use misar_proto::streams::validate_relayed;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
-use super::names::{Target, decode_revocation};
+use super::names::{Target, decode_revocation, parse_message};
+use super::publisher::millis;
 use super::{Chain, RedisBrokerError, Shared};
-use crate::hub::{HubDelivery, StreamKey, lock};
+use crate::hub::{HubDelivery, PendingResume, StreamKey, lock};
 
 /// Channels (or keys) per `SUBSCRIBE` / `UNSUBSCRIBE` / `MGET`: large enough to resubscribe
 /// thousands of streams in a few round trips, small enough to keep each reply modest.
@@ -118,6 +121,64 @@ pub(super) struct Progress {
     pub(super) connected: bool,
 }
 
+/// An opted-in connection waiting for its start ([`Broker::resume`](crate::hub::Broker::resume)).
+pub(super) struct Resume {
+    pub(super) stream: StreamKey,
+    pub(super) request: ResumeRequest,
+    pub(super) start: PendingResume,
+}
+
+/// The read of a resume, one atomic script (so the epoch, the latest offset and the history
+/// agree). Creates the stream's epoch if it has none (as a publish would: the client then
+/// holds a position of the epoch the next publish uses). Answers, as bulk strings:
+/// `epoch, latest, oldest, last, done, (offset, json)*` where `oldest` is the offset of the
+/// oldest entry within the age bound ('' when none), `last` a campaign's framed latest
+/// event ('' when none), `done` '1' for a finished campaign, and the pairs the entries after
+/// the client's offset when it is of this epoch (an entry past the age bound is not
+/// returned, nor any before it). KEYS: meta, history[, last, done]. ARGV: new epoch, meta
+/// ttl ms, the client's epoch ('' for `new`), its offset, max age ms.
+const RESUME_READ: &str = r"
+-- Redis 6: writes after TIME need effects replication (the default from Redis 7 on).
+pcall(redis.replicate_commands)
+local epoch = redis.call('HGET', KEYS[1], 'e')
+local latest = '0'
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch, 'o', '0')
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  latest = redis.call('HGET', KEYS[1], 'o') or '0'
+end
+local now = redis.call('TIME')
+local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[5])
+local after = nil
+if ARGV[3] == epoch then after = tonumber(ARGV[4]) end
+local result = {epoch, latest, '', '', '0'}
+local fresh = false
+for _, entry in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do
+  local fields = entry[2]
+  local t, d = nil, nil
+  for i = 1, #fields - 1, 2 do
+    if fields[i] == 't' then t = tonumber(fields[i + 1]) elseif fields[i] == 'd' then d = fields[i + 1] end
+  end
+  local offset = string.match(entry[1], '^(%d+)')
+  if not fresh and t and t >= cutoff then
+    fresh = true
+    result[3] = offset
+  end
+  if fresh and after and tonumber(offset) > after then
+    result[#result + 1] = offset
+    result[#result + 1] = d or ''
+  end
+end
+if #KEYS == 4 then
+  result[4] = redis.call('GET', KEYS[3]) or ''
+  result[5] = tostring(redis.call('EXISTS', KEYS[4]))
+end
+return result
+";
+
 /// The connection was lost (or a command on it failed): reconnect.
 #[derive(Debug)]
 struct Lost(Option<RedisError>);
@@ -164,6 +225,14 @@ pub(super) async fn run(shared: Arc<Shared>, mut backoff: Backoff) {
                     .stats
                     .connect_failures
                     .fetch_add(1, Ordering::Relaxed);
+                // Their history cannot be read now: those clients come back later (1011),
+                // rather than waiting here for as long as Redis is away.
+                let failed = std::mem::take(&mut *lock(&shared.resumes));
+                shared
+                    .stats
+                    .resume_errors
+                    .fetch_add(failed.len() as u64, Ordering::Relaxed);
+                drop(failed);
                 tracing::warn!(
                     error = %Chain(&error),
                     "redis broker: could not connect the subscriber"
@@ -253,6 +322,9 @@ impl Session {
     /// Brings the upstream subscriptions in line with the interest, and fetches the latest
     /// event of campaigns that opened.
     async fn sync_interest(&mut self, shared: &Shared) -> Result<(), Lost> {
+        // Before the interest: a resume's stream was opened before the resume was queued, so
+        // the interest read next covers it.
+        let resumes = std::mem::take(&mut *lock(&shared.resumes));
         let (dirty, fetch, generation) = {
             let mut interest = lock(&shared.interest);
             let dirty = std::mem::take(&mut interest.dirty);
@@ -296,12 +368,100 @@ impl Session {
         if !fetch.is_empty() {
             self.fetch_latest(shared, &fetch).await?;
         }
+        if !resumes.is_empty() {
+            self.resume(shared, resumes).await?;
+        }
         shared.progress.send_if_modified(|p| {
             let changed = p.applied != generation;
             p.applied = generation;
             changed
         });
         Ok(())
+    }
+
+    /// Decides the start of opted-in connections from the Redis history, one pipelined
+    /// round trip per [`BATCH`], over this connection, after their streams' subscriptions
+    /// are confirmed: an event published before the read is in it (a copy also arriving
+    /// live is dropped by the session's floor), one published after it arrives on the
+    /// channel. A Redis error fails the batch's connections (1011), never a silent gap.
+    async fn resume(&mut self, shared: &Shared, resumes: Vec<Resume>) -> Result<(), Lost> {
+        // What the connection left closed meanwhile has no subscription here: drop it (the
+        // connection is gone).
+        let resumes: Vec<Resume> = resumes
+            .into_iter()
+            .filter(|resume| self.subscribed.contains(&resume.stream))
+            .collect();
+        // Whatever arrived so far goes to the hubs first (in order, before the decisions).
+        self.drain(shared, None, usize::MAX)?;
+        let mut resumes = resumes.into_iter().peekable();
+        while resumes.peek().is_some() {
+            let batch: Vec<Resume> = resumes.by_ref().take(BATCH).collect();
+            let mut pipe = ::redis::pipe();
+            for resume in &batch {
+                let names = &shared.names;
+                let mut command = ::redis::cmd("EVAL");
+                command.arg(RESUME_READ);
+                match &resume.stream {
+                    StreamKey::Campaign(campaign) => command
+                        .arg(4)
+                        .arg(names.meta(&resume.stream))
+                        .arg(names.history(&resume.stream))
+                        .arg(names.last(campaign))
+                        .arg(names.done(campaign)),
+                    StreamKey::Inbox(_) => command
+                        .arg(2)
+                        .arg(names.meta(&resume.stream))
+                        .arg(names.history(&resume.stream)),
+                };
+                let (epoch, offset) = match &resume.request {
+                    ResumeRequest::From(position) => (position.epoch.to_string(), position.offset),
+                    _ => (String::new(), 0),
+                };
+                command
+                    .arg(crate::hub::draw_epoch().as_str())
+                    .arg(millis(shared.config.meta_ttl()))
+                    .arg(epoch)
+                    .arg(offset)
+                    .arg(millis(shared.config.history.max_age));
+                pipe.add_command(command);
+            }
+            let replies: Result<Vec<Vec<Vec<u8>>>, RedisError> =
+                pipe.query_async(&mut self.connection).await;
+            match replies {
+                Ok(replies) if replies.len() == batch.len() => {
+                    for (resume, reply) in batch.into_iter().zip(replies) {
+                        self.start(shared, resume, reply);
+                    }
+                }
+                Ok(_) => fail_all(shared, batch, "an answer per resume was expected"),
+                Err(error) if super::publisher::breaks_connection(&error) => {
+                    fail_all(shared, batch, "the connection was lost");
+                    return Err(Lost(Some(error)));
+                }
+                Err(error) => {
+                    tracing::warn!(error = %Chain(&error), "redis broker: resume read failed");
+                    fail_all(shared, batch, "Redis refused the read");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts one opted-in connection from its read (see [`RESUME_READ`]).
+    fn start(&mut self, shared: &Shared, resume: Resume, reply: Vec<Vec<u8>>) {
+        match decision(shared, &resume, reply) {
+            Some((recovery, replay, first)) => {
+                shared.stats.resumes.fetch_add(1, Ordering::Relaxed);
+                resume.start.complete(&recovery, replay, first);
+            }
+            None => {
+                shared.stats.resume_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "redis broker: a resume read is not readable; the connection closes (1011)"
+                );
+                resume.start.fail();
+            }
+        }
     }
 
     /// Fetches the shared latest event of `campaigns` and delivers each one that is newer than
@@ -332,12 +492,28 @@ impl Session {
                 continue;
             }
             let stream = StreamKey::Campaign(campaign.clone());
-            match validate_relayed(&stream, Bytes::from(value), &shared.rules) {
-                Ok(event) => {
+            let value = Bytes::from(value);
+            let framed = parse_message(&value);
+            let checked = match framed {
+                Some((position, start)) => {
+                    validate_relayed(&stream, value.slice(start..), &shared.rules)
+                        .map(|event| (position, event))
+                        .map_err(|error| error.to_string())
+                }
+                None => Err("not framed with its position".to_owned()),
+            };
+            match checked {
+                Ok((position, event)) => {
                     shared.each_hub(|hub| {
-                        // A hub that knows the campaign finished keeps its terminal event.
+                        // A hub that knows the campaign finished keeps its terminal event, and
+                        // one past this offset has it already.
                         if hub
-                            .deliver_latest(&stream, event.clone())
+                            .deliver_latest_in(
+                                &stream,
+                                event.clone(),
+                                &position.epoch,
+                                position.offset,
+                            )
                             .is_ok_and(|report| report.delivered > 0)
                         {
                             shared.stats.fetched.fetch_add(1, Ordering::Relaxed);
@@ -422,13 +598,20 @@ impl Session {
 /// Checks a received event (one decode, no re-encoding) and hands the same bytes to every
 /// attached hub.
 fn deliver(shared: &Shared, stream: &StreamKey, message: Bytes) {
-    match validate_relayed(stream, message, &shared.rules) {
-        Ok(event) => {
+    let checked = match parse_message(&message) {
+        Some((position, start)) => validate_relayed(stream, message.slice(start..), &shared.rules)
+            .map(|event| (position, event))
+            .map_err(|error| error.to_string()),
+        None => Err("not framed as <epoch>:<offset>\\n<json>".to_owned()),
+    };
+    match checked {
+        Ok((position, event)) => {
             shared.stats.received.fetch_add(1, Ordering::Relaxed);
             shared.each_hub(|hub| {
-                // Refused only by a hub that knows the campaign finished: Redis refuses such
-                // publishes first, so this is a stray from before that state (ignored).
-                let _ = hub.deliver(stream, event.clone());
+                // Refused by a hub that knows the campaign finished (Redis refuses such
+                // publishes first, so this is a stray from before that state), or that is
+                // past this offset (a stray duplicate): ignored.
+                let _ = hub.deliver_in(stream, event.clone(), &position.epoch, position.offset);
             });
         }
         Err(error) => {
@@ -459,4 +642,81 @@ impl Shared {
             f(hub);
         }
     }
+}
+
+/// Fails every connection of `batch` (1011: its client comes back later).
+fn fail_all(shared: &Shared, batch: Vec<Resume>, why: &str) {
+    shared
+        .stats
+        .resume_errors
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    tracing::warn!(
+        connections = batch.len(),
+        why,
+        "redis broker: could not read the history for resuming connections; they close (1011)"
+    );
+    for resume in batch {
+        resume.start.fail();
+    }
+}
+
+/// The recovery decision, the replay and the late-joiner event from a [`RESUME_READ`]
+/// answer; `None` when any of it is unreadable (the connection then fails: a replay with a
+/// hole would be a silent gap).
+fn decision(
+    shared: &Shared,
+    resume: &Resume,
+    reply: Vec<Vec<u8>>,
+) -> Option<(Recovery, Vec<EncodedEvent>, Option<EncodedEvent>)> {
+    fn number(bytes: &[u8]) -> Option<u64> {
+        std::str::from_utf8(bytes).ok()?.parse().ok()
+    }
+    let mut fields = reply.into_iter();
+    let epoch = Epoch::new(std::str::from_utf8(&fields.next()?).ok()?).ok()?;
+    let latest = number(&fields.next()?)?;
+    let oldest = fields.next()?;
+    let last = fields.next()?;
+    let done = fields.next()? == b"1";
+    // Everything up to the oldest entry still held (within the age bound) may be lost; with
+    // nothing held, everything up to the latest.
+    let lost_through = if oldest.is_empty() {
+        latest
+    } else {
+        number(&oldest)?.checked_sub(1)?
+    };
+    let recovery = decide(&resume.request, &epoch, latest, lost_through);
+    let mut replay = Vec::new();
+    if let Some(after) = recovery.replay_after {
+        let mut previous = after;
+        while let Some(offset) = fields.next() {
+            let offset = number(&offset)?;
+            let json = Bytes::from(fields.next()?);
+            if offset <= previous || offset > latest {
+                return None;
+            }
+            previous = offset;
+            let event = validate_relayed(&resume.stream, json, &shared.rules).ok()?;
+            replay.push(event.with_offset(offset));
+        }
+    }
+    let ends = replay
+        .last()
+        .is_some_and(|event: &EncodedEvent| event.class() == EventClass::Terminal);
+    let wants_first = recovery.replay_after.is_none() || (done && !ends);
+    let first = match (wants_first, last.is_empty()) {
+        (true, false) => {
+            let last = Bytes::from(last);
+            let (position, start) = parse_message(&last)?;
+            if position.epoch == epoch && position.offset <= latest {
+                let event =
+                    validate_relayed(&resume.stream, last.slice(start..), &shared.rules).ok()?;
+                Some(event.with_offset(position.offset))
+            } else {
+                // Kept from an epoch whose history is gone: its offset means nothing now.
+                None
+            }
+        }
+        _ => None,
+    };
+    Some((recovery, replay, first))
 }

@@ -1,0 +1,395 @@
+//! §2.11 over Redis, end to end: two nodes (each a hub + Redis broker + WebSocket server on
+//! loopback) on a real `redis-server` started by each test, and a raw WebSocket client that
+//! opts in with the `Misar-Resume` header. Without `redis-server` installed these tests print
+//! a notice and pass, unless `MISAR_REQUIRE_SERVICES=1`.
+
+mod redis_util;
+#[path = "server_support.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use misar_proto::backoff::BackoffConfig;
+use misar_proto::resume::ResumeFrame;
+use misar_proto::server::ServerConfig;
+use misar_proto::streams::HistoryConfig;
+use misar_proto_tokio::hub::redis::{RedisBroker, RedisConfig};
+use misar_proto_tokio::hub::{Hub, HubConfig};
+use misar_proto_tokio::server::DriverConfig;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use redis_util::{RedisServer, available};
+use support::*;
+
+struct Node {
+    hub: Hub,
+    broker: Arc<RedisBroker>,
+    server: TestServer,
+}
+
+fn config(max_events: usize) -> RedisConfig {
+    RedisConfig {
+        backoff: BackoffConfig {
+            base: Duration::from_millis(20),
+            cap: Duration::from_millis(200),
+        },
+        history: HistoryConfig {
+            max_events,
+            ..HistoryConfig::default()
+        },
+        ..RedisConfig::default()
+    }
+}
+
+async fn node(redis: &RedisServer, max_events: usize) -> Node {
+    let broker = RedisBroker::connect(&redis.url(), config(max_events))
+        .await
+        .unwrap();
+    let hub = Hub::with_broker(HubConfig::default(), broker.clone());
+    let server = TestServer::start(
+        hub.clone(),
+        ServerConfig::default(),
+        DriverConfig::default(),
+    )
+    .await;
+    Node {
+        hub,
+        broker,
+        server,
+    }
+}
+
+/// Connects as `account`, opted in with `Misar-Resume: resume`.
+async fn connect_resume(addr: SocketAddr, path: &str, account: &str, resume: &str) -> Client {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    let headers = request.headers_mut();
+    headers.insert(
+        "authorization",
+        format!("Bearer msk_{account}").parse().unwrap(),
+    );
+    headers.insert("misar-resume", resume.parse().unwrap());
+    let (ws, _) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
+    ws
+}
+
+/// The first frame of an opted-in connection.
+async fn resume_frame(client: &mut Client) -> ResumeFrame {
+    let text = next_text(client).await;
+    ResumeFrame::decode(text.as_bytes()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// An opted-in event: its §2.4 text (the `,"offset":N` field removed) and its offset.
+fn split_offset(text: &str) -> (String, u64) {
+    let at = text
+        .rfind(",\"offset\":")
+        .unwrap_or_else(|| panic!("no offset in {text}"));
+    let number = &text[at + 10..text.len() - 1];
+    assert!(text.ends_with('}'), "{text}");
+    (format!("{}}}", &text[..at]), number.parse().unwrap())
+}
+
+/// Reads `n` opted-in events.
+async fn events(client: &mut Client, n: usize) -> Vec<(String, u64)> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(split_offset(&next_text(client).await));
+    }
+    out
+}
+
+/// Reads until the connection ends; returns the close code and any texts before it.
+async fn until_closed(client: &mut Client) -> (Vec<String>, Option<u16>) {
+    let mut texts = Vec::new();
+    let mut code = None;
+    // On to the end of the stream, so the client's answer to the close is sent.
+    while let Some(message) = client.next().await {
+        match message {
+            Ok(WsMessage::Text(text)) => texts.push(text.as_str().to_owned()),
+            Ok(WsMessage::Close(frame)) => code = frame.map(|f| u16::from(f.code)),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    (texts, code)
+}
+
+// ----- resume on any node -----
+
+#[tokio::test]
+async fn a_client_switching_nodes_and_surviving_a_node_restart_loses_nothing() {
+    if !available("resume across nodes") {
+        return;
+    }
+    within(async {
+        let redis = RedisServer::start().await;
+        let mut nodes = vec![node(&redis, 256).await, node(&redis, 256).await];
+        let alice = account("alice");
+        let mut published: Vec<String> = Vec::new();
+        let mut seen: Vec<(String, u64)> = Vec::new();
+        let mut n = 0;
+
+        let mut client =
+            connect_resume(nodes[0].server.addr, "/mail/ws/inbox", "alice", "new").await;
+        let frame = resume_frame(&mut client).await;
+        assert!(frame.recovered);
+        assert_eq!(frame.offset, 0, "an empty stream starts at 0");
+        let epoch = frame.epoch.clone();
+        let mut position = frame.position();
+        for round in 0..8 {
+            // The client is on nodes[0]. Live events, published from the other node.
+            for _ in 0..3 {
+                let event = email(n, 0);
+                n += 1;
+                nodes[1].hub.publish_inbox(&alice, &event).await.unwrap();
+                published.push(inbox_text(&event));
+            }
+            let live = events(&mut client, 3).await;
+            position.offset = live.last().unwrap().1;
+            seen.extend(live);
+            if round == 4 {
+                // The client's node restarts (a deploy: 1001 to everyone); a new one takes
+                // its place on the same Redis.
+                let old = nodes.remove(0);
+                let (shutdown, (texts, code)) = tokio::join!(
+                    old.hub.shutdown(Duration::from_secs(2)),
+                    until_closed(&mut client)
+                );
+                assert_eq!(shutdown.remaining, 0);
+                assert!(texts.is_empty(), "{texts:?}");
+                assert_eq!(code, Some(1001));
+                nodes.insert(0, node(&redis, 256).await);
+            } else {
+                close(&mut client).await;
+            }
+            // Published while the client is away, from both nodes.
+            let missed = 5;
+            for i in 0..missed {
+                let event = email(n, 0);
+                n += 1;
+                nodes[i % 2]
+                    .hub
+                    .publish_inbox(&alice, &event)
+                    .await
+                    .unwrap();
+                published.push(inbox_text(&event));
+            }
+            // It comes back on the other node.
+            let addr = nodes[1].server.addr;
+            client = connect_resume(addr, "/mail/ws/inbox", "alice", &position.to_string()).await;
+            let frame = resume_frame(&mut client).await;
+            assert!(frame.recovered, "round {round}: {frame:?}");
+            assert_eq!(frame.epoch, epoch);
+            assert_eq!(
+                frame.offset, position.offset,
+                "a recovered position is echoed"
+            );
+            let replay = events(&mut client, missed).await;
+            position.offset = replay.last().unwrap().1;
+            seen.extend(replay);
+            // The next round's live events go to the node the client is on now.
+            nodes.swap(0, 1);
+        }
+        // 0 lost, 0 duplicated, in order; offsets strictly increasing.
+        let texts: Vec<String> = seen.iter().map(|(text, _)| text.clone()).collect();
+        assert_eq!(texts, published);
+        assert!(seen.windows(2).all(|w| w[0].1 < w[1].1), "{seen:?}");
+        let resumes: u64 = nodes.iter().map(|node| node.broker.stats().resumes).sum();
+        assert!(resumes >= 4);
+        let recovered: u64 = nodes.iter().map(|node| node.hub.stats().recovered).sum();
+        assert!(recovered >= 4);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn plain_clients_get_the_exact_section_2_4_bytes_and_opted_in_ones_the_offset() {
+    if !available("plain and opted-in clients") {
+        return;
+    }
+    within(async {
+        let redis = RedisServer::start().await;
+        let a = node(&redis, 256).await;
+        let b = node(&redis, 256).await;
+        let mut plain = connect(b.server.addr, "/mail/ws/inbox", "alice").await;
+        let mut opted = connect_resume(a.server.addr, "/mail/ws/inbox", "alice", "new").await;
+        let frame = resume_frame(&mut opted).await;
+        b.broker.sync().await;
+        let event = email(1, 3);
+        a.hub
+            .publish_inbox(&account("alice"), &event)
+            .await
+            .unwrap();
+        assert_eq!(next_text(&mut plain).await, inbox_text(&event));
+        let text = next_text(&mut opted).await;
+        let (bare, offset) = split_offset(&text);
+        assert_eq!(bare, inbox_text(&event));
+        assert_eq!(offset, frame.offset + 1);
+
+        // A campaign's late joiner (`new`) gets the latest progress first, with its offset,
+        // on a node that never delivered it.
+        let p = progress("c1", 10);
+        a.hub.publish_campaign(&campaign("c1"), &p).await.unwrap();
+        let mut late = connect_resume(b.server.addr, "/mail/ws/campaigns/c1", "alice", "new").await;
+        let frame = resume_frame(&mut late).await;
+        assert!(frame.recovered);
+        assert_eq!(frame.offset, 1);
+        assert_eq!(
+            split_offset(&next_text(&mut late).await),
+            (campaign_text(&p), 1)
+        );
+        let mut late_plain = connect(b.server.addr, "/mail/ws/campaigns/c1", "bob").await;
+        assert_eq!(next_text(&mut late_plain).await, campaign_text(&p));
+        let done = completed("c1");
+        a.hub
+            .publish_campaign(&campaign("c1"), &done)
+            .await
+            .unwrap();
+        let (texts, code) = until_closed(&mut late).await;
+        assert_eq!(texts.len(), 1);
+        assert_eq!(split_offset(&texts[0]), (campaign_text(&done), 2));
+        assert_eq!(code, Some(1000));
+        let (texts, code) = until_closed(&mut late_plain).await;
+        assert_eq!(texts, [campaign_text(&done)]);
+        assert_eq!(code, Some(1000));
+    })
+    .await;
+}
+
+// ----- what cannot be recovered is said -----
+
+#[tokio::test]
+async fn a_trimmed_or_foreign_position_is_not_recovered_then_live() {
+    if !available("trimmed history") {
+        return;
+    }
+    within(async {
+        let redis = RedisServer::start().await;
+        let a = node(&redis, 3).await;
+        let b = node(&redis, 3).await;
+        let alice = account("alice");
+        let mut client = connect_resume(a.server.addr, "/mail/ws/inbox", "alice", "new").await;
+        let frame = resume_frame(&mut client).await;
+        let epoch = frame.epoch.clone();
+        close(&mut client).await;
+        let mut texts = Vec::new();
+        for i in 0..6 {
+            let event = email(i, 0);
+            a.hub.publish_inbox(&alice, &event).await.unwrap();
+            texts.push(inbox_text(&event));
+        }
+        // Exactly the last 3 are held (MAXLEN, exact): 4..=6.
+        let mut client = connect_resume(
+            b.server.addr,
+            "/mail/ws/inbox",
+            "alice",
+            &format!("{epoch}:3"),
+        )
+        .await;
+        let frame = resume_frame(&mut client).await;
+        assert!(frame.recovered);
+        let replay = events(&mut client, 3).await;
+        assert_eq!(
+            replay,
+            vec![
+                (texts[3].clone(), 4),
+                (texts[4].clone(), 5),
+                (texts[5].clone(), 6)
+            ]
+        );
+        close(&mut client).await;
+        let mut latest = 6;
+        for (value, why) in [
+            (format!("{epoch}:2"), "trimmed"),
+            (format!("{epoch}:0"), "trimmed"),
+            (format!("{epoch}:99"), "ahead"),
+            ("other-epoch:6".to_owned(), "another epoch"),
+        ] {
+            let mut client = connect_resume(b.server.addr, "/mail/ws/inbox", "alice", &value).await;
+            let frame = resume_frame(&mut client).await;
+            assert!(!frame.recovered, "{why}: {frame:?}");
+            assert_eq!(
+                (frame.epoch.clone(), frame.offset),
+                (epoch.clone(), latest),
+                "{why}"
+            );
+            // Then live, nothing replayed.
+            let event = email(100, 0);
+            a.hub.publish_inbox(&alice, &event).await.unwrap();
+            latest += 1;
+            let (text, offset) = split_offset(&next_text(&mut client).await);
+            assert_eq!(text, inbox_text(&event));
+            assert_eq!(offset, latest, "{why}");
+            close(&mut client).await;
+        }
+        assert!(b.hub.stats().not_recovered >= 4);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_redis_restarted_without_persistence_is_not_recovered_then_live() {
+    if !available("redis restart") {
+        return;
+    }
+    within(async {
+        let mut redis = RedisServer::start().await;
+        let a = node(&redis, 256).await;
+        let alice = account("alice");
+        let mut plain = connect(a.server.addr, "/mail/ws/inbox", "alice").await;
+        let mut client = connect_resume(a.server.addr, "/mail/ws/inbox", "alice", "new").await;
+        let old = resume_frame(&mut client).await;
+        for i in 0..2 {
+            let event = email(i, 0);
+            a.hub.publish_inbox(&alice, &event).await.unwrap();
+            assert_eq!(
+                split_offset(&next_text(&mut client).await).0,
+                inbox_text(&event)
+            );
+            assert_eq!(next_text(&mut plain).await, inbox_text(&event));
+        }
+        // The history is gone with Redis (`--save '' --appendonly no`).
+        redis.restart().await;
+        // The node noticed: its opted-in client would otherwise miss the gap silently.
+        let (texts, code) = until_closed(&mut client).await;
+        assert!(texts.is_empty(), "{texts:?}");
+        assert_eq!(code, Some(1001));
+        a.broker.connected().await;
+        let position = format!("{}:2", old.epoch);
+        let mut client = connect_resume(a.server.addr, "/mail/ws/inbox", "alice", &position).await;
+        let frame = resume_frame(&mut client).await;
+        assert!(!frame.recovered, "{frame:?}");
+        assert_ne!(frame.epoch, old.epoch, "a new epoch");
+        assert_eq!(frame.offset, 0);
+        // Then live, in the new epoch, for both kinds of clients.
+        let event = email(9, 0);
+        loop {
+            // The publishing side reconnects on demand (its backoff may refuse once).
+            match a.hub.publish_inbox(&alice, &event).await {
+                Ok(_) => break,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        assert_eq!(
+            split_offset(&next_text(&mut client).await),
+            (inbox_text(&event), 1)
+        );
+        assert_eq!(next_text(&mut plain).await, inbox_text(&event));
+        // The next resume in the new epoch recovers.
+        close(&mut client).await;
+        let mut client = connect_resume(
+            a.server.addr,
+            "/mail/ws/inbox",
+            "alice",
+            &format!("{}:1", frame.epoch),
+        )
+        .await;
+        assert!(resume_frame(&mut client).await.recovered);
+    })
+    .await;
+}
