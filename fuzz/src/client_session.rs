@@ -19,7 +19,14 @@
 //!   last message) or the close wait while connected, `None` otherwise; a silent server is
 //!   declared dead exactly then;
 //! - `Done` is final; handshake requests carry the key and path the server side reads back;
-//! - whatever happened, `close` and the close grace end the subscription.
+//! - whatever happened, `close` and the close grace end the subscription;
+//! - §2.11, when the setup opts in: every handshake request carries `Misar-Resume` with `new`
+//!   until a position is known, then the last position seen (the resume frame's, moved by the
+//!   `offset` of each event after it); the first text frame of each connection is the answer
+//!   (`Resumed`; `Invalid` then `ResumeUnanswered` for a broken resume frame;
+//!   `ResumeUnanswered` then the event for anything else), and `event_offset` names each
+//!   event's offset only on a connection whose opt-in was answered. Without the opt-in there
+//!   is no header and no resume frame is special.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -35,6 +42,7 @@ use misar_proto::client::{
 use misar_proto::close::{Advice, ChannelKind, CloseCode, Disconnect, advise};
 use misar_proto::event::{CampaignEvent, Cancelled, Completed, Decoder, Event, Failed, Progress};
 use misar_proto::message::{Incoming, Message, ReceivedClose};
+use misar_proto::resume::{ResumeFrame, ResumeFrameError, event_offset, extract_resume};
 use misar_proto::route::{CampaignId, Channel, Routes};
 
 use crate::samples;
@@ -92,6 +100,7 @@ pub struct ClientSetup {
     pub backoff_cap_ms: u16,
     pub jitter_seed: u64,
     pub answer_pings: bool,
+    pub resume: bool,
 }
 encode_struct!(ClientSetup {
     url,
@@ -106,6 +115,7 @@ encode_struct!(ClientSetup {
     backoff_cap_ms,
     jitter_seed,
     answer_pings,
+    resume,
 });
 
 impl ClientSetup {
@@ -124,6 +134,7 @@ impl ClientSetup {
             backoff_cap_ms: 30_000,
             jitter_seed: 7,
             answer_pings: true,
+            resume: false,
         }
     }
 
@@ -167,6 +178,7 @@ impl ClientSetup {
             cap: ms(self.backoff_cap_ms),
         };
         config.answer_pings = self.answer_pings;
+        config.resume = self.resume;
         config
     }
 }
@@ -207,14 +219,35 @@ pub enum Frame {
         /// The byte.
         byte: u8,
     },
+    /// A resume frame (§2.11) with epoch `EPOCHS[epoch % 4]` (the last one invalid).
+    Resume {
+        /// Which epoch.
+        epoch: u8,
+        /// Its offset.
+        offset: u64,
+        /// Its `recovered`.
+        recovered: bool,
+    },
+    /// A sample with `,"offset":N` before its last byte, as opted-in events carry it.
+    WithOffset {
+        /// Which sample.
+        index: u8,
+        /// The offset.
+        offset: u64,
+    },
 }
-encode_enum!(Frame, 5;
+encode_enum!(Frame, 7;
     Sample { index } => 0,
     Cut { index, at } => 1,
     Terminal { kind } => 2,
     Progress { sent } => 3,
     Junk { len, byte } => 4,
+    Resume { epoch, offset, recovered } => 5,
+    WithOffset { index, offset } => 6,
 );
+
+/// Epochs of the resume frames built here: three valid ones and an invalid one.
+pub const EPOCHS: [&str; 4] = ["e1", "Epoch_2-x", "z", "bad epoch"];
 
 /// The campaign of the frames built here (`c-42`, as in the samples).
 fn campaign() -> CampaignId {
@@ -262,6 +295,24 @@ impl Frame {
             .bytes()
             .to_vec(),
             Frame::Junk { len, byte } => vec![*byte; usize::from(*len)],
+            Frame::Resume {
+                epoch,
+                offset,
+                recovered,
+            } => {
+                let epoch = EPOCHS[usize::from(*epoch) % EPOCHS.len()];
+                format!(
+                    r#"{{"type":"resume","epoch":"{epoch}","offset":{offset},"recovered":{recovered}}}"#
+                )
+                .into_bytes()
+            }
+            Frame::WithOffset { index, offset } => {
+                let mut frame = pick(*index);
+                let last = frame.pop();
+                frame.extend_from_slice(format!(",\"offset\":{offset}").as_bytes());
+                frame.extend(last);
+                frame
+            }
         }
     }
 }
@@ -461,8 +512,14 @@ struct Harness {
     terminal_close: Option<Instant>,
     last_outcome: Option<ClientOutcome>,
     request: Option<Result<(), RequestError>>,
-    /// What the current operation should produce.
-    expected_events: VecDeque<ClientEvent>,
+    /// §2.11: the open connection opted in and its first text frame is still to come.
+    awaiting_resume: bool,
+    /// §2.11: the open connection's opt-in was answered (its events carry offsets).
+    resumed: bool,
+    /// §2.11: the last position seen, `epoch:offset`.
+    position: Option<String>,
+    /// What the current operation should produce (with the offset each event must report).
+    expected_events: VecDeque<(ClientEvent, Option<u64>)>,
     expected_transmits: VecDeque<Message>,
     /// For the report.
     outcomes: Vec<ClientOutcome>,
@@ -492,6 +549,9 @@ impl Harness {
             terminal_close: None,
             last_outcome: None,
             request: None,
+            awaiting_resume: false,
+            resumed: false,
+            position: None,
             expected_events: VecDeque::new(),
             expected_transmits: VecDeque::new(),
             outcomes: Vec::new(),
@@ -559,17 +619,48 @@ impl Harness {
         } else {
             self.conclude(&disconnect, since)
         };
-        self.expected_events.push_back(ClientEvent::Disconnected {
+        self.awaiting_resume = false;
+        self.resumed = false;
+        self.expect(ClientEvent::Disconnected {
             disconnect,
             outcome,
         });
+    }
+
+    fn expect(&mut self, event: ClientEvent) {
+        self.expected_events.push_back((event, None));
     }
 
     /// Forgets the connection without an event (a new attempt was reported).
     fn abandon(&mut self) {
         self.liveness = None;
         self.terminal_close = None;
+        self.awaiting_resume = false;
+        self.resumed = false;
         self.phase = Phase::Idle;
+    }
+
+    /// §2.11: the first text frame of an opted-in connection. `true`: it was the answer
+    /// (or a broken one), and is not an event.
+    fn resume_answer(&mut self, payload: &[u8]) -> bool {
+        self.awaiting_resume = false;
+        match ResumeFrame::decode(payload) {
+            Ok(frame) => {
+                self.position = Some(format!("{}:{}", frame.epoch, frame.offset));
+                self.resumed = true;
+                self.expect(ClientEvent::Resumed(frame));
+                true
+            }
+            Err(ResumeFrameError::NotResume) => {
+                self.expect(ClientEvent::ResumeUnanswered);
+                false
+            }
+            Err(error) => {
+                self.expect(ClientEvent::Invalid(InvalidMessage::Resume(error)));
+                self.expect(ClientEvent::ResumeUnanswered);
+                true
+            }
+        }
     }
 
     fn begin_close(&mut self) {
@@ -610,6 +701,10 @@ impl Harness {
                     .handle_message(Incoming::Text(Bytes::from(payload.clone())), self.now);
                 if let Phase::Open { .. } = self.phase {
                     self.liveness = Some(self.now + self.window());
+                    if self.awaiting_resume && self.resume_answer(&payload) {
+                        self.drain_and_compare();
+                        return;
+                    }
                     let item = match self.decoder.decode(self.kind(), &payload) {
                         Ok(event) => {
                             if let Event::Campaign(campaign) = &event
@@ -619,9 +714,15 @@ impl Harness {
                                 self.terminal_seen = true;
                                 self.terminal_close = Some(self.now + self.config.close_grace);
                             }
-                            ClientEvent::Event(event)
+                            // The offset counts once the opt-in was answered.
+                            let offset = event_offset(&payload).filter(|_| self.resumed);
+                            if let (Some(offset), Some(position)) = (offset, &mut self.position) {
+                                let epoch = position.rsplit_once(':').map_or("", |(e, _)| e);
+                                *position = format!("{epoch}:{offset}");
+                            }
+                            (ClientEvent::Event(event), offset)
                         }
-                        Err(error) => ClientEvent::Invalid(InvalidMessage::Decode(error)),
+                        Err(error) => (ClientEvent::Invalid(InvalidMessage::Decode(error)), None),
                     };
                     self.expected_events.push_back(item);
                 }
@@ -633,10 +734,9 @@ impl Harness {
                 );
                 if let Phase::Open { .. } = self.phase {
                     self.liveness = Some(self.now + self.window());
-                    self.expected_events
-                        .push_back(ClientEvent::Invalid(InvalidMessage::Binary {
-                            len: usize::from(*len),
-                        }));
+                    self.expect(ClientEvent::Invalid(InvalidMessage::Binary {
+                        len: usize::from(*len),
+                    }));
                 }
             }
             ClientOp::Ping { len } => {
@@ -809,6 +909,14 @@ impl Harness {
             Ok(self.channel.clone()),
             "the server routes the client's request elsewhere"
         );
+        // §2.11: the server reads back `new` or the last position, or nothing.
+        let expected = self
+            .config
+            .resume
+            .then(|| self.position.clone().unwrap_or_else(|| "new".to_owned()));
+        let sent = extract_resume(&parts)
+            .unwrap_or_else(|e| panic!("the server refuses the client's resume value: {e}"));
+        assert_eq!(sent.map(|r| r.to_string()), expected, "the resume value");
     }
 
     fn response(&mut self, status: u16, body: &Body) {
@@ -833,6 +941,7 @@ impl Harness {
             assert_eq!(result, Ok(()));
             self.phase = Phase::Open { since: self.now };
             self.liveness = Some(self.now + self.window());
+            self.awaiting_resume = self.config.resume;
             return;
         }
         let outcome = self.conclude(&Disconnect::HandshakeRejected { status: code }, None);
@@ -872,16 +981,25 @@ impl Harness {
             _ => assert_eq!(transmits, expected, "transmitted"),
         }
         let mut events = Vec::new();
+        let mut offsets = Vec::new();
         while let Some(event) = self.session.poll_event() {
             events.push(event);
+            offsets.push(self.session.event_offset());
             assert!(events.len() <= 4, "poll_event does not run dry");
         }
         self.events += events
             .iter()
             .filter(|e| !matches!(e, ClientEvent::Disconnected { .. }))
             .count();
-        let expected: Vec<ClientEvent> = self.expected_events.drain(..).collect();
+        let (expected, expected_offsets): (Vec<ClientEvent>, Vec<Option<u64>>) =
+            self.expected_events.drain(..).unzip();
         assert_eq!(events, expected, "events");
+        assert_eq!(offsets, expected_offsets, "event offsets");
+        assert_eq!(
+            self.session.position().map(ToString::to_string),
+            self.position.clone().filter(|_| self.config.resume),
+            "the position"
+        );
 
         let state = match self.phase {
             Phase::Idle => ClientState::Idle,

@@ -551,7 +551,65 @@ pub fn client_scenarios() -> Vec<(&'static str, ClientSetup, Vec<ClientOp>)> {
     let sample = |index| Text {
         frame: Frame::Sample { index },
     };
+    let resuming = |campaign| ClientSetup {
+        resume: true,
+        ..typical(campaign)
+    };
+    let resume = |epoch, offset, recovered| Text {
+        frame: Frame::Resume {
+            epoch,
+            offset,
+            recovered,
+        },
+    };
+    let at = |index, offset| Text {
+        frame: Frame::WithOffset { index, offset },
+    };
     vec![
+        (
+            "resume-across-reconnects",
+            resuming(None),
+            vec![
+                Request,
+                Accept,
+                resume(0, 0, true),
+                at(0, 3),
+                at(4, 9),
+                TransportClosed,
+                Request,
+                Accept,
+                resume(0, 9, true),
+                at(17, 12),
+                ServerClose {
+                    code: Some(1001),
+                    reason_len: 0,
+                },
+                Request,
+                Accept,
+                resume(1, 40, false),
+                at(0, 41),
+                TransportClosed,
+                Request,
+            ],
+        ),
+        (
+            "resume-unanswered-and-broken",
+            resuming(Some(0)),
+            vec![
+                Request,
+                Accept,
+                Text {
+                    frame: Frame::Progress { sent: 2 },
+                },
+                TransportClosed,
+                Request,
+                Accept,
+                resume(3, 1, true),
+                at(0, 5),
+                TransportClosed,
+                Request,
+            ],
+        ),
         (
             "inbox-events-reconnect-close",
             typical(None),

@@ -287,6 +287,14 @@ fn client_scenarios_do_what_they_say() {
     assert_eq!(invalid.outcomes.len(), 3, "{:?}", invalid.outcomes);
     assert!(reconnect(&invalid.outcomes[2], Pace::Longer));
 
+    let resumed = get("resume-across-reconnects");
+    assert_eq!(resumed.outcomes.len(), 4, "{:?}", resumed.outcomes);
+    assert_eq!(resumed.events, 8, "3 answers and 5 events");
+    let unanswered = get("resume-unanswered-and-broken");
+    assert_eq!(unanswered.outcomes.len(), 2, "{:?}", unanswered.outcomes);
+    // Unanswered + progress; invalid resume frame + unanswered + the event.
+    assert_eq!(unanswered.events, 5);
+
     assert_eq!(get("query-auth-odd-url").outcomes.len(), 1);
     assert_eq!(get("url-with-token-refused").state, ClientState::Done);
 }

@@ -278,8 +278,22 @@ impl ResumeFrame {
             offset: Option<u64>,
             recovered: Option<bool>,
         }
-        let wire: Wire<'_> =
-            serde_json::from_slice(text).map_err(|_| ResumeFrameError::Malformed)?;
+        #[derive(serde::Deserialize)]
+        struct Kind<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: std::borrow::Cow<'a, str>,
+        }
+        let wire: Wire<'_> = match serde_json::from_slice(text) {
+            Ok(wire) => wire,
+            // Which: a resume frame gone wrong, or another message (one more parse, only on
+            // a frame that is not a valid resume frame anyway).
+            Err(_) => {
+                return Err(match serde_json::from_slice::<Kind<'_>>(text) {
+                    Ok(kind) if kind.kind == RESUME_FRAME_TYPE => ResumeFrameError::Malformed,
+                    _ => ResumeFrameError::NotResume,
+                });
+            }
+        };
         if wire.kind != RESUME_FRAME_TYPE {
             return Err(ResumeFrameError::NotResume);
         }
@@ -299,10 +313,11 @@ impl ResumeFrame {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ResumeFrameError {
-    /// Not a JSON object with a string `type` (or a field of the wrong JSON type).
-    #[error("not a JSON object with a string type, or a field of the wrong type")]
+    /// `"type":"resume"`, but a field has the wrong JSON type (or a key appears twice).
+    #[error("a resume frame with a field of the wrong type")]
     Malformed,
-    /// A JSON object of another `type`.
+    /// Not a resume frame: not a JSON object with `"type":"resume"` (another type, no type,
+    /// not JSON).
     #[error("not a resume frame")]
     NotResume,
     /// A required field is missing.
@@ -555,10 +570,15 @@ mod tests {
             ResumeFrame::decode(br#"{"type":"resume","epoch":"e","offset":-1,"recovered":true}"#),
             Err(ResumeFrameError::Malformed)
         );
-        assert_eq!(
-            ResumeFrame::decode(b"[1]"),
-            Err(ResumeFrameError::Malformed)
-        );
+        for other in [
+            &b"[1]"[..],
+            b"",
+            b"not json",
+            br#"{"offset":1}"#,
+            br#"{"type":"x","type":"resume"}"#,
+        ] {
+            assert_eq!(ResumeFrame::decode(other), Err(ResumeFrameError::NotResume));
+        }
     }
 
     #[test]

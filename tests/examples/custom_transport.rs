@@ -55,6 +55,8 @@ pub struct Report {
     pub client_end: Option<(Disconnect, ClientOutcome)>,
     /// The server session's account of the close.
     pub server_end: Option<CloseSummary>,
+    /// The server's answer to the client's opt-in to missed-event recovery (§2.11).
+    pub resumed: Option<misar_proto::resume::ResumeFrame>,
 }
 
 /// The pre-upgrade decision: the core asks, the tables answer.
@@ -164,6 +166,10 @@ pub fn drive_client(
         while let Some(event) = client.poll_event() {
             match event {
                 ClientEvent::Event(event) => report.events.push(event),
+                // The first frame of an opted-in connection (the default): what follows is
+                // everything after the position the client sent (`recovered: true`), or it
+                // may have missed events and refetches its state (`recovered: false`).
+                ClientEvent::Resumed(frame) => report.resumed = Some(frame),
                 ClientEvent::Invalid(error) => eprintln!("ignored a message: {error}"),
                 ClientEvent::Disconnected {
                     disconnect,
@@ -245,6 +251,7 @@ pub fn run() -> Result<Report, String> {
         pings: 0,
         client_end: None,
         server_end: None,
+        resumed: None,
     };
 
     // The "HTTP" phase: the request head goes over, the status and body come back.

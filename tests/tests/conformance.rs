@@ -147,6 +147,7 @@ async fn s2_1_inbox_and_campaign_endpoints_serve_and_everything_else_is_404_befo
 
     // A client pointed at the wrong prefix is refused for good with the 404.
     let lost = Client::builder(format!("ws://{}/mail/wrong", server.addr), key(ALICE_KEY))
+        .resume(false)
         .build()
         .unwrap();
     match expect_error(&mut lost.subscribe_inbox().updates()).await {
@@ -721,6 +722,7 @@ async fn s2_4_client_decoding_is_forward_compatible() {
         while let Some(Ok(_)) = ws.next().await {}
     });
     let client = Client::builder(format!("ws://{addr}/mail/ws"), key(ALICE_KEY))
+        .resume(false)
         .reconnect(ReconnectPolicy::Never)
         .build()
         .unwrap();
@@ -929,6 +931,7 @@ async fn s2_5_the_client_replaces_a_silent_server_after_interval_plus_timeout() 
     .await;
     let proxy = common::proxy::Proxy::start(server.addr).await;
     let client = Client::builder(format!("ws://{}/mail/ws", proxy.addr), key(ALICE_KEY))
+        .resume(false)
         .heartbeat(config.ping_interval, config.pong_timeout)
         .backoff(BackoffConfig {
             base: Duration::from_millis(50),
@@ -1091,6 +1094,7 @@ async fn s2_6_1006_503_and_1001_reconnect_with_normal_backoff() {
     let mut server = Server::start().await;
     let proxy = common::proxy::Proxy::start(server.addr).await;
     let via_proxy = Client::builder(format!("ws://{}/mail/ws", proxy.addr), key(ALICE_KEY))
+        .resume(false)
         .heartbeat(PING, PONG)
         .backoff(BACKOFF)
         .jitter_seed(SEED)

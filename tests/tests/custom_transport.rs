@@ -51,7 +51,10 @@ fn custom_transport_example_runs_end_to_end() {
         Ending::Handshake,
         "the client answered the close"
     );
-    assert_eq!(server.events_sent, 11);
+    // The resume frame (the client opts in by default, §2.11), then the 11 events.
+    assert_eq!(server.events_sent, 12);
+    let resumed = report.resumed.expect("the server answered the opt-in");
+    assert!(resumed.recovered);
 }
 
 /// Both sessions joined by two queues, with a virtual clock: the smallest driver a user could
@@ -81,9 +84,11 @@ enum Handshake {
     Refused(u16, ClientOutcome, Option<String>),
 }
 
+/// A client that does not opt in to §2.11 (these tests look at the seed contract's frames).
 fn client_config(key: &str, auth: AuthStyle) -> ClientConfig {
     ClientConfig {
         auth,
+        resume: false,
         ..ClientConfig::new(
             "wss://in-memory.example/mail/ws",
             ApiKey::parse(key).unwrap(),

@@ -164,6 +164,7 @@ async fn fault_a_half_open_client_is_freed_within_the_heartbeat_window() {
     // server's count shows the dead connection alone; s2.5 covers the reconnect.)
     let proxy = Proxy::start(server.addr).await;
     let client = Client::builder(format!("ws://{}/mail/ws", proxy.addr), key(ALICE_KEY))
+        .resume(false)
         .heartbeat(config.ping_interval, config.pong_timeout)
         .reconnect(ReconnectPolicy::Never)
         .build()
@@ -515,6 +516,7 @@ async fn fault_a_server_restart_sends_1001_and_clients_reconnect_with_a_jittered
     let mut followers = Vec::new();
     for n in 0..CLIENTS {
         let client = Client::builder(first.url(), key(&format!("msk_restart_{}", n % ACCOUNTS)))
+            .resume(false)
             .heartbeat(config.ping_interval, config.pong_timeout)
             .build()
             .unwrap();

@@ -113,10 +113,17 @@ async fn a_thousand_events_across_twenty_killed_connections_arrive_once_in_order
     let kills = kill_points(seed, 20, EVENTS);
 
     let received = Arc::new(AtomicU64::new(0));
+    let published = Arc::new(AtomicU64::new(0));
+    // Publishing starts once the client's first connection is subscribed (`new`: what came
+    // before is not owed).
+    let (subscribed, start) = tokio::sync::oneshot::channel::<()>();
+    let mut subscribed = Some(subscribed);
     let publisher = tokio::spawn({
         let hub = server.hub.clone();
         let received = Arc::clone(&received);
+        let published = Arc::clone(&published);
         async move {
+            let _ = start.await;
             for seq in 0..EVENTS {
                 while seq >= received.load(Ordering::Acquire) + LEAD {
                     tokio::time::sleep(Duration::from_millis(1)).await;
@@ -124,6 +131,7 @@ async fn a_thousand_events_across_twenty_killed_connections_arrive_once_in_order
                 hub.publish_inbox(&acct(ALICE), &email("r", seq))
                     .await
                     .expect("published");
+                published.store(seq + 1, Ordering::Release);
                 if seq % 7 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -155,6 +163,9 @@ async fn a_thousand_events_across_twenty_killed_connections_arrive_once_in_order
                 );
             }
             position = Some((epoch.clone(), offset));
+            if let Some(subscribed) = subscribed.take() {
+                let _ = subscribed.send(());
+            }
             loop {
                 let text = ws_next_text(&mut ws).await;
                 let (seq, offset) = event_of(&text);
@@ -171,6 +182,12 @@ async fn a_thousand_events_across_twenty_killed_connections_arrive_once_in_order
                     pending_kills.next();
                     kill(ws);
                     reconnects += 1;
+                    // Stay away until events were published meanwhile: every reconnect has
+                    // something to recover.
+                    let owed = (got.len() as u64 + 5).min(EVENTS);
+                    while published.load(Ordering::Acquire) < owed {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                     break;
                 }
             }

@@ -727,7 +727,7 @@ impl ClientSession {
                 true
             }
             // Not a resume frame at all: an event (or garbage the decoder reports).
-            Err(ResumeFrameError::NotResume | ResumeFrameError::Malformed) => {
+            Err(ResumeFrameError::NotResume) => {
                 self.push(ClientEvent::ResumeUnanswered);
                 false
             }
