@@ -144,6 +144,9 @@ impl StreamsSetup {
             },
             revocation_memory: Duration::from_millis(u64::from(self.memory_ms.max(1))),
             max_remembered_revocations: within(self.max_revocations.into(), 1, 8),
+            // The model knows §2.7 and the registry, not §2.11's history (which keeps idle
+            // streams): that is the `client_session` target's and the core's property tests'.
+            history: misar_proto::streams::HistoryConfig::none(),
             ..StreamsConfig::default()
         }
     }

@@ -288,8 +288,8 @@ fn client_scenarios_do_what_they_say() {
     assert!(reconnect(&invalid.outcomes[2], Pace::Longer));
 
     let resumed = get("resume-across-reconnects");
-    assert_eq!(resumed.outcomes.len(), 4, "{:?}", resumed.outcomes);
-    assert_eq!(resumed.events, 8, "3 answers and 5 events");
+    assert_eq!(resumed.outcomes.len(), 3, "{:?}", resumed.outcomes);
+    assert_eq!(resumed.events, 7, "3 answers and 4 events");
     let unanswered = get("resume-unanswered-and-broken");
     assert_eq!(unanswered.outcomes.len(), 2, "{:?}", unanswered.outcomes);
     // Unanswered + progress; invalid resume frame + unanswered + the event.
