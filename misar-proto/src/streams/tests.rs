@@ -522,7 +522,7 @@ mod resume {
         let plain = String::from_utf8(d.event.bytes().to_vec()).unwrap();
         let offset = d.resumable.offset().unwrap();
         assert_eq!(
-            texts(&[d.resumable.clone()]),
+            texts(std::slice::from_ref(&d.resumable)),
             vec![format!(
                 "{},\"offset\":{offset}}}",
                 &plain[..plain.len() - 1]
