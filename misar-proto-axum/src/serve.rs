@@ -49,7 +49,7 @@ pub const DEFAULT_MAX_HEAD_BYTES: usize = 16 * 1024;
 /// hyper's smallest read buffer: heads up to this long are always accepted.
 const MIN_HEAD_BYTES: usize = 8 * 1024;
 
-/// Serves `app` on `listener` with the bounds of §2.14 on (see the [module docs](self)).
+/// Serves `app` on `listener` with the bounds of §2.14 on.
 ///
 /// `listener` is any [`axum::serve::Listener`], as for `axum::serve`: a `TcpListener`
 /// (whose connections get `TCP_NODELAY`), a `UnixListener`, a TLS acceptor of your own. Each

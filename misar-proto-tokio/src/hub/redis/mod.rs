@@ -162,7 +162,7 @@ pub struct RedisConfig {
     /// The reconnect backoff (full jitter; 100 ms base, 5 s cap): between subscriber
     /// reconnection attempts, and between connection attempts of the publishing side.
     pub backoff: BackoffConfig,
-    /// The largest event accepted from Redis (64 KiB, as [`HubConfig::max_event_bytes`]
+    /// The largest event accepted from Redis (64 KiB, as [`HubConfig::max_event_bytes`](super::HubConfig::max_event_bytes)
     /// (super::HubConfig::max_event_bytes)); a larger one is dropped and counted as rejected.
     pub max_event_bytes: usize,
     /// The history kept in Redis for resuming clients (§2.11), per stream: the last
