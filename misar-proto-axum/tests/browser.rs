@@ -18,6 +18,30 @@ use common::request;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// Publishes an `email_received` with `subject` to alice's inbox through the demo's endpoint.
+async fn publish_email(addr: std::net::SocketAddr, subject: &str) {
+    let body = format!(
+        r#"{{"type":"email_received","from":"carol@example.com","subject":"{subject}","receivedAt":"2026-05-27T10:15:00Z"}}"#
+    );
+    let published = request(
+        addr,
+        "POST",
+        "/dev/publish/inbox/alice",
+        &["Content-Type: application/json"],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(published.status, 202);
+}
+
+/// A page condition: the events list shows an `email_received` whose summary has `subject`.
+fn shows_email(subject: &str) -> String {
+    format!(
+        "[...document.querySelectorAll('#events li[data-type=email_received] .summary')].some(e => e.textContent.includes({}))",
+        serde_json::json!(subject)
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_page_shows_events_and_campaign_progress() {
     let required = std::env::var("MISAR_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
@@ -74,24 +98,9 @@ async fn the_demo_page_shows_events_and_campaign_progress() {
 
     // A published event appears in the list.
     let subject = format!("browser test {}", std::process::id());
-    let body = format!(
-        r#"{{"type":"email_received","from":"carol@example.com","subject":"{subject}","receivedAt":"2026-05-27T10:15:00Z"}}"#
-    );
-    let published = request(
-        demo.addr,
-        "POST",
-        "/dev/publish/inbox/alice",
-        &["Content-Type: application/json"],
-        body.as_bytes(),
-    )
-    .await;
-    assert_eq!(published.status, 202);
-    let condition = format!(
-        "[...document.querySelectorAll('#events li[data-type=email_received] .summary')].some(e => e.textContent.includes({}))",
-        serde_json::json!(subject)
-    );
+    publish_email(demo.addr, &subject).await;
     browser
-        .wait_for(&page, &condition, WAIT)
+        .wait_for(&page, &shows_email(&subject), WAIT)
         .await
         .expect("the published event appears");
 
@@ -219,24 +228,9 @@ async fn the_demo_page_shows_events_and_campaign_progress() {
         "a new epoch"
     );
     let after = format!("after restart {}", std::process::id());
-    let body = format!(
-        r#"{{"type":"email_received","from":"carol@example.com","subject":"{after}","receivedAt":"2026-05-27T10:15:00Z"}}"#
-    );
-    let published = request(
-        restarted.addr,
-        "POST",
-        "/dev/publish/inbox/alice",
-        &["Content-Type: application/json"],
-        body.as_bytes(),
-    )
-    .await;
-    assert_eq!(published.status, 202);
-    let condition = format!(
-        "[...document.querySelectorAll('#events li[data-type=email_received] .summary')].some(e => e.textContent.includes({}))",
-        serde_json::json!(after)
-    );
+    publish_email(restarted.addr, &after).await;
     browser
-        .wait_for(&page, &condition, WAIT)
+        .wait_for(&page, &shows_email(&after), WAIT)
         .await
         .expect("live events after the failed recovery");
     // Its events carry their offset, and the page keeps moving its position.

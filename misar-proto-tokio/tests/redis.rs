@@ -3,58 +3,22 @@
 //! real WebSocket clients. Without `redis-server` installed these tests print a notice and
 //! pass, unless `MISAR_REQUIRE_SERVICES=1`.
 
+mod redis_node;
 mod redis_util;
 #[path = "server_support.rs"]
 mod support;
 
 use std::error::Error as _;
-use std::sync::Arc;
-use std::time::Duration;
 
-use misar_proto::backoff::BackoffConfig;
-use misar_proto::server::ServerConfig;
 use misar_proto::streams::PublishError as Refusal;
-use misar_proto_tokio::hub::redis::{RedisBroker, RedisBrokerError, RedisConfig};
-use misar_proto_tokio::hub::{Hub, HubConfig, PublishError, Revocation};
-use misar_proto_tokio::server::DriverConfig;
+use misar_proto_tokio::hub::redis::{RedisBroker, RedisBrokerError};
+use misar_proto_tokio::hub::{PublishError, Revocation};
 
+use redis_node::{config, node};
 use redis_util::{RedisServer, available, raw};
 use support::*;
 
 /// One node of a deployment: a hub on a Redis broker, served over loopback WebSockets.
-struct Node {
-    hub: Hub,
-    broker: Arc<RedisBroker>,
-    server: TestServer,
-}
-
-/// Test-sized backoff, so recoveries take milliseconds.
-fn config() -> RedisConfig {
-    RedisConfig {
-        backoff: BackoffConfig {
-            base: Duration::from_millis(20),
-            cap: Duration::from_millis(200),
-        },
-        ..RedisConfig::default()
-    }
-}
-
-async fn node(redis: &RedisServer) -> Node {
-    let broker = RedisBroker::connect(&redis.url(), config()).await.unwrap();
-    let hub = Hub::with_broker(HubConfig::default(), broker.clone());
-    let server = TestServer::start(
-        hub.clone(),
-        ServerConfig::default(),
-        DriverConfig::default(),
-    )
-    .await;
-    Node {
-        hub,
-        broker,
-        server,
-    }
-}
-
 // ----- cross-node delivery -----
 
 #[tokio::test]

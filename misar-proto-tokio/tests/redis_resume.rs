@@ -3,65 +3,38 @@
 //! opts in with the `Misar-Resume` header. Without `redis-server` installed these tests print
 //! a notice and pass, unless `MISAR_REQUIRE_SERVICES=1`.
 
+mod redis_node;
 mod redis_util;
 #[path = "server_support.rs"]
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use misar_proto::backoff::BackoffConfig;
 use misar_proto::resume::ResumeFrame;
-use misar_proto::server::ServerConfig;
 use misar_proto::streams::HistoryConfig;
-use misar_proto_tokio::hub::redis::{RedisBroker, RedisConfig};
-use misar_proto_tokio::hub::{Hub, HubConfig};
-use misar_proto_tokio::server::DriverConfig;
+use misar_proto_tokio::hub::redis::RedisConfig;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use redis_node::{Node, node_with};
 use redis_util::{RedisServer, available};
 use support::*;
 
-struct Node {
-    hub: Hub,
-    broker: Arc<RedisBroker>,
-    server: TestServer,
-}
-
 fn config(max_events: usize) -> RedisConfig {
     RedisConfig {
-        backoff: BackoffConfig {
-            base: Duration::from_millis(20),
-            cap: Duration::from_millis(200),
-        },
         history: HistoryConfig {
             max_events,
             ..HistoryConfig::default()
         },
-        ..RedisConfig::default()
+        ..redis_node::config()
     }
 }
 
 async fn node(redis: &RedisServer, max_events: usize) -> Node {
-    let broker = RedisBroker::connect(&redis.url(), config(max_events))
-        .await
-        .unwrap();
-    let hub = Hub::with_broker(HubConfig::default(), broker.clone());
-    let server = TestServer::start(
-        hub.clone(),
-        ServerConfig::default(),
-        DriverConfig::default(),
-    )
-    .await;
-    Node {
-        hub,
-        broker,
-        server,
-    }
+    node_with(redis, config(max_events)).await
 }
 
 /// Connects as `account`, opted in with `Misar-Resume: resume`.
