@@ -2,8 +2,10 @@
 //! protocol: the page connects with the key in its subprotocols (§2.12: the server echoes
 //! `misar.v1`, the key stays out of the URL), a published event appears in the DOM, and a
 //! simulated campaign's bar reaches 100 %; the page opened as `/?auth=query` connects with
-//! `?token=`; after a server restart the page resumes (§2.11) and, the in-memory history being
-//! gone, says "could not recover: reload", clears what it showed and goes on live.
+//! `?token=`; after a simulated drop the page resumes (§2.11) and shows the events published
+//! while it was away ("recovered N missed events"); after a server restart it resumes too and,
+//! the in-memory history being gone, says "could not recover: reload", clears what it showed
+//! and goes on live.
 //!
 //! Without Chromium the test prints a notice and passes, unless `MISAR_REQUIRE_SERVICES=1`
 //! (as in CI), where it fails.
@@ -160,6 +162,43 @@ async fn the_demo_page_shows_events_and_campaign_progress() {
             .unwrap(),
         ""
     );
+
+    // Missed events (§2.11) across a drop: events published while the page is away are
+    // replayed on its reconnect, and the page says how many it recovered.
+    browser
+        .eval(&page, "document.getElementById('drop').click()")
+        .await
+        .unwrap();
+    browser
+        .wait_for(
+            &page,
+            "document.getElementById('status').dataset.state === 'reconnecting'",
+            WAIT,
+        )
+        .await
+        .expect("the page dropped its inbox socket");
+    let missed = [
+        format!("missed one {}", std::process::id()),
+        format!("missed two {}", std::process::id()),
+    ];
+    for subject in &missed {
+        publish_email(demo.addr, subject).await;
+    }
+    browser
+        .wait_for(
+            &page,
+            // At least the two (the simulation may publish during the outage too).
+            "(() => { const r = document.getElementById('resume'); const m = /recovered (\\d+) missed events?/.exec(r.textContent); return r.dataset.state === 'recovered' && m !== null && Number(m[1]) >= 2; })()",
+            WAIT,
+        )
+        .await
+        .expect("the page recovered the two missed events");
+    for subject in &missed {
+        browser
+            .wait_for(&page, &shows_email(subject), WAIT)
+            .await
+            .expect("a recovered event is shown");
+    }
 
     if let Ok(path) = std::env::var("MISAR_SCREENSHOT") {
         let png = browser.screenshot(&page).await.unwrap();
