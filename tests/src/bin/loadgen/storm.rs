@@ -35,6 +35,7 @@ use misar_tests::bench;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
+use crate::procfs::CpuWindow;
 use crate::ws::{Batch, ClientKind, Conn, ConnectParams, Event};
 use crate::{BoxError, count, deadline_after, emit, snapshot, wait_until};
 
@@ -96,6 +97,9 @@ pub struct StormArgs {
     /// Name in the output.
     #[arg(long, default_value = "demo-redis")]
     server_name: String,
+    /// The redis-server's process id, to report its CPU during the storm.
+    #[arg(long)]
+    redis_pid: Option<u32>,
 }
 
 /// What the driver reads of one client.
@@ -573,7 +577,17 @@ pub async fn run(args: StormArgs) -> Result<(), BoxError> {
     wait_listening(addr0, limit).await?;
     let gap_ms = kill_at.elapsed().as_secs_f64() * 1e3;
 
-    // 4. The storm.
+    // 4. The storm. CPU of every process involved, from here until all recovered.
+    let pids = [
+        ("node0", node0.child.as_ref().map(Child::id)),
+        ("node1", node1.child.as_ref().map(Child::id)),
+        ("redis", args.redis_pid),
+        ("loadgen", Some(std::process::id())),
+    ];
+    let cpu: Vec<(&str, Option<CpuWindow>)> = pids
+        .iter()
+        .map(|&(name, pid)| (name, pid.and_then(CpuWindow::start)))
+        .collect();
     let go_ns = bench::unix_now_ns();
     go_tx.send_replace(true);
     let relive = |i: &usize| {
@@ -595,6 +609,14 @@ pub async fn run(args: StormArgs) -> Result<(), BoxError> {
     } else {
         false
     };
+    let storm_cpu: serde_json::Map<String, Value> = cpu
+        .iter()
+        .map(|(name, window)| {
+            let pct = window.as_ref().and_then(CpuWindow::percent);
+            ((*name).to_owned(), json!(pct.map(|p| (p * 10.0).round() / 10.0)))
+        })
+        .collect();
+    let storm_secs = (bench::unix_now_ns().saturating_sub(go_ns)) as f64 / 1e9;
 
     // 6. Everyone subscribed again: one more event per stream through the restarted node.
     shared.after_lo.store(seq, Ordering::Relaxed);
@@ -684,6 +706,8 @@ pub async fn run(args: StormArgs) -> Result<(), BoxError> {
         "recovered_p99_ms": quantile_ms(&recovered_ns, 0.99),
         "recovered_all_ms": quantile_ms(&recovered_ns, 1.0),
         "duplicates": duplicates,
+        "storm_window_secs": (storm_secs * 1000.0).round() / 1000.0,
+        "storm_cpu_pct": storm_cpu,
         "after_all_received": after_ok,
         "after_ms": (after_ms * 10.0).round() / 10.0,
         "unix_time": bench::unix_now_ns() / 1_000_000_000,
