@@ -613,7 +613,10 @@ pub async fn run(args: StormArgs) -> Result<(), BoxError> {
         .iter()
         .map(|(name, window)| {
             let pct = window.as_ref().and_then(CpuWindow::percent);
-            ((*name).to_owned(), json!(pct.map(|p| (p * 10.0).round() / 10.0)))
+            (
+                (*name).to_owned(),
+                json!(pct.map(|p| (p * 10.0).round() / 10.0)),
+            )
         })
         .collect();
     let storm_secs = (bench::unix_now_ns().saturating_sub(go_ns)) as f64 / 1e9;
