@@ -41,7 +41,18 @@ pub async fn request(
     path: &str,
     timeout: Duration,
 ) -> Result<serde_json::Value, ControlError> {
-    tokio::time::timeout(timeout, request_inner(addr, method, path))
+    request_with_body(addr, method, path, "", timeout).await
+}
+
+/// Sends `method path` with a JSON `body` and returns the JSON body of a 2xx answer.
+pub async fn request_with_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<serde_json::Value, ControlError> {
+    tokio::time::timeout(timeout, request_inner(addr, method, path, body))
         .await
         .map_err(|_| ControlError::Timeout)?
 }
@@ -50,10 +61,13 @@ async fn request_inner(
     addr: SocketAddr,
     method: &str,
     path: &str,
+    body: &str,
 ) -> Result<serde_json::Value, ControlError> {
     let mut stream = TcpStream::connect(addr).await.map_err(ControlError::Io)?;
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
     stream
         .write_all(head.as_bytes())

@@ -7,6 +7,7 @@
 //! - `fanout`: N subscribers, bursts of K events through `POST /bench/broadcast`, deliveries per
 //!   second and publish-to-receive latency (B3), optionally with slow readers (B5);
 //! - `upgrades`: a loop of connect, handshake and close (B6);
+//! - `storm`: a reconnect storm after one of two broker-backed nodes restarts (B8, issue 13);
 //! - `criterion`: B1's results (the codec bench of `misar-proto`) as JSON lines;
 //! - `report`: the table, with ratios, of the JSON lines the others printed.
 //!
@@ -18,6 +19,7 @@ mod criterion;
 mod histogram;
 mod procfs;
 mod report;
+mod storm;
 mod ws;
 
 use std::collections::BTreeMap;
@@ -52,6 +54,8 @@ enum Command {
     Fanout(FanoutArgs),
     /// Handshakes per second: connect, upgrade, close, in a loop (B6).
     Upgrades(UpgradeArgs),
+    /// Reconnect storm after a node restart, with or without resume (B8).
+    Storm(storm::StormArgs),
     /// Prints criterion's results of the codec bench (B1) as JSON lines.
     Criterion(criterion::CriterionArgs),
     /// Prints the table of a file of JSON lines written by the other subcommands.
@@ -95,6 +99,11 @@ struct Common {
     /// Initial read buffer per connection, in bytes.
     #[arg(long, default_value_t = 8192)]
     read_buf: usize,
+    /// Opt every connection in to resume (DESIGN.md §2.11): send `Misar-Resume: new`, expect
+    /// the server's `resume` frame first (counted apart, not as a delivery). Events then carry
+    /// `,"offset":N`.
+    #[arg(long)]
+    resume: bool,
 }
 
 impl Common {
@@ -109,6 +118,7 @@ impl Common {
             read_buf: self.read_buf,
             rcvbuf,
             kind: self.client,
+            resume: self.resume.then(|| "new".to_owned()),
         }
     }
 
@@ -198,6 +208,7 @@ fn main() -> Result<(), BoxError> {
             Command::Idle(args) => idle(args).await,
             Command::Fanout(args) => fanout(args).await,
             Command::Upgrades(args) => upgrades(args).await,
+            Command::Storm(args) => storm::run(args).await,
             Command::Report(_) | Command::Criterion(_) => Ok(()),
         }
     })
@@ -238,6 +249,8 @@ struct Shared {
     slow_end: Mutex<BTreeMap<String, u64>>,
     /// Slow subscribers done draining.
     slow_done: AtomicU64,
+    /// `resume` frames received (opted-in connections, §2.11).
+    resume_frames: AtomicU64,
 }
 
 impl Shared {
@@ -260,6 +273,7 @@ impl Shared {
             slow_frames: AtomicU64::new(0),
             slow_end: Mutex::new(BTreeMap::new()),
             slow_done: AtomicU64::new(0),
+            resume_frames: AtomicU64::new(0),
         }
     }
 
@@ -316,6 +330,9 @@ impl ConnState {
                         }
                     }
                 }
+                Observed::Resume => {
+                    shared.resume_frames.fetch_add(1, Ordering::Relaxed);
+                }
                 Observed::Ping => {
                     shared.pings.fetch_add(1, Ordering::Relaxed);
                     if !self.pinged {
@@ -339,6 +356,7 @@ enum Observed {
         len: u64,
         marker: Option<bench::Marker>,
     },
+    Resume,
     Ping,
 }
 
@@ -348,6 +366,7 @@ fn observe(events: &mut Vec<Observed>, event: Event<'_>) {
             len: payload.len() as u64,
             marker: bench::parse_marker(payload),
         }),
+        Event::Resume(_) => events.push(Observed::Resume),
         Event::Binary => {}
         Event::Ping => events.push(Observed::Ping),
     }
@@ -518,6 +537,9 @@ fn header(scenario: &str, common: &Common, conns: usize) -> serde_json::Map<Stri
     map.insert("scenario".into(), json!(scenario));
     map.insert("server".into(), json!(common.server_name));
     map.insert("client".into(), json!(common.client_name()));
+    if common.resume {
+        map.insert("resume".into(), json!(true));
+    }
     map.insert("conns".into(), json!(conns));
     map.insert(
         "unix_time".into(),
@@ -830,6 +852,11 @@ async fn fanout(args: FanoutArgs) -> Result<(), BoxError> {
         ("rss_before_kib".into(), json!(rss_before)),
         ("rss_peak_kib".into(), json!(rss_peak)),
         ("rss_after_kib".into(), json!(rss_after)),
+        ("resume".into(), json!(common.resume)),
+        (
+            "resume_frames".into(),
+            json!(shared.resume_frames.load(Ordering::Relaxed)),
+        ),
     ]);
     record.extend(cpu_fields);
 

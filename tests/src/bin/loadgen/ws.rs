@@ -46,6 +46,10 @@ pub struct ConnectParams {
     pub rcvbuf: Option<u32>,
     /// Which client.
     pub kind: ClientKind,
+    /// `Misar-Resume` value sent in the handshake (DESIGN.md §2.11): `new` or
+    /// `<epoch>:<offset>`. Then the server's first text frame is its `resume` frame, handed
+    /// to the caller as [`Event::Resume`].
+    pub resume: Option<String>,
 }
 
 /// Why a connection failed or ended.
@@ -101,6 +105,8 @@ impl From<tungstenite::Error> for WsError {
 pub enum Event<'a> {
     /// A complete text message (for a fragmented one: its last fragment).
     Text(&'a [u8]),
+    /// The first text message of an opted-in connection: the server's `resume` frame.
+    Resume(&'a [u8]),
     /// A complete binary message.
     Binary,
     /// A ping, already answered.
@@ -119,25 +125,44 @@ pub enum Batch {
 /// One client connection of either kind.
 pub enum Conn {
     Raw(Box<RawConn>),
-    Tungstenite(Box<tokio_tungstenite::WebSocketStream<TcpStream>>),
+    /// The stream, and whether the next text message is the `resume` frame.
+    Tungstenite(Box<tokio_tungstenite::WebSocketStream<TcpStream>>, bool),
 }
 
 impl Conn {
     /// Connects and completes the WebSocket handshake (checking `Sec-WebSocket-Accept`).
     pub async fn connect(params: &ConnectParams, seed: u32) -> Result<Self, WsError> {
+        Self::connect_with(params, params.resume.as_deref(), seed).await
+    }
+
+    /// As [`Conn::connect`], with this `Misar-Resume` value instead of `params.resume`.
+    pub async fn connect_with(
+        params: &ConnectParams,
+        resume: Option<&str>,
+        seed: u32,
+    ) -> Result<Self, WsError> {
         let stream = tcp_connect(params).await?;
         match params.kind {
             ClientKind::Raw => Ok(Self::Raw(Box::new(
-                RawConn::handshake(stream, params, seed).await?,
+                RawConn::handshake(stream, params, resume, seed).await?,
             ))),
             ClientKind::Tungstenite => {
+                use tokio_tungstenite::tungstenite::client::IntoClientRequest;
                 let url = format!("ws://{}{}", params.addr, params.path);
+                let mut request = url.into_client_request()?;
+                if let Some(value) = resume {
+                    let value = value
+                        .parse()
+                        .map_err(|_| WsError::BadHandshake("resume value is not a header"))?;
+                    request.headers_mut().insert("misar-resume", value);
+                }
                 let config = WebSocketConfig::default()
                     .read_buffer_size(params.read_buf)
                     .write_buffer_size(0);
                 let (ws, _) =
-                    tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await?;
-                Ok(Self::Tungstenite(Box::new(ws)))
+                    tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+                        .await?;
+                Ok(Self::Tungstenite(Box::new(ws), resume.is_some()))
             }
         }
     }
@@ -149,14 +174,18 @@ impl Conn {
     ) -> Result<Batch, WsError> {
         match self {
             Self::Raw(raw) => raw.read_batch(on_event).await,
-            Self::Tungstenite(ws) => match ws.next().await {
+            Self::Tungstenite(ws, resume_pending) => match ws.next().await {
                 // tungstenite queues the pong itself and flushes it on the next read.
                 Some(Ok(tungstenite::Message::Ping(_))) => {
                     on_event(Event::Ping);
                     Ok(Batch::Open)
                 }
                 Some(Ok(tungstenite::Message::Text(text))) => {
-                    on_event(Event::Text(text.as_bytes()));
+                    if std::mem::take(resume_pending) {
+                        on_event(Event::Resume(text.as_bytes()));
+                    } else {
+                        on_event(Event::Text(text.as_bytes()));
+                    }
                     Ok(Batch::Open)
                 }
                 Some(Ok(tungstenite::Message::Binary(_))) => {
@@ -177,7 +206,7 @@ impl Conn {
     pub async fn close(&mut self, code: u16) -> Result<(), WsError> {
         match self {
             Self::Raw(raw) => raw.close(code).await,
-            Self::Tungstenite(ws) => {
+            Self::Tungstenite(ws, _) => {
                 let frame = tungstenite::protocol::CloseFrame {
                     code: code.into(),
                     reason: "".into(),
@@ -218,18 +247,22 @@ pub struct RawConn {
     /// `Some(is_text)` while a fragmented message is open.
     fragment: Option<bool>,
     close_sent: bool,
+    /// The next text message is the server's `resume` frame (§2.11).
+    resume_pending: bool,
 }
 
 impl RawConn {
     async fn handshake(
         mut stream: TcpStream,
         params: &ConnectParams,
+        resume: Option<&str>,
         seed: u32,
     ) -> Result<Self, WsError> {
         let key = generate_key();
+        let resume_header = resume.map_or_else(String::new, |v| format!("Misar-Resume: {v}\r\n"));
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{resume_header}\r\n",
             params.path, params.addr
         );
         stream.write_all(request.as_bytes()).await?;
@@ -267,6 +300,7 @@ impl RawConn {
             mask_state: seed | 1,
             fragment: None,
             close_sent: false,
+            resume_pending: resume.is_some(),
         })
     }
 
@@ -312,6 +346,10 @@ impl RawConn {
             }
             let payload = avail.get(header.len..total).unwrap_or_default();
             match header.opcode {
+                0x1 if header.fin && self.resume_pending => {
+                    self.resume_pending = false;
+                    on_event(Event::Resume(payload));
+                }
                 0x1 | 0x2 if header.fin => on_event(message(header.opcode == 0x1, payload)),
                 0x1 | 0x2 => self.fragment = Some(header.opcode == 0x1),
                 0x0 if header.fin => {
