@@ -366,3 +366,127 @@ async fn a_redis_restarted_without_persistence_is_not_recovered_then_live() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_crowd_resuming_from_one_position_gets_the_replay_each() {
+    if !available("a crowd resuming at once") {
+        return;
+    }
+    within(async {
+        let redis = RedisServer::start().await;
+        let a = node(&redis, 256).await;
+        let b = node(&redis, 256).await;
+        let alice = account("alice");
+        let mut client = connect_resume(a.server.addr, "/mail/ws/inbox", "alice", "new").await;
+        let epoch = resume_frame(&mut client).await.epoch;
+        close(&mut client).await;
+        let mut texts = Vec::new();
+        for i in 0..5 {
+            let event = email(i, 0);
+            a.hub.publish_inbox(&alice, &event).await.unwrap();
+            texts.push(inbox_text(&event));
+        }
+        // Twenty connections from one position at once (they share reads in a batch), and
+        // one from another position among them.
+        let position = format!("{epoch}:2");
+        let other = format!("{epoch}:4");
+        let crowd = (0..21).map(|i| {
+            let value = if i == 10 {
+                other.clone()
+            } else {
+                position.clone()
+            };
+            let addr = b.server.addr;
+            async move {
+                let mut client = connect_resume(addr, "/mail/ws/inbox", "alice", &value).await;
+                let frame = resume_frame(&mut client).await;
+                let n = if i == 10 { 1 } else { 3 };
+                let replay = events(&mut client, n).await;
+                (frame, replay, client)
+            }
+        });
+        let results = futures_util::future::join_all(crowd).await;
+        for (i, (frame, replay, _client)) in results.iter().enumerate() {
+            assert!(frame.recovered, "{i}");
+            let from = if i == 10 { 4 } else { 2 };
+            assert_eq!(frame.offset, from);
+            let expected: Vec<(String, u64)> = (from..5)
+                .map(|o| (texts[o as usize].clone(), o + 1))
+                .collect();
+            assert_eq!(replay, &expected, "connection {i}");
+        }
+        // Then live, once each.
+        let event = email(9, 0);
+        a.hub.publish_inbox(&alice, &event).await.unwrap();
+        for (_, _, mut client) in results {
+            assert_eq!(
+                split_offset(&next_text(&mut client).await),
+                (inbox_text(&event), 6)
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn entries_past_the_age_bound_are_not_replayed() {
+    if !available("the age bound") {
+        return;
+    }
+    within(async {
+        let redis = RedisServer::start().await;
+        let config = RedisConfig {
+            history: HistoryConfig {
+                max_age: Duration::from_millis(1_000),
+                ..HistoryConfig::default()
+            },
+            ..redis_node::config()
+        };
+        let a = node_with(&redis, config).await;
+        let alice = account("alice");
+        let mut client = connect_resume(a.server.addr, "/mail/ws/inbox", "alice", "new").await;
+        let epoch = resume_frame(&mut client).await.epoch;
+        close(&mut client).await;
+        let mut texts = Vec::new();
+        let mut publish = |i| {
+            let event = email(i, 0);
+            texts.push(inbox_text(&event));
+            event
+        };
+        // Offsets 1 and 2, then 3 after 0.7 s, then 4 after 0.7 s more: at the resume, 1 and 2
+        // are about 1.4 s old (past the bound), 3 about 0.7 s (within it).
+        for i in 0..2 {
+            a.hub.publish_inbox(&alice, &publish(i)).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        a.hub.publish_inbox(&alice, &publish(2)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        a.hub.publish_inbox(&alice, &publish(3)).await.unwrap();
+
+        let mut client = connect_resume(
+            a.server.addr,
+            "/mail/ws/inbox",
+            "alice",
+            &format!("{epoch}:2"),
+        )
+        .await;
+        let frame = resume_frame(&mut client).await;
+        assert!(frame.recovered, "everything after 2 is within the bound");
+        assert_eq!(
+            events(&mut client, 2).await,
+            vec![(texts[2].clone(), 3), (texts[3].clone(), 4)]
+        );
+        close(&mut client).await;
+        let mut client = connect_resume(
+            a.server.addr,
+            "/mail/ws/inbox",
+            "alice",
+            &format!("{epoch}:1"),
+        )
+        .await;
+        let frame = resume_frame(&mut client).await;
+        assert!(!frame.recovered, "2 is past the age bound");
+        assert_eq!(frame.offset, 4);
+    })
+    .await;
+}

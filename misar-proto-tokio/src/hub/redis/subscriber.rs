@@ -136,7 +136,13 @@ pub(super) struct Resume {
 /// event ('' when none), `done` '1' for a finished campaign, and the pairs the entries after
 /// the client's offset when it is of this epoch (an entry past the age bound is not
 /// returned, nor any before it). KEYS: meta, history[, last, done]. ARGV: new epoch, meta
-/// ttl ms, the client's epoch ('' for `new`), its offset, max age ms.
+/// ttl ms, the client's epoch ('' for `new`), its offset, max age ms, the offset after it
+/// (as a decimal string: Lua's numbers are doubles, exact only up to 2^53).
+///
+/// Only the entries after the client's offset are read (`XRANGE history <offset + 1> +`)
+/// when the oldest entry is within the age bound, the usual case: entries are appended in
+/// time order, so all after it are too. Otherwise the whole history is scanned for the
+/// first entry within the bound.
 const RESUME_READ: &str = r"
 -- Redis 6: writes after TIME need effects replication (the default from Redis 7 on).
 pcall(redis.replicate_commands)
@@ -155,21 +161,40 @@ local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - t
 local after = nil
 if ARGV[3] == epoch then after = tonumber(ARGV[4]) end
 local result = {epoch, latest, '', '', '0'}
-local fresh = false
-for _, entry in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do
+local function read(entry)
   local fields = entry[2]
   local t, d = nil, nil
   for i = 1, #fields - 1, 2 do
     if fields[i] == 't' then t = tonumber(fields[i + 1]) elseif fields[i] == 'd' then d = fields[i + 1] end
   end
-  local offset = string.match(entry[1], '^(%d+)')
-  if not fresh and t and t >= cutoff then
-    fresh = true
+  return string.match(entry[1], '^(%d+)'), t, d
+end
+local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+if oldest then
+  local offset, t = read(oldest)
+  if t and t >= cutoff then
+    -- Everything held is within the age bound: read only what the client missed.
     result[3] = offset
-  end
-  if fresh and after and tonumber(offset) > after then
-    result[#result + 1] = offset
-    result[#result + 1] = d or ''
+    if after then
+      for _, entry in ipairs(redis.call('XRANGE', KEYS[2], ARGV[6], '+')) do
+        local o, _, d = read(entry)
+        result[#result + 1] = o
+        result[#result + 1] = d or ''
+      end
+    end
+  else
+    local fresh = false
+    for _, entry in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do
+      local o, t, d = read(entry)
+      if not fresh and t and t >= cutoff then
+        fresh = true
+        result[3] = o
+      end
+      if fresh and after and tonumber(o) > after then
+        result[#result + 1] = o
+        result[#result + 1] = d or ''
+      end
+    end
   end
 end
 if #KEYS == 4 then
@@ -395,9 +420,11 @@ impl Session {
         self.drain(shared, None, usize::MAX)?;
         let mut resumes = resumes.into_iter().peekable();
         while resumes.peek().is_some() {
-            let batch: Vec<Resume> = resumes.by_ref().take(BATCH).collect();
+            // Connections asking for the same stream from the same position (a crowd that
+            // lost the same node) share one read and one decision.
+            let batch = group(resumes.by_ref().take(BATCH));
             let mut pipe = ::redis::pipe();
-            for resume in &batch {
+            for (resume, _) in &batch {
                 let names = &shared.names;
                 let mut command = ::redis::cmd("EVAL");
                 command.arg(RESUME_READ);
@@ -422,45 +449,58 @@ impl Session {
                     .arg(millis(shared.config.meta_ttl()))
                     .arg(epoch)
                     .arg(offset)
-                    .arg(millis(shared.config.history.max_age));
+                    .arg(millis(shared.config.history.max_age))
+                    .arg(offset.saturating_add(1));
                 pipe.add_command(command);
             }
             let replies: Result<Vec<Vec<Vec<u8>>>, RedisError> =
                 pipe.query_async(&mut self.connection).await;
+            let ungroup = |batch: Vec<(Resume, Vec<Resume>)>| {
+                batch
+                    .into_iter()
+                    .flat_map(|(first, rest)| std::iter::once(first).chain(rest))
+                    .collect::<Vec<_>>()
+            };
             match replies {
                 Ok(replies) if replies.len() == batch.len() => {
-                    for (resume, reply) in batch.into_iter().zip(replies) {
-                        self.start(shared, resume, reply);
+                    for ((resume, alike), reply) in batch.into_iter().zip(replies) {
+                        self.start(shared, resume, alike, reply);
                     }
                 }
-                Ok(_) => fail_all(shared, batch, "an answer per resume was expected"),
+                Ok(_) => fail_all(shared, ungroup(batch), "an answer per resume was expected"),
                 Err(error) if super::publisher::breaks_connection(&error) => {
-                    fail_all(shared, batch, "the connection was lost");
+                    fail_all(shared, ungroup(batch), "the connection was lost");
                     return Err(Lost(Some(error)));
                 }
                 Err(error) => {
                     tracing::warn!(error = %Chain(&error), "redis broker: resume read failed");
-                    fail_all(shared, batch, "Redis refused the read");
+                    fail_all(shared, ungroup(batch), "Redis refused the read");
                 }
             }
         }
         Ok(())
     }
 
-    /// Starts one opted-in connection from its read (see [`RESUME_READ`]).
-    fn start(&mut self, shared: &Shared, resume: Resume, reply: Vec<Vec<u8>>) {
+    /// Starts an opted-in connection, and those that asked for the same stream from the same
+    /// position (`alike`), from their one read (see [`RESUME_READ`]): one decision, whose
+    /// replay (shared buffers) every one of them gets.
+    fn start(&mut self, shared: &Shared, resume: Resume, alike: Vec<Resume>, reply: Vec<Vec<u8>>) {
         match decision(shared, &resume, reply) {
             Some((recovery, replay, first)) => {
-                shared.stats.resumes.fetch_add(1, Ordering::Relaxed);
+                let count = 1 + alike.len() as u64;
+                shared.stats.resumes.fetch_add(count, Ordering::Relaxed);
+                for other in alike {
+                    other
+                        .start
+                        .complete(&recovery, replay.clone(), first.clone());
+                }
                 resume.start.complete(&recovery, replay, first);
             }
-            None => {
-                shared.stats.resume_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    "redis broker: a resume read is not readable; the connection closes (1011)"
-                );
-                resume.start.fail();
-            }
+            None => fail_all(
+                shared,
+                std::iter::once(resume).chain(alike).collect(),
+                "a resume read is not readable",
+            ),
         }
     }
 
@@ -645,6 +685,24 @@ impl Shared {
 }
 
 /// Fails every connection of `batch` (1011: its client comes back later).
+/// Groups resumes asking for the same stream from the same position, in arrival order: each
+/// group is its first resume and the others.
+fn group(resumes: impl Iterator<Item = Resume>) -> Vec<(Resume, Vec<Resume>)> {
+    let mut groups: Vec<(Resume, Vec<Resume>)> = Vec::new();
+    let mut index: HashMap<(StreamKey, ResumeRequest), usize> = HashMap::new();
+    for resume in resumes {
+        let key = (resume.stream.clone(), resume.request.clone());
+        match index.get(&key) {
+            Some(&at) => groups[at].1.push(resume),
+            None => {
+                index.insert(key, groups.len());
+                groups.push((resume, Vec::new()));
+            }
+        }
+    }
+    groups
+}
+
 fn fail_all(shared: &Shared, batch: Vec<Resume>, why: &str) {
     shared
         .stats
