@@ -60,7 +60,10 @@
 //! - **Resume** ([`Broker::resume`]): an opted-in subscribe queues its connection for the
 //!   subscriber task, which reads the history **after** the stream's `SUBSCRIBE` is
 //!   confirmed, over the same connection, in one pipelined script call per batch of
-//!   connections (one round trip): an event published before the read is in it, one
+//!   connections (one round trip; connections asking for the same stream from the same
+//!   position, the crowd a restarted node sends back, share one read, one decision and the
+//!   replay's buffers; the read takes only the entries after the position when the history is
+//!   within its age bound): an event published before the read is in it, one
 //!   published after it arrives live, and the session drops the live copies at or below the
 //!   replay's last offset, so there is no gap and no duplicate at the seam. The decision is
 //!   the core's [`decide`](misar_proto::resume::decide) (latest: the stream's offset;
