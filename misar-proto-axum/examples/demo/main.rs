@@ -48,6 +48,7 @@ use clap::{Parser, ValueEnum};
 use misar_proto::auth::{AccountId, ApiKey};
 use misar_proto::handshake::RejectionStyle;
 use misar_proto::route::CampaignId;
+use misar_proto::server::ServerConfig;
 use misar_proto_axum::{Authorizer, AuthorizerError, MemoryAuthorizer, MisarWs, ShutdownHandle};
 use misar_proto_tokio::hub::{Hub, HubConfig};
 use tokio::signal::unix::{SignalKind, signal};
@@ -83,6 +84,9 @@ struct Args {
     /// Milliseconds to wait for a pong before closing with 1001.
     #[arg(long, default_value_t = 30_000)]
     pong_timeout_ms: u64,
+    /// Most events queued for one connection; one more closes it with 1013 (a slow consumer).
+    #[arg(long, default_value_t = ServerConfig::default().max_queued_events)]
+    max_queued_events: usize,
     /// How unauthenticated/unauthorized requests are refused: `http` (403 before the upgrade),
     /// `close` (upgrade, then close 4401/4403), `auto` (`close` for `?token=` clients).
     #[arg(long, value_enum, default_value_t = Style::Http)]
@@ -233,8 +237,12 @@ async fn main() -> ExitCode {
         .rejection_style(args.reject_style.into())
         .hook_timeout(Duration::from_millis(args.hook_timeout_ms))
         .max_pending_handshakes(args.max_pending_handshakes)
-        .ping_interval(Duration::from_millis(args.ping_interval_ms))
-        .pong_timeout(Duration::from_millis(args.pong_timeout_ms))
+        .server_config(ServerConfig {
+            ping_interval: Duration::from_millis(args.ping_interval_ms),
+            pong_timeout: Duration::from_millis(args.pong_timeout_ms),
+            max_queued_events: args.max_queued_events,
+            ..ServerConfig::default()
+        })
         .shutdown_grace(grace)
         .build();
     let app = Router::new()
