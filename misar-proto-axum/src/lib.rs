@@ -92,6 +92,8 @@
 mod authorizer;
 mod bounds;
 mod buffers;
+mod metrics;
+mod observer;
 mod reject;
 mod serve;
 mod service;
@@ -102,6 +104,7 @@ mod upgrade;
 pub use authorizer::{Authorizer, AuthorizerError, MemoryAuthorizer};
 pub use bounds::{DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_PENDING_HANDSHAKES};
 pub use buffers::WsBuffers;
+pub use observer::{ConnectionInfo, ConnectionObserver};
 pub use serve::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HEAD_BYTES, Serve, serve};
 pub use service::{MisarWs, MisarWsBuilder};
 pub use shutdown::{ShutdownHandle, ShutdownReport};
