@@ -61,7 +61,10 @@ impl ConnectionObserver for Recording {
 
 /// A tracing layer keeping, for every event, the names and fields of its spans.
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<(String, Vec<String>)>>>);
+struct Spans(Arc<Mutex<Vec<Record>>>);
+
+/// An event's fields, and its spans (innermost first) with their fields.
+type Record = (String, Vec<String>);
 
 #[derive(Default)]
 struct Fields(String);
