@@ -27,6 +27,13 @@
 //! - **Logs** go through `tracing` and never contain a key, at any level: paths are logged
 //!   without their query, keys only in their redacted form, and axum's WebSocket extractor
 //!   (whose `Debug` prints the offered subprotocols) never sees the subprotocol header.
+//!   Each served connection runs in a `misar_connection` span (`account`, `channel` kind).
+//! - **Observability**: [`MisarWsBuilder::observer`] takes a [`ConnectionObserver`] told
+//!   when a connection opens and closes; with the cargo feature `metrics` the router counts
+//!   `misar_handshakes_total{outcome}` and `misar-proto-tokio` records the other families
+//!   (listed in [`misar_proto_tokio::metrics`]) through the `metrics` facade. The library
+//!   never installs a recorder: install one (e.g. `metrics-exporter-prometheus`) in your
+//!   application, then call [`misar_proto_tokio::metrics::describe`].
 //!
 //! ## Embed in your axum app
 //!
