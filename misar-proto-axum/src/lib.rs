@@ -27,6 +27,13 @@
 //! - **Logs** go through `tracing` and never contain a key, at any level: paths are logged
 //!   without their query, keys only in their redacted form, and axum's WebSocket extractor
 //!   (whose `Debug` prints the offered subprotocols) never sees the subprotocol header.
+//!   Each served connection runs in a `misar_connection` span (`account`, `channel` kind).
+//! - **Observability**: [`MisarWsBuilder::observer`] takes a [`ConnectionObserver`] told
+//!   when a connection opens and closes; with the cargo feature `metrics` the router counts
+//!   `misar_handshakes_total{outcome}` and `misar-proto-tokio` records the other families
+//!   (listed in [`misar_proto_tokio::metrics`]) through the `metrics` facade. The library
+//!   never installs a recorder: install one (e.g. `metrics-exporter-prometheus`) in your
+//!   application, then call [`misar_proto_tokio::metrics::describe`].
 //!
 //! ## Embed in your axum app
 //!
@@ -92,6 +99,8 @@
 mod authorizer;
 mod bounds;
 mod buffers;
+mod metrics;
+mod observer;
 mod reject;
 mod serve;
 mod service;
@@ -102,6 +111,7 @@ mod upgrade;
 pub use authorizer::{Authorizer, AuthorizerError, MemoryAuthorizer};
 pub use bounds::{DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_PENDING_HANDSHAKES};
 pub use buffers::WsBuffers;
+pub use observer::{ConnectionInfo, ConnectionObserver};
 pub use serve::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_HEAD_BYTES, Serve, serve};
 pub use service::{MisarWs, MisarWsBuilder};
 pub use shutdown::{ShutdownHandle, ShutdownReport};

@@ -31,6 +31,8 @@ use crate::bounds::{
     DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_PENDING_HANDSHAKES, HookBounds, PENDING_RETRY_AFTER_SECS,
 };
 use crate::buffers::WsBuffers;
+use crate::metrics::{handshake as record_handshake, outcome};
+use crate::observer::{ConnectionInfo, ConnectionObserver, Observer, channel_kind};
 use crate::reject::close_after_upgrade;
 use crate::shutdown::ShutdownHandle;
 use crate::upgrade::Upgrade;
@@ -55,6 +57,7 @@ pub struct MisarWsBuilder<A> {
     shutdown_grace: Option<Duration>,
     hook_timeout: Duration,
     max_pending_handshakes: usize,
+    observer: Observer,
 }
 
 /// The WebSocket endpoints, ready to mount: a [`Router`] and the [`ShutdownHandle`] of its
@@ -78,6 +81,7 @@ impl MisarWs {
             shutdown_grace: None,
             hook_timeout: DEFAULT_HOOK_TIMEOUT,
             max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
+            observer: Observer::default(),
         }
     }
 
@@ -182,6 +186,15 @@ impl<A: Authorizer> MisarWsBuilder<A> {
         self
     }
 
+    /// Tells `observer` about every connection the router serves: when it opens (after the
+    /// upgrade) and when it ends (the core's `CloseSummary` and the time served). Its methods
+    /// run inline on the connection's task, outside every lock: they must be quick (see
+    /// [`ConnectionObserver`]). Default: none.
+    pub fn observer(mut self, observer: impl ConnectionObserver) -> Self {
+        self.observer = Observer(Some(Arc::new(observer)));
+        self
+    }
+
     /// The router and its shutdown handle, after checking the sessions' configuration with
     /// [`ServerConfig::validate`] (a zero pong timeout, close grace, queue bound or message
     /// burst, a zero refill period, a ping interval below 1 ms).
@@ -231,6 +244,7 @@ impl<A: Authorizer> MisarWsBuilder<A> {
             buffers: self.buffers,
             shutdown: shutdown.clone(),
             bounds: HookBounds::new(self.hook_timeout, self.max_pending_handshakes),
+            observer: self.observer,
         });
         // One handler for everything under the prefix: the core decides 404s, so they look
         // like the protocol's (JSON, `no-store`) rather than axum's.
@@ -259,6 +273,7 @@ struct Inner<A> {
     buffers: WsBuffers,
     shutdown: ShutdownHandle,
     bounds: HookBounds,
+    observer: Observer,
 }
 
 async fn handle<A: Authorizer>(State(inner): State<Arc<Inner<A>>>, request: Request) -> Response {
@@ -296,10 +311,12 @@ async fn handle<A: Authorizer>(State(inner): State<Arc<Inner<A>>>, request: Requ
                 }
                 Err(_) => {
                     tracing::debug!("authorized, but not a WebSocket upgrade: 426");
+                    // A malformed WebSocket handshake, as far as the metrics go.
+                    record_handshake("bad_request");
                     upgrade_required()
                 }
             },
-            Err(rejected) => refuse(inner, rejected, upgrade.ok()),
+            Err((rejected, outcome)) => refuse(inner, rejected, outcome, upgrade.ok()),
         }
     }
     .instrument(span)
@@ -308,10 +325,13 @@ async fn handle<A: Authorizer>(State(inner): State<Arc<Inner<A>>>, request: Requ
 
 /// Runs the core's handshake, awaiting the hooks between its steps, each under
 /// `hook_timeout`, the whole wait in one of the `max_pending_handshakes` places (§2.14).
+/// A refusal comes with its `outcome` label (a hook that timed out is `timed_out`, though the
+/// core knows it only as a failed hook).
 async fn decide<A: Authorizer>(
     inner: &Inner<A>,
     parts: &http::request::Parts,
-) -> Result<Accepted, Rejected> {
+) -> Result<Accepted, (Rejected, &'static str)> {
+    let mut timed_out = false;
     let mut step = handshake::start(&inner.handshake, parts);
     // Taken before the first hook call, held until the decision.
     let mut place = None;
@@ -325,8 +345,9 @@ async fn decide<A: Authorizer>(
                             pending = inner.bounds.pending(),
                             "refused: too many pending handshakes"
                         );
-                        return Err(Rejected::too_many_pending_handshakes(
-                            PENDING_RETRY_AFTER_SECS,
+                        return Err((
+                            Rejected::too_many_pending_handshakes(PENDING_RETRY_AFTER_SECS),
+                            "overloaded",
                         ));
                     }
                 }
@@ -343,6 +364,7 @@ async fn decide<A: Authorizer>(
                     }
                     Err(_timed_out) => {
                         tracing::warn!("key check timed out: refusing with 503");
+                        timed_out = true;
                         Step::Rejected(question.hook_failed())
                     }
                 }
@@ -365,12 +387,20 @@ async fn decide<A: Authorizer>(
                     }
                     Err(_timed_out) => {
                         tracing::warn!("ownership check timed out: refusing with 503");
+                        timed_out = true;
                         Step::Rejected(question.hook_failed())
                     }
                 }
             }
             Step::Accepted(accepted) => return Ok(accepted),
-            Step::Rejected(rejected) => return Err(rejected),
+            Step::Rejected(rejected) => {
+                let outcome = if timed_out {
+                    "timed_out"
+                } else {
+                    outcome(&rejected)
+                };
+                return Err((rejected, outcome));
+            }
         }
     }
 }
@@ -380,12 +410,14 @@ async fn decide<A: Authorizer>(
 fn refuse<A: Authorizer>(
     inner: Arc<Inner<A>>,
     rejected: Rejected,
+    outcome: &'static str,
     upgrade: Option<Upgrade>,
 ) -> Response {
     let status = rejected.status().as_u16();
     let reason = rejected.reason().to_string();
     let Some(upgrade) = upgrade else {
         // Not a WebSocket request: nothing to upgrade, so the HTTP form whatever the style.
+        record_handshake(outcome);
         tracing::info!(status, %reason, "refused");
         return http_response(rejected.into_response());
     };
@@ -393,18 +425,23 @@ fn refuse<A: Authorizer>(
     // a hub slot; past the hub's total limit such clients get the HTTP form instead, so
     // unauthenticated upgrades cannot pile up.
     if inner.shutdown.active_connections() >= inner.hub.config().max_connections {
+        record_handshake(outcome);
         tracing::info!(status, %reason, "refused over HTTP: at the connection limit");
         return http_response(rejected.into_response());
     }
     match rejected.action() {
         RejectAction::Respond(response) => {
+            record_handshake(outcome);
             tracing::info!(status, %reason, "refused before the upgrade");
             http_response(response)
         }
         RejectAction::UpgradeThenClose(close) => {
             if inner.shutdown.is_shutting_down() {
+                // A 503 instead of the close: that is what the client gets.
+                record_handshake("overloaded");
                 return shutting_down(&inner.hub);
             }
+            record_handshake(outcome);
             tracing::info!(code = close.code().as_u16(), %reason, "refused: upgrading to close");
             let guard = inner.shutdown.enter();
             let config = inner.server.clone();
@@ -419,6 +456,7 @@ fn refuse<A: Authorizer>(
         }
         // A delivery this version does not know: refuse plainly rather than guess.
         _ => {
+            record_handshake(outcome);
             tracing::warn!(status, %reason, "refused (unknown rejection delivery)");
             plain_error(
                 StatusCode::FORBIDDEN,
@@ -436,6 +474,7 @@ fn serve<A: Authorizer>(
     upgrade: Upgrade,
 ) -> Response {
     if inner.shutdown.is_shutting_down() {
+        record_handshake("overloaded");
         return shutting_down(&inner.hub);
     }
     let account = accepted.account().clone();
@@ -445,17 +484,28 @@ fn serve<A: Authorizer>(
         _ => "?".to_owned(),
     };
     let auth = accepted.credential_source();
+    let info = ConnectionInfo {
+        account: account.clone(),
+        channel: accepted.channel().clone(),
+        credential_source: auth,
+    };
     let feed = match inner.hub.subscribe(accepted, mark, &inner.server) {
         Ok(feed) => feed,
         Err(error) => {
             let rejected = match &error {
-                SubscribeError::TooManyForAccount { .. } => Rejected::too_many_for_account(),
+                SubscribeError::TooManyForAccount { .. } => {
+                    record_handshake("too_many_for_account");
+                    Rejected::too_many_for_account()
+                }
                 other => Rejected::too_many_connections(retry_after_secs(
                     other
                         .retry_after()
                         .unwrap_or(inner.hub.config().retry_after),
                 )),
             };
+            if !matches!(error, SubscribeError::TooManyForAccount { .. }) {
+                record_handshake("overloaded");
+            }
             tracing::info!(
                 %account,
                 status = rejected.status().as_u16(),
@@ -466,12 +516,31 @@ fn serve<A: Authorizer>(
         }
     };
     tracing::info!(%account, %channel, ?auth, "upgrading");
+    record_handshake("accepted");
     let guard = inner.shutdown.enter();
     let driver = inner.driver.clone();
-    upgrade.respond(inner.buffers, move |socket| async move {
-        let _guard = guard;
-        let end = serve_connection(socket, feed, driver).await;
-        log_end(&end);
+    let observer = inner.observer.clone();
+    // One span per connection: the account and the channel's kind, never the key (nor the
+    // campaign id, which the request's `misar_ws` span already has in its path).
+    let span = tracing::info_span!(
+        "misar_connection",
+        account = %account,
+        channel = channel_kind(&info.channel)
+    );
+    upgrade.respond(inner.buffers, move |socket| {
+        async move {
+            let _guard = guard;
+            let started = tokio::time::Instant::now();
+            if let Some(observer) = &observer.0 {
+                observer.opened(&info);
+            }
+            let end = serve_connection(socket, feed, driver).await;
+            log_end(&end);
+            if let Some(observer) = &observer.0 {
+                observer.closed(&info, end.summary(), started.elapsed());
+            }
+        }
+        .instrument(span)
     })
 }
 

@@ -143,7 +143,7 @@ impl PendingResume {
         let Some(hub) = self.hub.upgrade() else {
             return;
         };
-        hub.count_recovery(recovery);
+        hub.count_recovery(recovery, replay.len());
         let mut start = Some((replay, first));
         // Under the stream's lock: the stream follows the decision's epoch (closing the
         // connections of an older one), and no event is delivered between the two.

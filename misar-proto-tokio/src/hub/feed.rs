@@ -48,6 +48,10 @@ pub(crate) struct Conn {
     /// The hub gave up on the connection (shutdown grace over): the driver drops it.
     aborted: AtomicBool,
     notify: Notify,
+    /// When the oldest event not yet taken by the driver was queued (for
+    /// `misar_publish_to_flush_seconds`); set and taken under the session's lock.
+    #[cfg(feature = "metrics")]
+    queued_since: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Conn {
@@ -56,18 +60,55 @@ impl Conn {
             session: Mutex::new(session),
             aborted: AtomicBool::new(false),
             notify: Notify::new(),
+            #[cfg(feature = "metrics")]
+            queued_since: std::sync::Mutex::new(None),
         })
     }
 
     /// Queues `event` and wakes the driver.
     pub(super) fn deliver(&self, event: &EncodedEvent, now: Instant) -> Outcome {
-        let outcome = match lock(&self.session).enqueue(event.clone(), now) {
+        let mut session = lock(&self.session);
+        let outcome = match session.enqueue(event.clone(), now) {
             Ok(()) => Outcome::Queued,
             Err(EnqueueError::Overflow { .. }) => Outcome::Overflowed,
             Err(_) => return Outcome::Refused,
         };
+        #[cfg(feature = "metrics")]
+        let depth = (outcome == Outcome::Queued).then(|| {
+            self.mark_queued(now);
+            session.queued_events()
+        });
+        drop(session);
+        #[cfg(feature = "metrics")]
+        if let Some(depth) = depth {
+            crate::metrics::record::queue_depth(depth);
+        }
         self.notify.notify_one();
         outcome
+    }
+
+    /// Remembers `now` as the instant the oldest untaken event was queued, unless one is
+    /// remembered already. Call under the session's lock.
+    #[cfg(feature = "metrics")]
+    fn mark_queued(&self, now: Instant) {
+        let mut since = lock(&self.queued_since);
+        if since.is_none() {
+            *since = Some(now);
+        }
+    }
+
+    /// Takes the instant the oldest event of the batch just drained was queued; when events
+    /// are left in the session, they count from `now` (they were queued before it: the
+    /// latency is then slightly underestimated, never overestimated). Call under the
+    /// session's lock, right after draining.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn take_queued_since(&self, left: usize, now: Instant) -> Option<Instant> {
+        let mut since = lock(&self.queued_since);
+        let taken = since.take();
+        if left > 0 && taken.is_some() {
+            *since = Some(now);
+        }
+        taken
     }
 
     /// Closes with 1001 (graceful shutdown) and wakes the driver.
@@ -173,10 +214,17 @@ impl Feed {
     pub fn is_aborted(&self) -> bool {
         self.conn.aborted.load(Ordering::Acquire)
     }
+
+    /// The connection's shared state (for the driver's metrics).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn conn(&self) -> &Conn {
+        &self.conn
+    }
 }
 
 impl Drop for Feed {
     fn drop(&mut self) {
+        crate::metrics::record::connection_closed(crate::metrics::channel_label(&self.stream));
         self.hub.unregister(self);
     }
 }

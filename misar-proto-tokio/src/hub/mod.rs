@@ -102,6 +102,8 @@ pub(crate) use feed::lock;
 use feed::{Conn, Outcome};
 use table::Table;
 
+use crate::metrics::record;
+
 /// The current instant on tokio's clock (so a paused test clock applies), as the core takes it.
 pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
@@ -386,7 +388,8 @@ impl Hub {
         event: &InboxEvent,
     ) -> Result<PublishReport, PublishError> {
         let encoded = validate_inbox(event, &self.inner.rules)?;
-        self.publish_encoded(StreamKey::Inbox(account.clone()), encoded)
+        let kind = crate::metrics::type_label(event.type_name());
+        self.publish_encoded(StreamKey::Inbox(account.clone()), encoded, kind)
             .await
     }
 
@@ -401,7 +404,8 @@ impl Hub {
         event: &CampaignEvent,
     ) -> Result<PublishReport, PublishError> {
         let encoded = validate_campaign(campaign, event, &self.inner.rules)?;
-        self.publish_encoded(StreamKey::Campaign(campaign.clone()), encoded)
+        let kind = crate::metrics::type_label(event.type_name());
+        self.publish_encoded(StreamKey::Campaign(campaign.clone()), encoded, kind)
             .await
     }
 
@@ -409,9 +413,13 @@ impl Hub {
         &self,
         stream: StreamKey,
         event: EncodedEvent,
+        kind: &'static str,
     ) -> Result<PublishReport, PublishError> {
         self.inner.encodes.fetch_add(1, Ordering::Relaxed);
-        Ok(self.inner.broker.publish(stream, event).await?)
+        let channel = crate::metrics::channel_label(&stream);
+        let report = self.inner.broker.publish(stream, event).await?;
+        record::published(channel, kind);
+        Ok(report)
     }
 
     /// A mark to take **before** a handshake's hooks run, for [`subscribe`](Self::subscribe):
@@ -453,7 +461,9 @@ impl Hub {
                 return Err(refusal);
             }
         };
-        // The feed exists from here on, so an early return still unregisters.
+        // The feed exists from here on, so an early return still unregisters (and its drop
+        // takes the gauge down again).
+        record::connection_opened(crate::metrics::channel_label(&stream));
         let feed = Feed {
             conn: Arc::clone(&conn),
             hub: Arc::clone(inner),
@@ -477,7 +487,7 @@ impl Hub {
                 Some(request) => {
                     let start = table_stream.recover(request, &inner.epoch, now, &inner.history);
                     lock(&inner.table.history).apply(&feed.stream, start.history);
-                    inner.count_recovery(&start.recovery);
+                    inner.count_recovery(&start.recovery, start.replay.len());
                     let _ = lock(conn.session()).start_resume(
                         &start.recovery.frame,
                         start.replay,
@@ -641,8 +651,9 @@ impl std::fmt::Debug for Hub {
 }
 
 impl HubInner {
-    /// Counts a recovery decision for the stats.
-    pub(crate) fn count_recovery(&self, recovery: &misar_proto::resume::Recovery) {
+    /// Counts a recovery decision (with `replayed` missed events) for the stats and metrics.
+    pub(crate) fn count_recovery(&self, recovery: &misar_proto::resume::Recovery, replayed: usize) {
+        record::resumed(recovery.frame.recovered, replayed);
         if !recovery.frame.recovered {
             self.not_recovered.fetch_add(1, Ordering::Relaxed);
         } else if recovery.replay_after.is_some() {
@@ -733,6 +744,8 @@ impl HubInner {
             .fetch_add(report.delivered as u64, Ordering::Relaxed);
         self.overflowed
             .fetch_add(report.overflowed as u64, Ordering::Relaxed);
+        record::delivered(crate::metrics::channel_label(stream), report.delivered);
+        record::overflowed(report.overflowed);
         Ok(report)
     }
 

@@ -191,7 +191,8 @@ where
             closed,
             deadline,
             more,
-        } = drain(session, &mut batch, max_batch);
+            queued_since,
+        } = drain(&feed, &mut batch, max_batch);
         if failure.is_some() {
             // The transport is unusable: nothing more goes to it.
             batch.clear();
@@ -217,6 +218,9 @@ where
             ))
             .await;
             batch.clear();
+            if let (Ok(()), Some(since)) = (&written, queued_since) {
+                crate::metrics::record::flushed(since, now());
+            }
             if let Err(error) = written {
                 if closed.is_none() {
                     lock(session).handle_transport_closed(now());
@@ -226,7 +230,7 @@ where
         }
         if let Some(summary) = closed {
             // The last batch held the close frame; the session asked to drop the transport.
-            return finish(summary, failure);
+            return finish(&feed, summary, failure);
         }
         if wrote && (more || woken || failure.is_some() || lock(session).queued_events() > 0) {
             // Busy writing (the batch was full, or the hub queued or commanded something
@@ -353,12 +357,15 @@ struct Drained {
     deadline: Option<Instant>,
     /// The batch filled up before the session ran out of outputs.
     more: bool,
+    /// When the oldest event of the batch was queued by the hub (with the `metrics`
+    /// feature; `None` otherwise).
+    queued_since: Option<Instant>,
 }
 
 /// Moves up to `max_batch` messages out of the session (`DropTransport` needs no action: the
 /// transport is dropped when the session reports `Closed`, right after).
-fn drain(session: &Mutex<ServerSession>, batch: &mut Vec<Message>, max_batch: usize) -> Drained {
-    let mut session = lock(session);
+fn drain(feed: &Feed, batch: &mut Vec<Message>, max_batch: usize) -> Drained {
+    let mut session = lock(feed.session());
     // One allocation for the whole batch (control frames come on top of the queue, rarely).
     batch.reserve(session.queued_events().saturating_add(1).min(max_batch));
     let mut closed = None;
@@ -378,10 +385,17 @@ fn drain(session: &Mutex<ServerSession>, batch: &mut Vec<Message>, max_batch: us
             }
         }
     }
+    #[cfg(feature = "metrics")]
+    let queued_since = feed
+        .conn()
+        .take_queued_since(session.queued_events(), now());
+    #[cfg(not(feature = "metrics"))]
+    let queued_since = None;
     Drained {
         closed,
         deadline: session.poll_timeout(),
         more,
+        queued_since,
     }
 }
 
@@ -445,7 +459,22 @@ where
     }
 }
 
-fn finish<E: TransportError>(summary: CloseSummary, failure: Option<Failure<E>>) -> ConnectionEnd {
+/// The connection's end: recorded in the metrics (close code and who closed, write timeouts,
+/// coalesced `progress`), then reported.
+fn finish<E: TransportError>(
+    feed: &Feed,
+    summary: CloseSummary,
+    failure: Option<Failure<E>>,
+) -> ConnectionEnd {
+    let write_timed_out = matches!(failure, Some(Failure::WriteTimeout));
+    crate::metrics::record::closed(&summary, write_timed_out);
+    if write_timed_out {
+        crate::metrics::record::write_timeout();
+    }
+    #[cfg(feature = "metrics")]
+    crate::metrics::record::coalesced(lock(feed.session()).progress_coalesced());
+    #[cfg(not(feature = "metrics"))]
+    let _ = feed;
     match failure {
         None => ConnectionEnd::Closed(summary),
         Some(Failure::WriteTimeout) => ConnectionEnd::WriteTimeout(summary),

@@ -501,6 +501,12 @@ impl ServerSession {
         self.events_sent
     }
 
+    /// Queued `progress` events superseded by a newer one (§2.7 coalescing, also within a
+    /// §2.11 replay) over the session's life, for metrics.
+    pub fn progress_coalesced(&self) -> u64 {
+        self.queue.coalesced()
+    }
+
     /// Why the session is closing or closed (`None` while open).
     pub fn close_cause(&self) -> Option<CloseCause> {
         self.close.cause

@@ -47,6 +47,8 @@ pub(crate) struct OutboundQueue {
     bytes: usize,
     max_events: usize,
     max_bytes: usize,
+    /// Queued `progress` events superseded by a newer one, over the queue's life.
+    coalesced: u64,
 }
 
 impl OutboundQueue {
@@ -59,6 +61,7 @@ impl OutboundQueue {
             bytes: 0,
             max_events,
             max_bytes,
+            coalesced: 0,
         }
     }
 
@@ -70,6 +73,11 @@ impl OutboundQueue {
     /// Payload bytes waiting.
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Queued `progress` events superseded by a newer one so far.
+    pub(crate) fn coalesced(&self) -> u64 {
+        self.coalesced
     }
 
     /// Queues `event`, superseding a queued `progress` if `event` is one. On overflow nothing
@@ -116,6 +124,9 @@ impl OutboundQueue {
         }
         self.live = live;
         self.bytes = bytes;
+        if superseded.is_some() {
+            self.coalesced = self.coalesced.saturating_add(1);
+        }
         debug_assert!(self.slots.len() <= self.live.saturating_mul(2));
         Ok(())
     }
@@ -235,6 +246,21 @@ mod tests {
         assert_eq!((queue.len(), queue.bytes()), (2, 6));
         assert_eq!(queue.slots.len(), 2);
         assert_eq!(drain(&mut queue), ["o1", "p333"]);
+    }
+
+    #[test]
+    fn coalescing_is_counted() {
+        let mut queue = OutboundQueue::new(10, 100);
+        queue.push(progress("p1")).unwrap();
+        queue.push(ordinary("a")).unwrap();
+        queue.push(progress("p2")).unwrap();
+        queue.push(progress("p3")).unwrap();
+        assert_eq!(queue.coalesced(), 2);
+        let _ = queue.pop();
+        let _ = queue.pop();
+        // Nothing queued to supersede: not counted.
+        queue.push(progress("p4")).unwrap();
+        assert_eq!(queue.coalesced(), 2);
     }
 
     #[test]

@@ -225,6 +225,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut backoff: Backoff) {
                 shared.publisher.redis_is_back();
                 if established {
                     shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::record::redis_reconnect();
                     tracing::info!(
                         streams = session.subscribed.len(),
                         "redis broker: subscription re-established"
@@ -236,6 +237,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut backoff: Backoff) {
                 shared.publisher.redis_is_gone();
                 shared.stats.subscribed.store(0, Ordering::Relaxed);
                 shared.stats.gaps.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::record::redis_gap();
                 shared.each_hub(HubDelivery::report_gap);
                 tracing::warn!(
                     error = lost.0.as_ref().map(|e| tracing::field::display(Chain(e))),
@@ -383,7 +385,9 @@ impl Session {
         }
         for batch in subscribe.chunks(BATCH) {
             let channels: Vec<Vec<u8>> = batch.iter().map(|s| shared.names.channel(s)).collect();
+            let sent = std::time::Instant::now();
             self.connection.subscribe(channels).await?;
+            crate::metrics::record::redis_subscribed(sent.elapsed());
             self.subscribed.extend(batch.iter().cloned());
         }
         shared
@@ -647,6 +651,7 @@ fn deliver(shared: &Shared, stream: &StreamKey, message: Bytes) {
     match checked {
         Ok((position, event)) => {
             shared.stats.received.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::record::redis_relayed();
             shared.each_hub(|hub| {
                 // Refused by a hub that knows the campaign finished (Redis refuses such
                 // publishes first, so this is a stray from before that state), or that is
