@@ -1,6 +1,6 @@
-//! The handshake outcomes of the router, `misar_handshakes_total{outcome}` (cargo feature
-//! `metrics`; every other family is recorded by `misar-proto-tokio`, listed in
-//! [`misar_proto_tokio::metrics`]). Empty without the feature.
+//! The handshake outcomes of the router, `misar_handshakes_total{outcome}`, recorded through
+//! [`misar_proto_tokio::metrics::handshake`] (cargo feature `metrics`, which this crate
+//! forwards; every other family is recorded by `misar-proto-tokio`).
 
 use misar_proto::handshake::{Rejected, Rejection};
 
@@ -30,13 +30,8 @@ pub(crate) fn outcome(rejected: &Rejected) -> &'static str {
     }
 }
 
-/// Counts one handshake's outcome.
-#[cfg(feature = "metrics")]
+/// Counts one handshake's outcome (through `misar-proto-tokio`, whose `metrics` feature
+/// decides whether anything is recorded).
 pub(crate) fn handshake(outcome: &'static str) {
-    metrics::counter!(misar_proto_tokio::metrics::names::HANDSHAKES, "outcome" => outcome)
-        .increment(1);
+    misar_proto_tokio::metrics::handshake(outcome);
 }
-
-/// Counts one handshake's outcome (nothing without the `metrics` feature).
-#[cfg(not(feature = "metrics"))]
-pub(crate) fn handshake(_outcome: &'static str) {}

@@ -163,6 +163,16 @@ async fn the_demo_page_shows_events_and_campaign_progress() {
         ""
     );
 
+    // The server panel reads /metrics every second: this page's inbox socket is counted.
+    browser
+        .wait_for(
+            &page,
+            "document.getElementById('server-panel').dataset.ready === 'true' && Number(document.getElementById('m-open').textContent) >= 1",
+            WAIT,
+        )
+        .await
+        .expect("the server panel shows the open connections");
+
     // Missed events (§2.11) across a drop: events published while the page is away are
     // replayed on its reconnect, and the page says how many it recovered.
     browser

@@ -111,7 +111,8 @@ pub(crate) fn channel_label(stream: &misar_proto::streams::StreamKey) -> &'stati
 
 /// Who ended a connection, and the code of its close handshake, as the labels of
 /// `misar_closes_total`. A peer's code outside 1000–1015 is `other` (the label stays bounded
-/// whatever a client sends); the server's own codes are the protocol's.
+/// whatever a client sends); the server's own codes are the protocol's, counted when the server
+/// decided them even if the frame could not be sent (a slow consumer's 1013).
 #[cfg(feature = "metrics")]
 pub(crate) fn close_labels(
     summary: &misar_proto::server::CloseSummary,
@@ -128,13 +129,25 @@ pub(crate) fn close_labels(
             (code, "client")
         }
         CloseCause::TransportClosed => ("none".to_owned(), "transport"),
-        _ if write_timed_out && !summary.close_sent => ("none".to_owned(), "transport"),
-        _ => match summary.sent_code {
-            Some(code) => (code.as_u16().to_string(), "server"),
-            // Decided by the server, but the transport ended before the frame went out.
-            None if !summary.close_sent => ("none".to_owned(), "transport"),
-            None => ("none".to_owned(), "server"),
-        },
+        // The server decided: its code, whether or not the frame got out (a slow consumer's
+        // 1013 usually cannot, its socket being full).
+        cause => {
+            let decided = match cause {
+                CloseCause::HeartbeatTimeout | CloseCause::Shutdown => Some(1001),
+                CloseCause::Finished => Some(1000),
+                CloseCause::SlowConsumer => Some(1013),
+                CloseCause::MessageTooBig => Some(1009),
+                CloseCause::TooManyMessages => Some(1008),
+                CloseCause::ProtocolError => Some(1002),
+                CloseCause::InvalidPayload => Some(1007),
+                _ => None,
+            };
+            match summary.sent_code.map(|code| code.as_u16()).or(decided) {
+                Some(code) => (code.to_string(), "server"),
+                None if write_timed_out => ("none".to_owned(), "transport"),
+                None => ("none".to_owned(), "server"),
+            }
+        }
     }
 }
 
@@ -234,6 +247,17 @@ mod imp {
             counter!(name).increment(0);
         }
     }
+}
+
+/// Counts one handshake's outcome in `misar_handshakes_total{outcome}` (nothing without the
+/// `metrics` feature). For server adapters, which decide the outcome before any connection
+/// exists (`misar-proto-axum`'s router calls it); `outcome` must be one of the values listed
+/// in the module docs, so the label stays bounded.
+pub fn handshake(outcome: &'static str) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(names::HANDSHAKES, "outcome" => outcome).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = outcome;
 }
 
 /// The recording functions: empty without the feature, so call sites need no `cfg`.

@@ -18,6 +18,8 @@
 //! - `GET /mail/ws/inbox`, `GET /mail/ws/campaigns/{id}`: the WebSocket channels.
 //! - `POST /dev/publish/inbox/{account}`, `POST /dev/publish/campaigns/{id}`: publish a JSON
 //!   event (202), or get 400 (bad event) / 404 (unknown account or campaign).
+//! - `GET /metrics`: the libraries' metrics in the Prometheus text format (README's table);
+//!   the page's "Server" panel reads it every second.
 //! - `GET /dev/stats`: `{"hookCalls":N,"connections":N}` (authorizer calls so far, open
 //!   WebSockets), for load tests; `POST /dev/hooks/release` lets the calls held by the hidden
 //!   `--hold-hooks` flag go on.
@@ -28,6 +30,7 @@
 //! the process exits 0.
 
 mod clock;
+mod metrics;
 mod publish;
 mod simulation;
 
@@ -245,8 +248,16 @@ async fn main() -> ExitCode {
         })
         .shutdown_grace(grace)
         .build();
+    let prometheus = match metrics::install() {
+        Ok(handle) => handle,
+        Err(error) => {
+            eprintln!("cannot install the metrics recorder: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let app = Router::new()
         .route("/", get(page))
+        .route("/metrics", get(move || metrics::render(prometheus.clone())))
         .route("/dev/publish/inbox/{account}", post(publish::inbox))
         .route("/dev/publish/campaigns/{id}", post(publish::campaign))
         .with_state(Arc::clone(&demo))
