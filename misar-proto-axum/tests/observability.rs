@@ -348,3 +348,54 @@ fn a_slow_consumer_is_counted_as_an_overflow_and_a_1013() {
         assert_eq!(snap.counter(names::DELIVERIES, &[("channel", "inbox")]), 2);
     });
 }
+
+#[test]
+fn resumes_are_counted_recovered_or_not_with_the_events_replayed() {
+    let recorder = DebuggingRecorder::new();
+    let metrics = Metrics::new(recorder.snapshotter());
+    let snap = &metrics;
+    with_recorder(&recorder, async move {
+        let server = TestServer::start().await;
+        let auth = bearer(ALICE_KEY);
+        let resume = |value: &str| format!("Misar-Resume: {value}");
+        let frame = |text: String| -> misar_proto::resume::ResumeFrame {
+            misar_proto::resume::ResumeFrame::decode(text.as_bytes()).unwrap()
+        };
+        let mut first = server
+            .connect("/mail/ws/inbox", &[&auth, &resume("new")])
+            .await;
+        let epoch = frame(next_text(&mut first).await).epoch;
+        let alice = AccountId::new("alice");
+        for n in 0..3 {
+            server.hub.publish_inbox(&alice, &email(n)).await.unwrap();
+        }
+        let offsets: Vec<u64> = {
+            let mut out = Vec::new();
+            for _ in 0..3 {
+                let text = next_text(&mut first).await;
+                out.push(misar_proto::resume::event_offset(text.as_bytes()).unwrap());
+            }
+            out
+        };
+        drop(first);
+        // From the first event: the other two are replayed.
+        let mut again = server
+            .connect(
+                "/mail/ws/inbox",
+                &[&auth, &resume(&format!("{epoch}:{}", offsets[0]))],
+            )
+            .await;
+        assert!(frame(next_text(&mut again).await).recovered);
+        next_text(&mut again).await;
+        next_text(&mut again).await;
+        // Another epoch: not recovered.
+        let mut other = server
+            .connect("/mail/ws/inbox", &[&auth, &resume("another:1")])
+            .await;
+        assert!(!frame(next_text(&mut other).await).recovered);
+        let resumes = |recovered| snap.counter(names::RESUMES, &[("recovered", recovered)]);
+        assert_eq!(resumes("true"), 2, "`new` and the recovered one");
+        assert_eq!(resumes("false"), 1);
+        assert_eq!(snap.counter(names::REPLAYED_EVENTS, &[]), 2);
+    });
+}
