@@ -12,34 +12,16 @@ Default binary: target/debug/examples/demo (build it with
 import asyncio, base64, json, os, signal, socket, struct, subprocess, sys, time, urllib.request
 
 import websockets
+
+import demo_fixtures
+from demo_fixtures import ALICE, BOB, C_ALICE, C_BOB, check, failures, free_port
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 DEMO = sys.argv[1] if len(sys.argv) > 1 else "target/debug/examples/demo"
-ALICE, BOB = "msk_demo_alice", "msk_demo_bob"
-C_ALICE = "11111111-1111-4111-8111-111111111111"
-C_BOB = "22222222-2222-4222-8222-222222222222"
-failures = []
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures.append(what)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_demo(*extra):
-    port = free_port()
-    proc = subprocess.Popen([DEMO, "--addr", f"127.0.0.1:{port}", "--no-simulation", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = proc.stdout.readline()
-    assert line.startswith("listening on http://"), line
-    return proc, port
+    return demo_fixtures.start_demo(DEMO, *extra)
 
 
 def publish(port, path, event):

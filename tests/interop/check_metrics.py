@@ -13,37 +13,19 @@ the same type and labels.
 import asyncio, base64, json, os, re, socket, subprocess, sys, time, urllib.error, urllib.request
 
 import websockets
+
+import demo_fixtures
+from demo_fixtures import ALICE, BOB, C_ALICE, C_BOB, check, failures, free_port
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 DEMO = sys.argv[1] if len(sys.argv) > 1 else "target/debug/examples/demo"
 README = sys.argv[2] if len(sys.argv) > 2 else "README.md"
-ALICE, BOB = "msk_demo_alice", "msk_demo_bob"
-C_ALICE = "11111111-1111-4111-8111-111111111111"
-C_BOB = "22222222-2222-4222-8222-222222222222"
 SECRETS = {"alice", "bob", ALICE, BOB, C_ALICE, C_BOB, "msk_wrong"}
-failures = []
-
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures.append(what)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_demo(*extra):
-    port = free_port()
-    proc = subprocess.Popen([DEMO, "--addr", f"127.0.0.1:{port}", "--no-simulation", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = proc.stdout.readline()
-    assert line.startswith("listening on http://"), line
-    return proc, port
+    return demo_fixtures.start_demo(DEMO, *extra)
 
 
 def http(port, method, path, body=None):
