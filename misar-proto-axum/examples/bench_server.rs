@@ -50,6 +50,13 @@ struct Args {
     /// `--nodelay false` shows what it changes.
     #[arg(long, env = "BENCH_NODELAY", default_value_t = true, action = clap::ArgAction::Set)]
     nodelay: bool,
+    /// Install a Prometheus recorder as the demo does (`examples/demo/metrics.rs`: buckets,
+    /// `describe`, upkeep every 5 s) and render the text once per second into a sink, as a
+    /// scraper would (issue 15's overhead benchmark). Without it, whatever the libraries record
+    /// goes to the facade's no-op recorder. The recording itself is compiled in when the
+    /// `metrics` feature of misar-proto-tokio is on (this crate's dev-dependency turns it on).
+    #[arg(long, env = "BENCH_METRICS")]
+    metrics: bool,
 }
 
 struct Bench {
@@ -63,6 +70,9 @@ struct Bench {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
+    if args.metrics {
+        install_metrics().map_err(std::io::Error::other)?;
+    }
     let hub = Hub::new(HubConfig {
         max_connections_per_account: 1_000_000,
         max_connections: 1_000_000,
@@ -107,6 +117,44 @@ async fn main() -> std::io::Result<()> {
             let _ = tokio::signal::ctrl_c().await;
         }))
         .await
+}
+
+/// Buckets of the `_seconds` histograms, as the demo's: 100 µs to 10 s.
+const SECONDS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0,
+];
+/// Buckets of `misar_queue_depth`, as the demo's.
+const DEPTH: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+/// `--metrics`: the demo's `install` (examples/demo/metrics.rs), plus a simulated scraper that
+/// renders the text format once per second and keeps only its length.
+fn install_metrics() -> Result<(), String> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full("misar_queue_depth".into()), DEPTH))
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    misar_proto_tokio::metrics::describe();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut rendered = 0usize;
+        loop {
+            tick.tick().await;
+            rendered = rendered.wrapping_add(std::hint::black_box(handle.render()).len());
+        }
+    });
+    eprintln!("metrics: Prometheus recorder installed, rendered once per second");
+    Ok(())
 }
 
 fn event(seq: u64, sent_at_ns: u64, pad: usize) -> InboxEvent {
