@@ -73,16 +73,13 @@ impl Conn {
             Err(EnqueueError::Overflow { .. }) => Outcome::Overflowed,
             Err(_) => return Outcome::Refused,
         };
+        // The first event of a batch starts its clock (later ones find it running): one more
+        // lock per batch, not per event.
         #[cfg(feature = "metrics")]
-        let depth = (outcome == Outcome::Queued).then(|| {
+        if outcome == Outcome::Queued && session.queued_events() == 1 {
             self.mark_queued(now);
-            session.queued_events()
-        });
-        drop(session);
-        #[cfg(feature = "metrics")]
-        if let Some(depth) = depth {
-            crate::metrics::record::queue_depth(depth);
         }
+        drop(session);
         self.notify.notify_one();
         outcome
     }

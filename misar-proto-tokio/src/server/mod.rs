@@ -366,8 +366,14 @@ struct Drained {
 /// transport is dropped when the session reports `Closed`, right after).
 fn drain(feed: &Feed, batch: &mut Vec<Message>, max_batch: usize) -> Drained {
     let mut session = lock(feed.session());
+    let depth = session.queued_events();
+    // One sample per batch, not per enqueue: a histogram per event of a 1,000-way fan-out
+    // cost a fifth of the server's CPU (BENCHMARKS.md, issue 15).
+    if depth > 0 {
+        crate::metrics::record::queue_depth(depth);
+    }
     // One allocation for the whole batch (control frames come on top of the queue, rarely).
-    batch.reserve(session.queued_events().saturating_add(1).min(max_batch));
+    batch.reserve(depth.saturating_add(1).min(max_batch));
     let mut closed = None;
     let mut more = true;
     while batch.len() < max_batch {
