@@ -95,15 +95,16 @@ impl Conn {
     }
 
     /// Takes the instant the oldest event of the batch just drained was queued; when events
-    /// are left in the session, they count from `now` (they were queued before it: the
+    /// are left in the session, they count from the drain (they were queued before it: the
     /// latency is then slightly underestimated, never overestimated). Call under the
     /// session's lock, right after draining.
     #[cfg(feature = "metrics")]
-    pub(crate) fn take_queued_since(&self, left: usize, now: Instant) -> Option<Instant> {
+    pub(crate) fn take_queued_since(&self, left: usize) -> Option<Instant> {
         let mut since = lock(&self.queued_since);
         let taken = since.take();
         if left > 0 && taken.is_some() {
-            *since = Some(now);
+            // Read the clock only for leftovers (rare: the batch was full).
+            *since = Some(crate::hub::now());
         }
         taken
     }

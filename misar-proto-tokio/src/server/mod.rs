@@ -180,6 +180,9 @@ where
     // fresh `notified()` per wait would register and unregister a waiter every time).
     let notified = feed.notified();
     tokio::pin!(notified);
+    // Batches taken so far: the per-batch histograms (queue depth, publish → flush) sample
+    // one batch in `SAMPLE_EVERY`, the first one always.
+    let mut batches: u32 = 0;
 
     loop {
         // 1. Drain the session's outputs.
@@ -192,7 +195,8 @@ where
             deadline,
             more,
             queued_since,
-        } = drain(&feed, &mut batch, max_batch);
+        } = drain(&feed, &mut batch, max_batch, batches % SAMPLE_EVERY == 0);
+        batches = batches.wrapping_add(1);
         if failure.is_some() {
             // The transport is unusable: nothing more goes to it.
             batch.clear();
@@ -350,6 +354,11 @@ fn take_input<E: TransportError>(
 }
 
 /// What one drain produced besides the messages.
+/// One batch in this many is measured by the per-batch histograms (`misar_queue_depth`,
+/// `misar_publish_to_flush_seconds`). A fan-out's batches are often of one event, so measuring
+/// each cost B3 a tenth of its throughput with a recorder installed (BENCHMARKS.md, issue 15).
+const SAMPLE_EVERY: u32 = 16;
+
 struct Drained {
     /// The session is over.
     closed: Option<CloseSummary>,
@@ -364,12 +373,12 @@ struct Drained {
 
 /// Moves up to `max_batch` messages out of the session (`DropTransport` needs no action: the
 /// transport is dropped when the session reports `Closed`, right after).
-fn drain(feed: &Feed, batch: &mut Vec<Message>, max_batch: usize) -> Drained {
+fn drain(feed: &Feed, batch: &mut Vec<Message>, max_batch: usize, sample: bool) -> Drained {
     let mut session = lock(feed.session());
     let depth = session.queued_events();
-    // One sample per batch, not per enqueue: a histogram per event of a 1,000-way fan-out
+    // Sampled batches only, never per enqueue: a histogram per event of a 1,000-way fan-out
     // cost a fifth of the server's CPU (BENCHMARKS.md, issue 15).
-    if depth > 0 {
+    if sample && depth > 0 {
         crate::metrics::record::queue_depth(depth);
     }
     // One allocation for the whole batch (control frames come on top of the queue, rarely).
@@ -394,9 +403,13 @@ fn drain(feed: &Feed, batch: &mut Vec<Message>, max_batch: usize) -> Drained {
     #[cfg(feature = "metrics")]
     let queued_since = feed
         .conn()
-        .take_queued_since(session.queued_events(), now());
+        .take_queued_since(session.queued_events())
+        .filter(|_| sample);
     #[cfg(not(feature = "metrics"))]
-    let queued_since = None;
+    let queued_since = {
+        let _ = sample;
+        None
+    };
     Drained {
         closed,
         deadline: session.poll_timeout(),
