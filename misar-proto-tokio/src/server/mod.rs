@@ -180,8 +180,8 @@ where
     // fresh `notified()` per wait would register and unregister a waiter every time).
     let notified = feed.notified();
     tokio::pin!(notified);
-    // Batches taken so far: the per-batch histograms (queue depth, publish → flush) sample
-    // one batch in `SAMPLE_EVERY`, the first one always.
+    // Batches of events taken so far: the per-batch histograms (queue depth, publish →
+    // flush) sample one in `SAMPLE_EVERY`, the first one always.
     let mut batches: u32 = 0;
 
     loop {
@@ -195,8 +195,11 @@ where
             deadline,
             more,
             queued_since,
+            had_events,
         } = drain(&feed, &mut batch, max_batch, batches % SAMPLE_EVERY == 0);
-        batches = batches.wrapping_add(1);
+        if had_events {
+            batches = batches.wrapping_add(1);
+        }
         if failure.is_some() {
             // The transport is unusable: nothing more goes to it.
             batch.clear();
@@ -369,6 +372,8 @@ struct Drained {
     /// When the oldest event of the batch was queued by the hub (with the `metrics`
     /// feature; `None` otherwise).
     queued_since: Option<Instant>,
+    /// Events were queued when the batch was taken (it counts for sampling).
+    had_events: bool,
 }
 
 /// Moves up to `max_batch` messages out of the session (`DropTransport` needs no action: the
@@ -415,6 +420,7 @@ fn drain(feed: &Feed, batch: &mut Vec<Message>, max_batch: usize, sample: bool) 
         deadline: session.poll_timeout(),
         more,
         queued_since,
+        had_events: depth > 0,
     }
 }
 
