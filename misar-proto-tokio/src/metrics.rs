@@ -23,8 +23,8 @@
 //! | `misar_progress_coalesced_total` | counter | — | queued `progress` events superseded by a newer one before they were sent (read from the session when the connection ends) |
 //! | `misar_queue_overflows_total` | counter | — | connections closed with 1013 because their queue overflowed (slow consumers) |
 //! | `misar_write_timeouts_total` | counter | — | connections dropped because writing a batch exceeded the driver's write timeout |
-//! | `misar_queue_depth` | histogram | — | events queued in a connection's session when its driver takes a batch (one sample per batch) |
-//! | `misar_publish_to_flush_seconds` | histogram (seconds) | — | from the hub queueing the oldest event of a batch for a connection to the flush of that batch (per batch, not per event; with the in-process broker the queueing happens inside the publish call) |
+//! | `misar_queue_depth` | histogram | — | events queued in a connection's session when its driver takes a batch (sampled: a connection's first batch of events, then one in 16) |
+//! | `misar_publish_to_flush_seconds` | histogram (seconds) | — | from the hub queueing the oldest event of a batch for a connection to the flush of that batch (per batch, not per event, sampled as `misar_queue_depth`; with the in-process broker the queueing happens inside the publish call) |
 //! | `misar_redis_reconnects_total` | counter | — | the Redis subscriber connection re-established after a loss (feature `redis`) |
 //! | `misar_redis_gaps_total` | counter | — | the Redis subscription was lost: events published meanwhile may be missing on this node |
 //! | `misar_redis_relayed_total` | counter | — | events received from Redis that were valid and handed to this node's hubs |
