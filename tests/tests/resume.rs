@@ -63,20 +63,6 @@ fn event_of(text: &str) -> (u64, u64) {
     (seq.parse().expect("a number"), offset)
 }
 
-/// Every byte but ASCII letters and digits as `%XX`.
-fn percent_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// Ends the connection the way a crashed client does: a TCP reset, no close frame.
 fn kill(ws: Ws) {
     if let MaybeTlsStream::Plain(stream) = ws.get_ref() {
@@ -348,7 +334,7 @@ async fn every_bad_resume_value_is_a_400_before_authentication() {
     ];
     let keys_checked = server.auth.key_checks();
     for value in bad_values {
-        let encoded = percent_encode(value);
+        let encoded: String = form_urlencoded::byte_serialize(value.as_bytes()).collect();
         let query = format!("{INBOX}?resume={encoded}");
         // In the header (when it can be one), in the query, with and without a key.
         let mut attempts: Vec<(String, Vec<(&str, &str)>)> = vec![
