@@ -8,6 +8,12 @@
 //! Every connection uses the key `msk_bench_0123456789abcdef`, which the authorizer maps to one
 //! account, so one publish reaches every subscriber.
 
+// The demo's recorder setup, shared so that the benchmark measures what the demo runs (its
+// `render` route is the demo's only).
+#[allow(dead_code)]
+#[path = "demo/metrics.rs"]
+mod demo_metrics;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -119,32 +125,10 @@ async fn main() -> std::io::Result<()> {
         .await
 }
 
-/// Buckets of the `_seconds` histograms, as the demo's: 100 µs to 10 s.
-const SECONDS: &[f64] = &[
-    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0,
-];
-/// Buckets of `misar_queue_depth`, as the demo's.
-const DEPTH: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
-
-/// `--metrics`: the demo's `install` (examples/demo/metrics.rs), plus a simulated scraper that
-/// renders the text format once per second and keeps only its length.
+/// `--metrics`: the demo's recorder (examples/demo/metrics.rs, the same file), plus a simulated
+/// scraper that renders the text format once per second and keeps only its length.
 fn install_metrics() -> Result<(), String> {
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
-        .and_then(|b| b.set_buckets_for_metric(Matcher::Full("misar_queue_depth".into()), DEPTH))
-        .map_err(|e| e.to_string())?
-        .install_recorder()
-        .map_err(|e| e.to_string())?;
-    misar_proto_tokio::metrics::describe();
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
+    let handle = demo_metrics::install()?;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut rendered = 0usize;

@@ -29,9 +29,3 @@ pub(crate) fn outcome(rejected: &Rejected) -> &'static str {
         },
     }
 }
-
-/// Counts one handshake's outcome (through `misar-proto-tokio`, whose `metrics` feature
-/// decides whether anything is recorded).
-pub(crate) fn handshake(outcome: &'static str) {
-    misar_proto_tokio::metrics::handshake(outcome);
-}

@@ -31,11 +31,12 @@ use crate::bounds::{
     DEFAULT_HOOK_TIMEOUT, DEFAULT_MAX_PENDING_HANDSHAKES, HookBounds, PENDING_RETRY_AFTER_SECS,
 };
 use crate::buffers::WsBuffers;
-use crate::metrics::{handshake as record_handshake, outcome};
+use crate::metrics::outcome;
 use crate::observer::{ConnectionInfo, ConnectionObserver, Observer, channel_kind};
 use crate::reject::close_after_upgrade;
 use crate::shutdown::ShutdownHandle;
 use crate::upgrade::Upgrade;
+use misar_proto_tokio::metrics::handshake as record_handshake;
 
 /// Builds a [`MisarWs`]: the hub to fan out through, the hooks, and the settings.
 ///

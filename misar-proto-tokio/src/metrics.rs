@@ -68,36 +68,12 @@ pub mod names {
     pub const REPLAYED_EVENTS: &str = "misar_replayed_events_total";
 }
 
-/// The event types a `type` label may take (the protocol's; anything else is `unknown`).
-pub const EVENT_TYPES: &[&str] = &[
-    "email_received",
-    "bounce",
-    "complaint",
-    "unsubscribe",
-    "campaign_started",
-    "campaign_completed",
-    "progress",
-    "completed",
-    "failed",
-    "cancelled",
-];
-
 /// Registers the help text and unit of every family above with the installed recorder. Call
 /// it once, after installing the recorder (calling it again is harmless). Does nothing
 /// without the `metrics` feature.
 pub fn describe() {
     #[cfg(feature = "metrics")]
     imp::describe();
-}
-
-/// The bounded `type` label of an event type name.
-#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-pub(crate) fn type_label(name: &str) -> &'static str {
-    EVENT_TYPES
-        .iter()
-        .find(|known| **known == name)
-        .copied()
-        .unwrap_or("unknown")
 }
 
 /// The `channel` label of a stream.
@@ -131,23 +107,11 @@ pub(crate) fn close_labels(
         CloseCause::TransportClosed => ("none".to_owned(), "transport"),
         // The server decided: its code, whether or not the frame got out (a slow consumer's
         // 1013 usually cannot, its socket being full).
-        cause => {
-            let decided = match cause {
-                CloseCause::HeartbeatTimeout | CloseCause::Shutdown => Some(1001),
-                CloseCause::Finished => Some(1000),
-                CloseCause::SlowConsumer => Some(1013),
-                CloseCause::MessageTooBig => Some(1009),
-                CloseCause::TooManyMessages => Some(1008),
-                CloseCause::ProtocolError => Some(1002),
-                CloseCause::InvalidPayload => Some(1007),
-                _ => None,
-            };
-            match summary.sent_code.map(|code| code.as_u16()).or(decided) {
-                Some(code) => (code.to_string(), "server"),
-                None if write_timed_out => ("none".to_owned(), "transport"),
-                None => ("none".to_owned(), "server"),
-            }
-        }
+        _ => match summary.sent_code.or(summary.decided_code) {
+            Some(code) => (code.as_u16().to_string(), "server"),
+            None if write_timed_out => ("none".to_owned(), "transport"),
+            None => ("none".to_owned(), "server"),
+        },
     }
 }
 
@@ -359,13 +323,31 @@ pub(crate) mod record {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use misar_proto::event::{decode_campaign, decode_inbox};
 
+    /// The `type` label comes from the core's known types: an unknown one (whatever a
+    /// relayed producer sent) has none, so the hub labels it `unknown`.
     #[test]
     fn type_labels_are_bounded() {
-        assert_eq!(type_label("email_received"), "email_received");
-        assert_eq!(type_label("progress"), "progress");
-        assert_eq!(type_label("acct-1"), "unknown");
-        assert_eq!(type_label(""), "unknown");
+        let email = br#"{"type":"email_received","from":"a@b","subject":"s","receivedAt":"2026-05-27T10:15:00Z"}"#;
+        let known = decode_inbox(email).unwrap();
+        assert_eq!(known.known_type_name(), Some(known.type_name()));
+        assert_eq!(
+            decode_inbox(br#"{"type":"acct-1"}"#)
+                .unwrap()
+                .known_type_name(),
+            None
+        );
+        let progress = decode_campaign(
+            br#"{"type":"progress","campaignId":"c","sent":1,"total":2,"delivered":1,"bounced":0,"opened":0}"#,
+        )
+        .unwrap();
+        assert_eq!(progress.known_type_name(), Some("progress"));
+        assert_eq!(
+            decode_campaign(br#"{"type":"paused"}"#)
+                .unwrap()
+                .known_type_name(),
+            None
+        );
     }
 }

@@ -388,7 +388,7 @@ impl Hub {
         event: &InboxEvent,
     ) -> Result<PublishReport, PublishError> {
         let encoded = validate_inbox(event, &self.inner.rules)?;
-        let kind = crate::metrics::type_label(event.type_name());
+        let kind = event.known_type_name().unwrap_or("unknown");
         self.publish_encoded(StreamKey::Inbox(account.clone()), encoded, kind)
             .await
     }
@@ -404,7 +404,7 @@ impl Hub {
         event: &CampaignEvent,
     ) -> Result<PublishReport, PublishError> {
         let encoded = validate_campaign(campaign, event, &self.inner.rules)?;
-        let kind = crate::metrics::type_label(event.type_name());
+        let kind = event.known_type_name().unwrap_or("unknown");
         self.publish_encoded(StreamKey::Campaign(campaign.clone()), encoded, kind)
             .await
     }

@@ -390,14 +390,23 @@ impl InboxEvent {
     /// The wire `type` (for an unknown event, the `type` it came with).
     pub fn type_name(&self) -> &str {
         match self {
+            InboxEvent::Unknown(e) => &e.kind,
+            known => known.known_type_name().unwrap_or_default(),
+        }
+    }
+
+    /// The wire `type` of a type this version knows (`None` for [`InboxEvent::Unknown`]): a
+    /// bounded set, e.g. for a metric label.
+    pub fn known_type_name(&self) -> Option<&'static str> {
+        Some(match self {
             InboxEvent::EmailReceived(_) => "email_received",
             InboxEvent::Bounce(_) => "bounce",
             InboxEvent::Complaint(_) => "complaint",
             InboxEvent::Unsubscribe(_) => "unsubscribe",
             InboxEvent::CampaignStarted(_) => "campaign_started",
             InboxEvent::CampaignCompleted(_) => "campaign_completed",
-            InboxEvent::Unknown(e) => &e.kind,
-        }
+            InboxEvent::Unknown(_) => return None,
+        })
     }
 
     /// The campaign the event is about, when it names one.
@@ -422,12 +431,21 @@ impl CampaignEvent {
     /// The wire `type` (for an unknown event, the `type` it came with).
     pub fn type_name(&self) -> &str {
         match self {
+            CampaignEvent::Unknown(e) => &e.kind,
+            known => known.known_type_name().unwrap_or_default(),
+        }
+    }
+
+    /// The wire `type` of a type this version knows (`None` for [`CampaignEvent::Unknown`]):
+    /// a bounded set, e.g. for a metric label.
+    pub fn known_type_name(&self) -> Option<&'static str> {
+        Some(match self {
             CampaignEvent::Progress(_) => "progress",
             CampaignEvent::Completed(_) => "completed",
             CampaignEvent::Failed(_) => "failed",
             CampaignEvent::Cancelled(_) => "cancelled",
-            CampaignEvent::Unknown(e) => &e.kind,
-        }
+            CampaignEvent::Unknown(_) => return None,
+        })
     }
 
     /// The campaign the event is about (`None` only for an unknown event).

@@ -248,6 +248,10 @@ pub struct CloseSummary {
     pub close_sent: bool,
     /// The code of the close frame we transmitted (`None`: none, or a code-less echo).
     pub sent_code: Option<CloseCode>,
+    /// The code the session decided to close with, whether or not the frame got out (a slow
+    /// consumer's 1013 often cannot: its socket is full). `None` when the session decided
+    /// nothing (the peer closed first, the transport ended) or closed without a code.
+    pub decided_code: Option<CloseCode>,
     /// The peer's close frame, if one arrived.
     pub received: Option<ReceivedClose>,
     /// Events still queued when the close was decided, which were discarded.
@@ -330,6 +334,7 @@ struct CloseState {
     to_send: Option<Option<CloseFrame>>,
     close_sent: bool,
     sent_code: Option<CloseCode>,
+    decided_code: Option<CloseCode>,
     received: Option<ReceivedClose>,
     transport_gone: bool,
     ending: Option<Ending>,
@@ -882,6 +887,7 @@ impl ServerSession {
             ending,
             close_sent: self.close.close_sent,
             sent_code: self.close.sent_code,
+            decided_code: self.close.decided_code,
             received: self.close.received.take(),
             unsent_events: self.close.unsent_events,
             events_sent: self.events_sent,
@@ -917,6 +923,11 @@ impl ServerSession {
         }
         self.phase = Phase::Closing;
         self.close.cause = Some(cause);
+        // An echo of the peer's close is no decision of ours.
+        self.close.decided_code = match cause {
+            CloseCause::PeerClosed => None,
+            _ => frame.as_ref().map(|f| f.code),
+        };
         self.close.to_send = Some(frame);
         self.close.unsent_events = self.queue.clear();
         self.pending_pong = None;

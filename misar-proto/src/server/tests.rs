@@ -283,7 +283,29 @@ fn peer_close_is_echoed_then_dropped() {
     assert_eq!(sum.ending, Ending::Handshake);
     assert_eq!(sum.unsent_events, 1);
     assert_eq!(sum.received.as_ref().and_then(|r| r.code), Some(4000));
+    assert_eq!(sum.sent_code.map(CloseCode::as_u16), Some(4000));
+    assert_eq!(sum.decided_code, None, "an echo is no decision");
     assert_eq!(out.len(), 3);
+}
+
+#[test]
+fn the_decided_code_is_reported_when_the_frame_never_went_out() {
+    let t0 = origin();
+    let config = ServerConfig {
+        max_queued_events: 1,
+        ..ServerConfig::default()
+    };
+    let mut s = session(config, t0);
+    s.enqueue(event("a", EventClass::Ordinary), t0).unwrap();
+    assert!(s.enqueue(event("b", EventClass::Ordinary), t0).is_err());
+    // The socket is full: the transport dies before the 1013 can be written.
+    s.handle_transport_closed(t0);
+    let out = drain(&mut s);
+    let sum = summary(&out);
+    assert_eq!(sum.cause, CloseCause::SlowConsumer);
+    assert!(!sum.close_sent);
+    assert_eq!(sum.sent_code, None);
+    assert_eq!(sum.decided_code, Some(CloseCode::TryAgainLater));
 }
 
 #[test]
