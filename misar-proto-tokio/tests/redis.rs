@@ -164,7 +164,7 @@ async fn a_late_joiner_on_any_node_gets_the_latest_progress_then_the_terminal_ev
         // Kept in Redis with a TTL.
         let mut direct = raw(&redis.url()).await;
         let ttl: i64 = redis::cmd("PTTL")
-            .arg("misar:last:c1")
+            .arg("misar:last:{campaign:c1}")
             .query_async(&mut direct)
             .await
             .unwrap();
@@ -401,7 +401,7 @@ async fn messages_that_are_not_valid_events_are_dropped_and_counted() {
             let mut framed = b"foreign:1\n".to_vec();
             framed.extend_from_slice(message);
             let _: i64 = redis::cmd("PUBLISH")
-                .arg("misar:inbox:alice")
+                .arg("misar:{inbox:alice}")
                 .arg(framed)
                 .query_async(&mut direct)
                 .await
@@ -410,17 +410,17 @@ async fn messages_that_are_not_valid_events_are_dropped_and_counted() {
         // A campaign event about another campaign, and an unreadable revocation.
         for (channel, message) in [
             (
-                "misar:campaign:c1",
+                "misar:{campaign:c1}",
                 format!("foreign:1\n{}", campaign_text(&progress("c9", 1))).into_bytes(),
             ),
             ("misar:revoke", b"everyone".to_vec()),
             // Not framed with a position, or framed badly: refused before the JSON is read.
-            ("misar:campaign:c1", campaign_text(&progress("c1", 1)).into_bytes()),
+            ("misar:{campaign:c1}", campaign_text(&progress("c1", 1)).into_bytes()),
             (
-                "misar:campaign:c1",
+                "misar:{campaign:c1}",
                 format!("e:01\n{}", campaign_text(&progress("c1", 1))).into_bytes(),
             ),
-            ("misar:campaign:c1", b"e:1\n".to_vec()),
+            ("misar:{campaign:c1}", b"e:1\n".to_vec()),
         ] {
             let _: i64 = redis::cmd("PUBLISH")
                 .arg(channel)

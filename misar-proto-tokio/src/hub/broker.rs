@@ -26,6 +26,9 @@ use super::{HubInner, PublishReport, StreamKey};
 pub type BrokerFuture<'a> =
     Pin<Box<dyn Future<Output = Result<PublishReport, BrokerError>> + Send + 'a>>;
 
+/// The future a [`Broker::ready`] returns.
+pub type ReadyFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BrokerError>> + Send + 'a>>;
+
 /// The future a [`Broker::revoke`] returns.
 pub type RevokeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BrokerError>> + Send + 'a>>;
 
@@ -62,6 +65,18 @@ pub trait Broker: Send + Sync + 'static {
     /// subscribes upstream). Default: nothing.
     fn stream_opened(&self, stream: &StreamKey) {
         let _ = stream;
+    }
+
+    /// Resolves once an event published anywhere from now on reaches this node's subscribers
+    /// of `stream` (a remote broker: its upstream subscription is confirmed), or fails when
+    /// that cannot be promised soon (the broker's upstream is unreachable). Called after a
+    /// subscribe opened the stream ([`Feed::ready`](super::Feed::ready)), before the upgrade
+    /// is answered, so a client accepted misses nothing published after its 101. Not called
+    /// under a hub's lock. Default: ready at once (an in-process broker delivers every
+    /// publish to every attached hub).
+    fn ready<'a>(&'a self, stream: &'a StreamKey) -> ReadyFuture<'a> {
+        let _ = stream;
+        Box::pin(async { Ok(()) })
     }
 
     /// The last subscriber of `stream` on an attached hub left. Default: nothing.

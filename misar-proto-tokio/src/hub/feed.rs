@@ -189,6 +189,18 @@ impl Feed {
         &self.stream
     }
 
+    /// Resolves once every event published from now on, on any node, reaches this
+    /// connection: at once with the in-process broker; with a multi-node one when its
+    /// upstream subscription to the stream is confirmed (one round trip for a stream new to
+    /// this node). Await it **before answering the upgrade** (the axum adapter does), so an
+    /// event published after the client saw its 101 is never missed. An error means the
+    /// broker cannot promise that now (its upstream is unreachable): refuse with 503 and
+    /// `Retry-After` (dropping the feed uncounts the connection). Events published meanwhile
+    /// already queue in the session.
+    pub async fn ready(&self) -> Result<(), super::BrokerError> {
+        self.hub.broker.ready(&self.stream).await
+    }
+
     /// The connection's id in the hub.
     pub fn id(&self) -> ConnectionId {
         self.id

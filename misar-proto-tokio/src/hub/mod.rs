@@ -92,8 +92,8 @@ use misar_proto::streams::{
 use tokio::sync::Notify;
 
 pub use broker::{
-    Broker, BrokerError, BrokerFuture, HubDelivery, LocalBroker, PendingResume, Revocation,
-    RevokeFuture,
+    Broker, BrokerError, BrokerFuture, HubDelivery, LocalBroker, PendingResume, ReadyFuture,
+    Revocation, RevokeFuture,
 };
 pub use feed::Feed;
 pub use misar_proto::streams::{RevocationMark, StreamKey, SubscribeError};
@@ -192,14 +192,37 @@ impl HubConfig {
     }
 }
 
-/// What a publish did on the hubs the broker reached.
+/// What a publish did, as far as the publishing node knows when the call returns.
+///
+/// - In-process broker ([`Hub::new`]): every delivery happened during the call:
+///   `delivered` counts them all, `receivers` is `None`.
+/// - Redis ([`redis::RedisBroker`]): an `Ok` means Redis took the event (numbered it, kept it
+///   in the history, published it); every node, this one included, delivers it when Redis
+///   hands it back, after the call returned, so `delivered` is 0 and `receivers` says how
+///   many nodes had subscribers of the stream at that moment (0: nobody anywhere).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PublishReport {
-    /// Connections the event was queued for.
+    /// Connections this call queued the event for.
     pub delivered: usize,
     /// Connections whose queue overflowed with this event: they now close with 1013.
     pub overflowed: usize,
+    /// Nodes that were subscribed to the stream when a multi-node broker published the
+    /// event; they deliver it after the call returns. `None` when the broker delivered
+    /// everything during the call.
+    pub receivers: Option<usize>,
+}
+
+impl PublishReport {
+    /// The report of a multi-node broker that handed the event to `receivers` nodes (for a
+    /// [`Broker`] implementation: nothing was delivered during the call).
+    pub fn accepted_by(receivers: usize) -> Self {
+        Self {
+            delivered: 0,
+            overflowed: 0,
+            receivers: Some(receivers),
+        }
+    }
 }
 
 /// Why a publish failed. Nothing was sent to anyone.

@@ -118,6 +118,8 @@
 //! [`HubStats::encodes`]: super::HubStats::encodes
 //! [`validate_relayed`]: misar_proto::streams::validate_relayed
 
+mod connection;
+mod inbound;
 mod names;
 mod publisher;
 mod subscriber;
@@ -127,7 +129,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use ::redis::{Client, IntoConnectionInfo, ProtocolVersion, RedisError};
+use ::redis::RedisError;
 use misar_proto::backoff::{Backoff, BackoffConfig};
 use misar_proto::event::{EncodedEvent, EventClass};
 use misar_proto::resume::ResumeRequest;
@@ -135,11 +137,12 @@ use misar_proto::streams::{HistoryConfig, PublishRules};
 use tokio::sync::{Notify, watch};
 
 use super::{
-    Broker, BrokerError, BrokerFuture, HubDelivery, PendingResume, PublishReport, Revocation,
-    RevokeFuture, StreamKey, lock,
+    Broker, BrokerError, BrokerFuture, HubDelivery, PendingResume, PublishReport, ReadyFuture,
+    Revocation, RevokeFuture, StreamKey, lock,
 };
+use connection::Upstream;
 use names::Names;
-use publisher::{Event, Op, Publisher};
+use publisher::{Op, Publisher};
 use subscriber::{Interest, Progress, Resume};
 
 /// Settings of a [`RedisBroker`]. `Default` gives sensible values; every node of a deployment
@@ -178,6 +181,24 @@ pub struct RedisConfig {
     /// (24 hours; never less than `history.max_age` or `cache_ttl`). A client that comes
     /// back later finds a new epoch and is told `recovered: false`.
     pub history_meta_ttl: Duration,
+    /// Messages from Redis waiting for this node's subscriber task at most (8,192); with
+    /// `inbound_max_bytes` (16 MiB), the bound on what a node that cannot keep up holds.
+    /// Reaching either drops the subscriber connection: a gap, counted in
+    /// [`RedisStats::gaps`] and [`RedisStats::overflows`], then resubscription (opted-in
+    /// clients resume from the history).
+    pub inbound_max_messages: usize,
+    /// Bytes of messages from Redis waiting for the subscriber task at most (16 MiB).
+    pub inbound_max_bytes: usize,
+    /// How long a new connection may wait for its stream's subscription to be confirmed
+    /// ([`Feed::ready`](super::Feed::ready), before the upgrade is answered; 2 s): past
+    /// it the connection is refused with 503 and `Retry-After`, since an event published
+    /// after its 101 could not be promised to it.
+    pub subscribe_timeout: Duration,
+    /// Redis Cluster (false): the URL given to [`RedisBroker::connect`] is then a
+    /// comma-separated list of seed nodes, pub/sub is sharded (`SSUBSCRIBE` / `SPUBLISH`,
+    /// Redis 7 or later), and every key of a stream shares its channel's hash tag, so one
+    /// stream lives on one master.
+    pub cluster: bool,
 }
 
 impl Default for RedisConfig {
@@ -195,6 +216,10 @@ impl Default for RedisConfig {
             max_event_bytes: misar_proto::streams::DEFAULT_MAX_EVENT_BYTES,
             history: HistoryConfig::default(),
             history_meta_ttl: Duration::from_secs(24 * 3600),
+            inbound_max_messages: 8192,
+            inbound_max_bytes: 16 << 20,
+            subscribe_timeout: Duration::from_secs(2),
+            cluster: false,
         }
     }
 }
@@ -228,6 +253,14 @@ pub enum RedisBrokerError {
     /// Redis refused or failed a command.
     #[error("a Redis command failed")]
     Command(#[source] RedisError),
+    /// The configuration cannot work (a prefix with `{` or `}`: they would break the hash
+    /// tags that keep a stream's keys together).
+    #[error("invalid broker configuration: {0}")]
+    InvalidConfig(&'static str),
+    /// The stream's subscription was not confirmed within
+    /// [`RedisConfig::subscribe_timeout`] (Redis, or the stream's master, is unreachable).
+    #[error("the subscription to the stream is not confirmed")]
+    NotSubscribed,
 }
 
 impl RedisConfig {
@@ -240,6 +273,22 @@ impl RedisConfig {
 }
 
 impl RedisBrokerError {
+    /// The same error again, for each of several callers that shared one failed command.
+    fn duplicate(&self) -> RedisBrokerError {
+        match self {
+            RedisBrokerError::InvalidUrl(error) => RedisBrokerError::InvalidUrl(error.clone()),
+            RedisBrokerError::Connect(error) => RedisBrokerError::Connect(error.clone()),
+            RedisBrokerError::Disconnected { retry_in } => RedisBrokerError::Disconnected {
+                retry_in: *retry_in,
+            },
+            RedisBrokerError::ConnectionLost => RedisBrokerError::ConnectionLost,
+            RedisBrokerError::Timeout => RedisBrokerError::Timeout,
+            RedisBrokerError::Command(error) => RedisBrokerError::Command(error.clone()),
+            RedisBrokerError::InvalidConfig(why) => RedisBrokerError::InvalidConfig(why),
+            RedisBrokerError::NotSubscribed => RedisBrokerError::NotSubscribed,
+        }
+    }
+
     fn from_command(error: RedisError) -> Self {
         if error.is_timeout() {
             RedisBrokerError::Timeout
@@ -289,6 +338,13 @@ pub struct RedisStats {
     pub epoch_changes: u64,
     /// Subscriber connection attempts that failed.
     pub connect_failures: u64,
+    /// Times the messages waiting for the subscriber task reached
+    /// [`RedisConfig::inbound_max_messages`] or [`RedisConfig::inbound_max_bytes`] and the
+    /// connection was dropped (each also counts as a gap).
+    pub overflows: u64,
+    /// The most bytes of messages that ever waited for the subscriber task at once (never
+    /// more than [`RedisConfig::inbound_max_bytes`] plus one message).
+    pub inbound_peak_bytes: usize,
     /// Streams subscribed upstream now.
     pub subscribed_streams: usize,
     /// Whether the subscriber connection is up with its subscriptions in place.
@@ -309,14 +365,16 @@ struct Counters {
     resume_errors: AtomicU64,
     epoch_changes: AtomicU64,
     connect_failures: AtomicU64,
+    overflows: AtomicU64,
+    inbound_peak_bytes: Arc<AtomicUsize>,
     subscribed: AtomicUsize,
 }
 
 /// What the broker handle, its hooks and its subscriber task share.
 struct Shared {
     config: RedisConfig,
-    client: Client,
-    names: Names,
+    upstream: Arc<Upstream>,
+    names: Arc<Names>,
     hubs: RwLock<Vec<HubDelivery>>,
     interest: Mutex<Interest>,
     /// Wakes the subscriber task when the interest changed.
@@ -352,27 +410,25 @@ impl RedisBroker {
         url: &str,
         config: RedisConfig,
     ) -> Result<Arc<RedisBroker>, RedisBrokerError> {
-        let info = url
-            .into_connection_info()
-            .map_err(RedisBrokerError::InvalidUrl)?;
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let client = Client::open(info.set_redis_settings(settings))
-            .map_err(RedisBrokerError::InvalidUrl)?;
+        if config.prefix.contains(['{', '}']) {
+            return Err(RedisBrokerError::InvalidConfig(
+                "the prefix must not contain `{` or `}`",
+            ));
+        }
+        let upstream = Arc::new(Upstream::new(url, config.cluster)?);
+        let names = Arc::new(Names::new(&config.prefix));
         let (progress, _) = watch::channel(Progress::default());
         let publisher = Publisher::new(
-            client.clone(),
-            config.connect_timeout,
-            config.command_timeout,
+            Arc::clone(&upstream),
+            Arc::clone(&names),
+            config.clone(),
             Backoff::new(config.backoff, seed()),
         );
         // The publishing side first: its error says why Redis cannot be reached.
         publisher.check().await?;
         let shared = Arc::new(Shared {
-            names: Names::new(&config.prefix),
-            client,
+            names,
+            upstream,
             hubs: RwLock::new(Vec::new()),
             interest: Mutex::new(Interest::default()),
             wake: Notify::new(),
@@ -388,7 +444,7 @@ impl RedisBroker {
         let backoff = Backoff::new(shared.config.backoff, seed());
         let task = tokio::spawn(subscriber::run(Arc::clone(&shared), backoff)).abort_handle();
         let broker = Arc::new(RedisBroker { shared, task });
-        let connect_timeout = broker.shared.config.connect_timeout;
+        let connect_timeout = broker.shared.config.connect_timeout.saturating_mul(2);
         match tokio::time::timeout(connect_timeout, broker.connected()).await {
             Ok(()) => Ok(broker),
             Err(_) => Err(RedisBrokerError::Timeout),
@@ -450,6 +506,8 @@ impl RedisBroker {
             resume_errors: s.resume_errors.load(Ordering::Relaxed),
             epoch_changes: s.epoch_changes.load(Ordering::Relaxed),
             connect_failures: s.connect_failures.load(Ordering::Relaxed),
+            overflows: s.overflows.load(Ordering::Relaxed),
+            inbound_peak_bytes: s.inbound_peak_bytes.load(Ordering::Relaxed),
             subscribed_streams: s.subscribed.load(Ordering::Relaxed),
             connected: self.is_connected(),
         }
@@ -460,12 +518,13 @@ impl RedisBroker {
         &self.shared.config
     }
 
-    async fn send(&self, op: Op<'_>) -> Result<i64, BrokerError> {
+    /// Counts a publish's (or revocation's) outcome.
+    fn count<T>(&self, result: Result<T, RedisBrokerError>) -> Result<T, BrokerError> {
         let counters = &self.shared.stats;
-        match self.shared.publisher.send(op).await {
-            Ok(receivers) => {
+        match result {
+            Ok(value) => {
                 counters.published.fetch_add(1, Ordering::Relaxed);
-                Ok(receivers)
+                Ok(value)
             }
             Err(error) => {
                 counters.publish_errors.fetch_add(1, Ordering::Relaxed);
@@ -519,47 +578,29 @@ impl Broker for RedisBroker {
 
     fn publish(&self, stream: StreamKey, event: EncodedEvent) -> BrokerFuture<'_> {
         Box::pin(async move {
-            let names = &self.shared.names;
-            let config = &self.shared.config;
-            let channel = names.channel(&stream);
-            let meta = names.meta(&stream);
-            let history = names.history(&stream);
             // Campaign events are refused once the campaign finished; `progress` and terminal
             // events also become its shared latest event.
+            let mode = match event.class() {
+                EventClass::Progress => 1,
+                EventClass::Terminal => 2,
+                _ => 0,
+            };
+            let json = event.bytes().clone();
             let campaign = match &stream {
-                StreamKey::Campaign(campaign) => Some((names.last(campaign), names.done(campaign))),
+                StreamKey::Campaign(campaign) => Some(campaign.clone()),
                 StreamKey::Inbox(_) => None,
             };
-            let new_epoch = super::draw_epoch();
-            let op = Op::Event(Event {
-                meta: &meta,
-                history: &history,
-                campaign: campaign
-                    .as_ref()
-                    .map(|(last, done)| (last.as_slice(), done.as_slice())),
-                channel: &channel,
-                json: event.bytes().as_ref(),
-                new_epoch: new_epoch.as_str(),
-                max_events: config.history.max_events,
-                max_age: config.history.max_age,
-                meta_ttl: config.meta_ttl(),
-                cache_ttl: config.cache_ttl,
-                mode: match event.class() {
-                    EventClass::Progress => 1,
-                    EventClass::Terminal => 2,
-                    _ => 0,
-                },
-            });
-            // Deliveries happen on each node when Redis hands the event back: this node
-            // cannot count them here.
-            match self.send(op).await? {
-                publisher::FINISHED => match stream {
-                    StreamKey::Campaign(campaign) => Err(BrokerError::refused(
-                        misar_proto::streams::PublishError::Finished { campaign },
-                    )),
-                    StreamKey::Inbox(_) => Ok(PublishReport::default()),
-                },
-                _ => Ok(PublishReport::default()),
+            let receivers = self.count(self.shared.publisher.publish(stream, json, mode).await)?;
+            match (receivers, campaign) {
+                (publisher::FINISHED, Some(campaign)) => Err(BrokerError::refused(
+                    misar_proto::streams::PublishError::Finished { campaign },
+                )),
+                // Deliveries happen on each node (this one included) when Redis hands the
+                // event back, after this call: the node knows that Redis took it, and how
+                // many nodes were subscribed.
+                (receivers, _) => Ok(PublishReport::accepted_by(
+                    usize::try_from(receivers).unwrap_or(0),
+                )),
             }
         })
     }
@@ -579,6 +620,22 @@ impl Broker for RedisBroker {
         self.shared.wake.notify_one();
     }
 
+    fn ready<'a>(&'a self, stream: &'a StreamKey) -> ReadyFuture<'a> {
+        Box::pin(async move {
+            let live = || lock(&self.shared.interest).live.contains(stream);
+            if live() {
+                return Ok(());
+            }
+            let mut progress = self.shared.progress.subscribe();
+            // Re-checked on every change of the confirmed set (and at once).
+            let confirmed = progress.wait_for(|_| live());
+            match tokio::time::timeout(self.shared.config.subscribe_timeout, confirmed).await {
+                Ok(_) => Ok(()),
+                Err(_) => Err(RedisBrokerError::NotSubscribed.into()),
+            }
+        })
+    }
+
     fn stream_opened(&self, stream: &StreamKey) {
         lock(&self.shared.interest).opened(stream);
         self.shared.wake.notify_one();
@@ -592,12 +649,15 @@ impl Broker for RedisBroker {
     fn revoke(&self, revocation: Revocation) -> RevokeFuture<'_> {
         Box::pin(async move {
             let message = names::encode_revocation(&revocation);
-            self.send(Op::Publish {
-                channel: self.shared.names.revoke(),
-                message: &message,
-            })
-            .await
-            .map(|_| ())
+            let sent = self
+                .shared
+                .publisher
+                .send(Op {
+                    channel: self.shared.names.revoke(),
+                    message: &message,
+                })
+                .await;
+            self.count(sent).map(|_| ())
         })
     }
 }

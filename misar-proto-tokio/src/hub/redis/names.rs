@@ -3,18 +3,25 @@
 //! history).
 //!
 //! ```text
-//! {prefix}:inbox:{account}           channel: an account's inbox events (message: framed, below)
-//! {prefix}:campaign:{id}             channel: a campaign's events        (message: framed)
-//! {prefix}:last:{id}                 key:     the campaign's latest progress / terminal event,
-//!                                             framed (TTL)
-//! {prefix}:done:{id}                 key:     set once the campaign's terminal event was
-//!                                             published (TTL)
-//! {prefix}:meta:inbox:{account}      hash:    e = the stream's epoch, o = its latest offset (TTL)
-//! {prefix}:meta:campaign:{id}        hash:    the same for a campaign
-//! {prefix}:history:inbox:{account}   stream:  the last events, entry id `<offset>-0`,
-//! {prefix}:history:campaign:{id}              fields t (Redis time, ms) and d (the JSON) (TTL)
-//! {prefix}:revoke                    channel: "account:{account}" or "campaign:{id}"
+//! {prefix}:{inbox:<account>}            channel: an account's inbox events (message: framed)
+//! {prefix}:{campaign:<id>}              channel: a campaign's events        (message: framed)
+//! {prefix}:last:{campaign:<id>}         key:     the campaign's latest progress / terminal
+//!                                                event, framed (TTL)
+//! {prefix}:done:{campaign:<id>}         key:     set once the campaign's terminal event was
+//!                                                published (TTL)
+//! {prefix}:meta:{inbox:<account>}       hash:    e = the stream's epoch, o = its latest offset
+//! {prefix}:meta:{campaign:<id>}                  (TTL)
+//! {prefix}:history:{inbox:<account>}    stream:  the last events, entry id `<offset>-0`,
+//! {prefix}:history:{campaign:<id>}               fields t (Redis time, ms) and d (the JSON)
+//! {prefix}:revoke                       channel: "account:{account}" or "campaign:{id}"
 //! ```
+//!
+//! The braces are literal: they are Redis Cluster's **hash tag**. Every name of one stream
+//! carries the same `{<kind>:<id>}` after a prefix without braces (checked at connect), so
+//! Redis hashes the same bytes for all of them (up to the first `}`, whatever the id holds)
+//! and one stream's channel, history and offsets sit in one slot, on one master: the publish
+//! script touches them in one atomic step, and its `SPUBLISH` lands where the node's
+//! `SSUBSCRIBE` is. On a single Redis the braces are just characters.
 //!
 //! The channel carries the stream key; a message carries the event's position and its JSON:
 //! `<epoch>:<offset>\n<json>` (the position exactly as §2.11 writes it, one newline, then the
@@ -38,76 +45,63 @@ pub(super) enum Target {
 /// The names under one prefix.
 #[derive(Debug)]
 pub(super) struct Names {
-    inbox: Vec<u8>,
-    campaign: Vec<u8>,
-    last: Vec<u8>,
-    done: Vec<u8>,
-    meta: Vec<u8>,
-    history: Vec<u8>,
+    /// `{prefix}:`.
+    base: Vec<u8>,
     revoke: Vec<u8>,
-    /// The length of `{prefix}:`.
-    prefix_len: usize,
 }
 
 const REVOKE_ACCOUNT: &[u8] = b"account:";
 const REVOKE_CAMPAIGN: &[u8] = b"campaign:";
 
+const INBOX_TAG: &[u8] = b"{inbox:";
+const CAMPAIGN_TAG: &[u8] = b"{campaign:";
+
 impl Names {
     pub(super) fn new(prefix: &str) -> Self {
-        let with = |suffix: &str| format!("{prefix}:{suffix}").into_bytes();
         Self {
-            inbox: with("inbox:"),
-            campaign: with("campaign:"),
-            last: with("last:"),
-            done: with("done:"),
-            meta: with("meta:"),
-            history: with("history:"),
-            revoke: with("revoke"),
-            prefix_len: prefix.len() + 1,
+            base: format!("{prefix}:").into_bytes(),
+            revoke: format!("{prefix}:revoke").into_bytes(),
         }
+    }
+
+    /// `{prefix}:{kind}{<stream tag>}`: the one place a stream's names are built.
+    fn name(&self, kind: &[u8], stream: &StreamKey) -> Vec<u8> {
+        let (tag, id) = match stream {
+            StreamKey::Inbox(account) => (INBOX_TAG, account.as_str()),
+            StreamKey::Campaign(campaign) => (CAMPAIGN_TAG, campaign.as_str()),
+        };
+        let mut name = Vec::with_capacity(self.base.len() + kind.len() + tag.len() + id.len() + 1);
+        name.extend_from_slice(&self.base);
+        name.extend_from_slice(kind);
+        name.extend_from_slice(tag);
+        name.extend_from_slice(id.as_bytes());
+        name.push(b'}');
+        name
     }
 
     /// The channel of `stream`.
     pub(super) fn channel(&self, stream: &StreamKey) -> Vec<u8> {
-        match stream {
-            StreamKey::Inbox(account) => concat(&self.inbox, account.as_str()),
-            StreamKey::Campaign(campaign) => concat(&self.campaign, campaign.as_str()),
-        }
+        self.name(b"", stream)
     }
 
     /// The key holding `campaign`'s latest `progress` or terminal event.
     pub(super) fn last(&self, campaign: &CampaignId) -> Vec<u8> {
-        concat(&self.last, campaign.as_str())
+        self.name(b"last:", &StreamKey::Campaign(campaign.clone()))
     }
 
     /// The key marking `campaign` finished (its terminal event was published).
     pub(super) fn done(&self, campaign: &CampaignId) -> Vec<u8> {
-        concat(&self.done, campaign.as_str())
+        self.name(b"done:", &StreamKey::Campaign(campaign.clone()))
     }
 
     /// The hash holding `stream`'s epoch (`e`) and latest offset (`o`).
     pub(super) fn meta(&self, stream: &StreamKey) -> Vec<u8> {
-        self.under(&self.meta, stream)
+        self.name(b"meta:", stream)
     }
 
     /// The Redis Stream holding `stream`'s history.
     pub(super) fn history(&self, stream: &StreamKey) -> Vec<u8> {
-        self.under(&self.history, stream)
-    }
-
-    /// `{prefix}:{kind}:{stream's channel suffix}`: `{prefix}:meta:inbox:alice`.
-    fn under(&self, kind: &[u8], stream: &StreamKey) -> Vec<u8> {
-        let (base, rest) = match stream {
-            StreamKey::Inbox(account) => (&self.inbox, account.as_str()),
-            StreamKey::Campaign(campaign) => (&self.campaign, campaign.as_str()),
-        };
-        // `base` is `{prefix}:inbox:`: keep what follows `{prefix}:`.
-        let suffix = base.get(self.prefix_len..).unwrap_or_default();
-        let mut name = Vec::with_capacity(kind.len() + suffix.len() + rest.len());
-        name.extend_from_slice(kind);
-        name.extend_from_slice(suffix);
-        name.extend_from_slice(rest.as_bytes());
-        name
+        self.name(b"history:", stream)
     }
 
     /// The revocation channel.
@@ -121,11 +115,12 @@ impl Names {
         if channel == self.revoke.as_slice() {
             return Some(Target::Revoke);
         }
-        if let Some(account) = channel.strip_prefix(self.inbox.as_slice()) {
-            let account = std::str::from_utf8(account).ok()?;
+        let tagged = channel.strip_prefix(self.base.as_slice())?;
+        if let Some(account) = tagged.strip_prefix(INBOX_TAG) {
+            let account = std::str::from_utf8(account.strip_suffix(b"}")?).ok()?;
             return Some(Target::Stream(StreamKey::Inbox(AccountId::new(account))));
         }
-        let campaign = channel.strip_prefix(self.campaign.as_slice())?;
+        let campaign = tagged.strip_prefix(CAMPAIGN_TAG)?.strip_suffix(b"}")?;
         let campaign = CampaignId::new(std::str::from_utf8(campaign).ok()?).ok()?;
         Some(Target::Stream(StreamKey::Campaign(campaign)))
     }
@@ -204,13 +199,13 @@ mod tests {
         }
         assert_eq!(
             names.channel(&StreamKey::Inbox(AccountId::new("alice"))),
-            b"misar:inbox:alice"
+            b"misar:{inbox:alice}"
         );
         assert_eq!(
             names.channel(&StreamKey::Campaign(campaign("c1"))),
-            b"misar:campaign:c1"
+            b"misar:{campaign:c1}"
         );
-        assert_eq!(names.last(&campaign("c1")), b"misar:last:c1");
+        assert_eq!(names.last(&campaign("c1")), b"misar:last:{campaign:c1}");
         assert_eq!(names.parse(b"misar:revoke"), Some(Target::Revoke));
     }
 
@@ -218,13 +213,14 @@ mod tests {
     fn foreign_and_invalid_names_are_refused() {
         let names = Names::new("misar");
         for channel in [
-            &b"other:inbox:alice"[..],
-            b"misar:inbox",
-            b"misar:campaign:",
-            b"misar:campaign:has space",
-            b"misar:inbox:\xff",
+            &b"other:{inbox:alice}"[..],
+            b"misar:inbox:alice",
+            b"misar:{inbox:alice",
+            b"misar:{campaign:}",
+            b"misar:{campaign:has space}",
+            b"misar:{inbox:\xff}",
             b"misar:revoke:x",
-            b"misar:last:c1",
+            b"misar:last:{campaign:c1}",
         ] {
             assert_eq!(names.parse(channel), None, "{channel:?}");
         }
@@ -241,12 +237,51 @@ mod tests {
         let names = Names::new("misar");
         let alice = StreamKey::Inbox(AccountId::new("alice"));
         let c1 = StreamKey::Campaign(campaign("c1"));
-        assert_eq!(names.meta(&alice), b"misar:meta:inbox:alice");
-        assert_eq!(names.history(&c1), b"misar:history:campaign:c1");
+        assert_eq!(names.meta(&alice), b"misar:meta:{inbox:alice}");
+        assert_eq!(names.history(&c1), b"misar:history:{campaign:c1}");
         let other = Names::new("a:b");
-        assert_eq!(other.meta(&c1), b"a:b:meta:campaign:c1");
+        assert_eq!(other.meta(&c1), b"a:b:meta:{campaign:c1}");
         // Keys are not channels: a message "on" one is refused.
         assert_eq!(names.parse(&names.meta(&alice)), None);
+    }
+
+    /// Redis Cluster hashes the bytes between the first `{` and the next `}`.
+    fn hash_tag(name: &[u8]) -> &[u8] {
+        let open = name.iter().position(|&b| b == b'{').unwrap();
+        let close = name[open + 1..].iter().position(|&b| b == b'}').unwrap();
+        &name[open + 1..open + 1 + close]
+    }
+
+    #[test]
+    fn every_name_of_a_stream_shares_one_hash_tag() {
+        let names = Names::new("misar");
+        for id in ["alice", "a}b", "{x}", "", "x{", "c_1"] {
+            let inbox = StreamKey::Inbox(AccountId::new(id));
+            let tag = hash_tag(&names.channel(&inbox)).to_vec();
+            assert_eq!(hash_tag(&names.meta(&inbox)), tag.as_slice(), "{id}");
+            assert_eq!(hash_tag(&names.history(&inbox)), tag.as_slice(), "{id}");
+            assert_eq!(
+                names.parse(&names.channel(&inbox)),
+                Some(Target::Stream(inbox))
+            );
+        }
+        let c1 = campaign("c1");
+        let stream = StreamKey::Campaign(c1.clone());
+        let tag = hash_tag(&names.channel(&stream)).to_vec();
+        assert_eq!(tag, b"campaign:c1");
+        for name in [
+            names.meta(&stream),
+            names.history(&stream),
+            names.last(&c1),
+            names.done(&c1),
+        ] {
+            assert_eq!(hash_tag(&name), tag.as_slice());
+        }
+        // An inbox and a campaign of the same id are different streams, different tags.
+        assert_ne!(
+            hash_tag(&names.channel(&StreamKey::Inbox(AccountId::new("c1")))),
+            tag.as_slice()
+        );
     }
 
     #[test]

@@ -1,97 +1,132 @@
-//! The publishing side: one multiplexed connection shared by every publish of the node,
-//! re-established on demand after a failure, with backoff between attempts so a Redis that
-//! is down costs a publish one fast error, not a connection attempt each.
+//! The publishing side: one connection shared by every publish of the node, re-established
+//! on demand after a failure, with backoff between attempts so a Redis that is down costs a
+//! publish one fast error, not a connection attempt each.
+//!
+//! Events are **pipelined and batched**: every publish hands its event to one batching task,
+//! which takes whatever has queued meanwhile (up to [`BATCH_EVENTS`]), groups it by stream,
+//! and sends one script call per stream ([`EVENT_PUBLISH`], by its SHA: `EVALSHA`), with up
+//! to [`IN_FLIGHT`] calls outstanding. An idle node sends each event at once (a batch of one);
+//! a busy one pays one script call, one offset increment and one trim per batch instead of per
+//! event. A stream's events keep their order: one stream's calls go over one connection to
+//! one Redis (on a cluster: its slot's master), which runs them in the order sent.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use ::redis::aio::MultiplexedConnection;
-use ::redis::{AsyncConnectionConfig, Client, RedisError};
+use ::redis::{RedisError, Script};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use misar_proto::backoff::Backoff;
 use misar_proto::close::Pace;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::RedisBrokerError;
-use crate::hub::lock;
+use super::connection::{Connection, Upstream};
+use super::names::Names;
+use super::{RedisBrokerError, RedisConfig};
+use crate::hub::{StreamKey, lock};
 
-/// What a publish sends.
-pub(super) enum Op<'a> {
-    /// `PUBLISH channel message` (revocations).
-    Publish {
-        channel: &'a [u8],
-        message: &'a [u8],
-    },
-    /// An event, as one Lua script ([`EVENT_PUBLISH`]; Redis runs it atomically).
-    Event(Event<'a>),
+/// What a revocation sends: `PUBLISH channel message` (`SPUBLISH` on a cluster).
+pub(super) struct Op<'a> {
+    pub(super) channel: &'a [u8],
+    pub(super) message: &'a [u8],
 }
 
 /// An event to publish on its stream's channel, numbered by Redis.
-pub(super) struct Event<'a> {
-    /// The stream's `meta` hash (epoch and latest offset).
-    pub(super) meta: &'a [u8],
-    /// The stream's history (a Redis Stream).
-    pub(super) history: &'a [u8],
-    /// A campaign's `last` and `done` keys (`None` for an inbox).
-    pub(super) campaign: Option<(&'a [u8], &'a [u8])>,
-    pub(super) channel: &'a [u8],
+struct Job {
+    stream: StreamKey,
     /// The event's JSON.
-    pub(super) json: &'a [u8],
-    /// The epoch to create if the stream has none (fresh, or its history is gone).
-    pub(super) new_epoch: &'a str,
-    /// Entries the history keeps (exact `MAXLEN`; 0: no history).
-    pub(super) max_events: usize,
-    /// How long the history outlives the stream's last publish.
-    pub(super) max_age: Duration,
-    /// How long the epoch and offset outlive the stream's last publish.
-    pub(super) meta_ttl: Duration,
-    /// How long a campaign's `last` and `done` keys live.
-    pub(super) cache_ttl: Duration,
-    /// 0: ordinary (publish only), 1: cache it, 2: cache it and mark the campaign done.
-    pub(super) mode: u8,
+    json: Bytes,
+    /// 0: ordinary, 1: a `progress` (cached for late joiners), 2: terminal (cached, and the
+    /// campaign is done).
+    mode: u8,
+    reply: oneshot::Sender<Result<i64, RedisBrokerError>>,
 }
 
-/// The publish of [`Op::Event`]. For a campaign (4 keys), refused (`-1`) when the `done` key
-/// says it finished (§2.13). Then, in one atomic step:
+/// Events taken from the queue at once (and so at most per script call).
+pub(super) const BATCH_EVENTS: usize = 64;
+
+/// Script calls outstanding at once. While they are, publishes queue and go in the next
+/// batch; more would only split batches without making Redis (one thread) go faster.
+pub(super) const IN_FLIGHT: usize = 4;
+
+/// Publishes waiting for the batching task at most; a publisher beyond waits its turn.
+const QUEUE: usize = 8192;
+
+/// The publish of a batch of one stream's events (Redis runs it atomically). For a campaign
+/// (4 keys) nothing is accepted when the `done` key says it finished (§2.13), and of the
+/// batch, events up to and including the first terminal one. Then:
 ///
 /// 1. the stream's epoch: the `meta` hash's `e`; when there is none (a fresh stream, or a
 ///    history that was flushed, expired or lost with a Redis restart) the caller's fresh
 ///    epoch, with the offset at 0 and whatever history is left deleted, so offsets of two
 ///    epochs are never compared;
-/// 2. the offset: `HINCRBY meta o 1` (per stream, strictly increasing within the epoch);
-/// 3. the history: `XADD history MAXLEN max_events <offset>-0 t <ms> d <json>` (exact trim,
-///    `t` from Redis's clock for the age bound), `PEXPIRE` by the age bound;
-/// 4. a campaign's `progress` / terminal event: `SET last <message>` (and `done`), as before;
-/// 5. `PUBLISH channel <epoch>:<offset>\n<json>`.
+/// 2. the offsets: `HINCRBY meta o <accepted>` (per stream, contiguous, strictly increasing
+///    within the epoch), the batch's events numbered in order;
+/// 3. the history: `XADD history <offset>-0 t <ms> d <json>` per event (`t` from Redis's
+///    clock for the age bound), then one exact `XTRIM MAXLEN max_events` and `PEXPIRE` by
+///    the age bound;
+/// 4. a campaign's latest `progress` / terminal event of the batch: `SET last <message>`
+///    (and `done`);
+/// 5. per event `PUBLISH channel <epoch>:<offset>\n<json>` (`SPUBLISH` on a cluster: every
+///    key and the channel share the stream's hash tag, so they are in one slot).
 ///
-/// Answers the number of receivers (nodes) or -1. KEYS: meta, history[, last, done]. ARGV:
-/// json, new epoch, max events, max age ms, meta ttl ms, channel, mode, cache ttl ms.
+/// Answers `{receivers, accepted}`: the nodes subscribed to the channel, the events accepted
+/// (the first ones of the batch). KEYS: meta, history[, last, done]. ARGV: new epoch, max
+/// events, max age ms, meta ttl ms, channel, cache ttl ms, publish command, then per event
+/// its mode and its JSON.
 const EVENT_PUBLISH: &str = r"
 -- Redis 6: writes after TIME need effects replication (the default from Redis 7 on).
 pcall(redis.replicate_commands)
-if #KEYS == 4 and redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
+local campaign = #KEYS == 4
+local n = (#ARGV - 7) / 2
+if n < 1 or (campaign and redis.call('EXISTS', KEYS[4]) == 1) then return {0, 0} end
+local accepted = n
+if campaign then
+  for i = 1, n do
+    if ARGV[6 + 2 * i] == '2' then accepted = i break end
+  end
+end
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
-  epoch = ARGV[2]
+  epoch = ARGV[1]
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'e', epoch, 'o', '0')
 end
-local offset = string.format('%d', redis.call('HINCRBY', KEYS[1], 'o', 1))
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-if ARGV[3] ~= '0' then
+local last = redis.call('HINCRBY', KEYS[1], 'o', accepted)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local ms = nil
+if ARGV[2] ~= '0' then
   local now = redis.call('TIME')
-  local ms = string.format('%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-0', 't', ms, 'd', ARGV[1])
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  ms = string.format('%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
 end
-local message = epoch .. ':' .. offset .. '\n' .. ARGV[1]
-if #KEYS == 4 then
-  if ARGV[7] ~= '0' then redis.call('SET', KEYS[3], message, 'PX', ARGV[8]) end
-  if ARGV[7] == '2' then redis.call('SET', KEYS[4], '1', 'PX', ARGV[8]) end
+local receivers = 0
+local cached = nil
+for i = 1, accepted do
+  local offset = string.format('%d', last - accepted + i)
+  local json = ARGV[7 + 2 * i]
+  if ms then redis.call('XADD', KEYS[2], offset .. '-0', 't', ms, 'd', json) end
+  local message = epoch .. ':' .. offset .. '\n' .. json
+  receivers = redis.call(ARGV[7], ARGV[5], message)
+  if campaign and ARGV[6 + 2 * i] ~= '0' then cached = message end
 end
-return redis.call('PUBLISH', ARGV[6], message)
+if ms then
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+if cached then redis.call('SET', KEYS[3], cached, 'PX', ARGV[6]) end
+if campaign and ARGV[6 + 2 * accepted] == '2' then redis.call('SET', KEYS[4], '1', 'PX', ARGV[6]) end
+return {receivers, accepted}
 ";
 
-/// What [`Op::Event`] answers when the campaign is finished.
+/// A job's mode as the script reads it.
+const MODES: [&str; 3] = ["0", "1", "2"];
+
+static EVENT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(EVENT_PUBLISH));
+
+/// What a publish answers when the campaign is finished.
 pub(super) const FINISHED: i64 = -1;
 
 /// Milliseconds for a script argument (at least 1: `PX 0` is an error).
@@ -101,13 +136,21 @@ pub(super) fn millis(duration: Duration) -> u64 {
         .max(1)
 }
 
+/// The publishing side: the batching task's queue, and the connection it shares with
+/// revocations.
 pub(super) struct Publisher {
-    client: Client,
-    config: AsyncConnectionConfig,
-    connect_timeout: Duration,
+    link: Arc<Link>,
+    jobs: mpsc::Sender<Job>,
+    task: tokio::task::AbortHandle,
+}
+
+/// The current connection, re-established on demand.
+struct Link {
+    upstream: Arc<Upstream>,
+    config: RedisConfig,
     /// The current connection and its number (so a failure only drops the connection it
     /// happened on, not a newer one).
-    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    current: Mutex<Option<(u64, Connection)>>,
     /// Held while connecting: one attempt at a time.
     reconnect: tokio::sync::Mutex<Reconnect>,
 }
@@ -119,79 +162,107 @@ struct Reconnect {
     next_id: u64,
 }
 
+/// What the batching task needs to build a script call.
+struct Context {
+    names: Arc<Names>,
+    config: RedisConfig,
+}
+
 impl Publisher {
+    /// Starts the batching task (it ends when the publisher is dropped).
     pub(super) fn new(
-        client: Client,
-        connect_timeout: Duration,
-        command_timeout: Duration,
+        upstream: Arc<Upstream>,
+        names: Arc<Names>,
+        config: RedisConfig,
         backoff: Backoff,
     ) -> Self {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(Some(command_timeout));
-        Self {
-            client,
-            config,
-            connect_timeout,
+        let link = Arc::new(Link {
+            upstream,
+            config: config.clone(),
             current: Mutex::new(None),
             reconnect: tokio::sync::Mutex::new(Reconnect {
                 backoff,
                 not_before: None,
                 next_id: 0,
             }),
-        }
+        });
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let task = tokio::spawn(batch(
+            Arc::clone(&link),
+            Arc::new(Context { names, config }),
+            queue,
+        ))
+        .abort_handle();
+        Self { link, jobs, task }
     }
 
-    /// Sends `op`; returns how many Redis clients (nodes) received the message, or
-    /// [`FINISHED`] when a campaign publish was refused.
-    pub(super) async fn send(&self, op: Op<'_>) -> Result<i64, RedisBrokerError> {
-        let (id, mut connection) = self.connection().await?;
-        let result = match op {
-            Op::Publish { channel, message } => {
-                ::redis::cmd("PUBLISH")
-                    .arg(channel)
-                    .arg(message)
-                    .query_async::<i64>(&mut connection)
-                    .await
-            }
-            Op::Event(event) => {
-                let mut command = ::redis::cmd("EVAL");
-                command
-                    .arg(EVENT_PUBLISH)
-                    .arg(if event.campaign.is_some() { 4 } else { 2 })
-                    .arg(event.meta)
-                    .arg(event.history);
-                if let Some((last, done)) = event.campaign {
-                    command.arg(last).arg(done);
-                }
-                command
-                    .arg(event.json)
-                    .arg(event.new_epoch)
-                    .arg(event.max_events)
-                    .arg(millis(event.max_age))
-                    .arg(millis(event.meta_ttl))
-                    .arg(event.channel)
-                    .arg(event.mode.to_string())
-                    .arg(millis(event.cache_ttl));
-                command.query_async::<i64>(&mut connection).await
-            }
+    /// Publishes an event of `stream` (`mode`: see [`Job`]); returns how many Redis clients
+    /// (nodes) were subscribed to its channel, or [`FINISHED`] when a campaign refused it.
+    pub(super) async fn publish(
+        &self,
+        stream: StreamKey,
+        json: Bytes,
+        mode: u8,
+    ) -> Result<i64, RedisBrokerError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            stream,
+            json,
+            mode,
+            reply,
         };
-        result.map_err(|error| {
-            if breaks_connection(&error) {
-                self.forget(id);
-            }
-            RedisBrokerError::from_command(error)
-        })
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| RedisBrokerError::ConnectionLost)?;
+        answer
+            .await
+            .unwrap_or(Err(RedisBrokerError::ConnectionLost))
+    }
+
+    /// Sends a revocation; returns how many nodes received it.
+    pub(super) async fn send(&self, op: Op<'_>) -> Result<i64, RedisBrokerError> {
+        let (id, mut connection) = self.link.connection().await?;
+        let result = ::redis::cmd(connection.publish_command())
+            .arg(op.channel)
+            .arg(op.message)
+            .query_async::<i64>(&mut connection)
+            .await;
+        result.map_err(|error| self.link.failed(id, error))
     }
 
     /// Connects now if not connected (for a startup that should fail when Redis is away).
     pub(super) async fn check(&self) -> Result<(), RedisBrokerError> {
-        self.connection().await.map(|_| ())
+        self.link.connection().await.map(|_| ())
     }
 
+    /// Lifts the backoff (the subscriber side just connected, so Redis answers again): the
+    /// next publish tries at once instead of failing until its own delay has passed.
+    pub(super) fn redis_is_back(&self) {
+        // A publish holding the lock is connecting right now: nothing to lift.
+        if let Ok(mut reconnect) = self.link.reconnect.try_lock() {
+            reconnect.backoff.reset();
+            reconnect.not_before = None;
+        }
+    }
+
+    /// Drops the current connection (the subscriber side just lost Redis, so this one is most
+    /// likely dead too): the next publish connects afresh instead of failing on it first.
+    pub(super) fn redis_is_gone(&self) {
+        *lock(&self.link.current) = None;
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Link {
     /// The current connection, or a new one if there is none and the backoff allows an
     /// attempt now.
-    async fn connection(&self) -> Result<(u64, MultiplexedConnection), RedisBrokerError> {
+    async fn connection(&self) -> Result<(u64, Connection), RedisBrokerError> {
         if let Some(current) = lock(&self.current).clone() {
             return Ok(current);
         }
@@ -208,14 +279,12 @@ impl Publisher {
                 });
             }
         }
-        let attempt = tokio::time::timeout(
-            self.connect_timeout,
-            self.client
-                .get_multiplexed_async_connection_with_config(&self.config),
-        )
-        .await;
+        let attempt = self
+            .upstream
+            .connect(&self.config, None::<super::inbound::BoundedSender>)
+            .await;
         match attempt {
-            Ok(Ok(connection)) => {
+            Ok(connection) => {
                 reconnect.backoff.reset();
                 reconnect.not_before = None;
                 let id = reconnect.next_id;
@@ -223,38 +292,137 @@ impl Publisher {
                 *lock(&self.current) = Some((id, connection.clone()));
                 Ok((id, connection))
             }
-            failed => {
+            Err(error) => {
                 let delay = reconnect.backoff.next_delay(Pace::Normal);
                 reconnect.not_before = now.checked_add(delay);
-                Err(match failed {
-                    Ok(Err(error)) => RedisBrokerError::Connect(error),
-                    _ => RedisBrokerError::Timeout,
-                })
+                Err(error)
             }
         }
     }
 
-    /// Lifts the backoff (the subscriber side just connected, so Redis answers again): the
-    /// next publish tries at once instead of failing until its own delay has passed.
-    pub(super) fn redis_is_back(&self) {
-        // A publish holding the lock is connecting right now: nothing to lift.
-        if let Ok(mut reconnect) = self.reconnect.try_lock() {
-            reconnect.backoff.reset();
-            reconnect.not_before = None;
+    /// A command on connection `id` failed: drops the connection when the error broke it.
+    fn failed(&self, id: u64, error: RedisError) -> RedisBrokerError {
+        // On a cluster the connection routes around a master that is down by itself: only a
+        // failure of the whole connection would need a new one, and that shows as the same
+        // errors, so it is dropped too (reconnecting is cheap next to the outage).
+        if breaks_connection(&error) {
+            let mut current = lock(&self.current);
+            if current.as_ref().is_some_and(|(current, _)| *current == id) {
+                *current = None;
+            }
+        }
+        RedisBrokerError::from_command(error)
+    }
+}
+
+/// The batching task: takes what queued, one script call per stream, [`IN_FLIGHT`] at most.
+async fn batch(link: Arc<Link>, context: Arc<Context>, mut queue: mpsc::Receiver<Job>) {
+    let mut in_flight = FuturesUnordered::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
+        tokio::select! {
+            biased;
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            job = queue.recv(), if open && in_flight.len() < IN_FLIGHT => {
+                let Some(job) = job else {
+                    open = false;
+                    continue;
+                };
+                let mut jobs = vec![job];
+                while jobs.len() < BATCH_EVENTS {
+                    match queue.try_recv() {
+                        Ok(job) => jobs.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let (id, connection) = match link.connection().await {
+                    Ok(connection) => connection,
+                    Err(error) => {
+                        for job in jobs {
+                            let _ = job.reply.send(Err(error.duplicate()));
+                        }
+                        continue;
+                    }
+                };
+                for group in by_stream(jobs) {
+                    in_flight.push(call(
+                        Arc::clone(&link),
+                        Arc::clone(&context),
+                        id,
+                        connection.clone(),
+                        group,
+                    ));
+                }
+            }
         }
     }
+}
 
-    /// Drops the current connection (the subscriber side just lost Redis, so this one is most
-    /// likely dead too): the next publish connects afresh instead of failing on it first.
-    pub(super) fn redis_is_gone(&self) {
-        *lock(&self.current) = None;
+/// `jobs` grouped by stream, each group in arrival order.
+fn by_stream(jobs: Vec<Job>) -> Vec<Vec<Job>> {
+    let mut groups: Vec<Vec<Job>> = Vec::new();
+    let mut index: HashMap<StreamKey, usize> = HashMap::new();
+    for job in jobs {
+        match index.get(&job.stream) {
+            Some(&at) => groups[at].push(job),
+            None => {
+                index.insert(job.stream.clone(), groups.len());
+                groups.push(vec![job]);
+            }
+        }
     }
+    groups
+}
 
-    /// Drops connection `id` if it is still the current one.
-    fn forget(&self, id: u64) {
-        let mut current = lock(&self.current);
-        if current.as_ref().is_some_and(|(current, _)| *current == id) {
-            *current = None;
+/// One script call for one stream's `jobs`; answers each of them.
+async fn call(
+    link: Arc<Link>,
+    context: Arc<Context>,
+    id: u64,
+    mut connection: Connection,
+    jobs: Vec<Job>,
+) {
+    let Some(first) = jobs.first() else { return };
+    let names = &context.names;
+    let config = &context.config;
+    let stream = &first.stream;
+    let mut invocation = EVENT_SCRIPT.key(names.meta(stream));
+    invocation.key(names.history(stream));
+    if let StreamKey::Campaign(campaign) = stream {
+        invocation
+            .key(names.last(campaign))
+            .key(names.done(campaign));
+    }
+    invocation
+        .arg(crate::hub::draw_epoch().as_str())
+        .arg(config.history.max_events)
+        .arg(millis(config.history.max_age))
+        .arg(millis(config.meta_ttl()))
+        .arg(names.channel(stream))
+        .arg(millis(config.cache_ttl))
+        .arg(connection.publish_command());
+    for job in &jobs {
+        invocation
+            .arg(MODES[usize::from(job.mode.min(2))])
+            .arg(job.json.as_ref());
+    }
+    let answer: Result<(i64, i64), RedisError> = invocation.invoke_async(&mut connection).await;
+    match answer {
+        Ok((receivers, accepted)) => {
+            for (index, job) in jobs.into_iter().enumerate() {
+                let result = if (index as i64) < accepted {
+                    receivers
+                } else {
+                    FINISHED
+                };
+                let _ = job.reply.send(Ok(result));
+            }
+        }
+        Err(error) => {
+            let error = link.failed(id, error);
+            for job in jobs {
+                let _ = job.reply.send(Err(error.duplicate()));
+            }
         }
     }
 }

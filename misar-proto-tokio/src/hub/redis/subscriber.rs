@@ -35,18 +35,20 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use ::redis::aio::MultiplexedConnection;
-use ::redis::{AsyncConnectionConfig, PushInfo, PushKind, RedisError, Value};
+use ::redis::{PushInfo, PushKind, RedisError, Script, Value};
 use bytes::Bytes;
+use futures_util::future::join_all;
 use misar_proto::backoff::Backoff;
 use misar_proto::close::Pace;
 use misar_proto::event::{EncodedEvent, EventClass};
 use misar_proto::resume::{Epoch, Recovery, ResumeRequest, decide};
 use misar_proto::route::CampaignId;
 use misar_proto::streams::validate_relayed;
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TryRecvError;
+use std::sync::LazyLock;
+use tokio::time::Instant;
 
+use super::connection::Connection;
+use super::inbound::{BoundedReceiver, Inbound, bounded};
 use super::names::{Target, decode_revocation, parse_message};
 use super::publisher::millis;
 use super::{Chain, RedisBrokerError, Shared};
@@ -70,6 +72,9 @@ pub(super) struct Interest {
     fetch: HashSet<CampaignId>,
     /// Bumped on every change ([`RedisBroker::sync`](super::RedisBroker::sync) waits for it).
     pub(super) generation: u64,
+    /// Streams whose subscription is confirmed on the current connection: an event
+    /// published from now on reaches this node ([`Broker::ready`](crate::hub::Broker::ready)).
+    pub(super) live: HashSet<StreamKey>,
 }
 
 impl Interest {
@@ -100,6 +105,7 @@ impl Interest {
     /// After a reconnection nothing is subscribed: every stream is dirty and every campaign
     /// is fetched (to catch up on a `progress` or terminal event missed meanwhile).
     fn reset(&mut self) {
+        self.live.clear();
         self.dirty = self.counts.keys().cloned().collect();
         self.fetch = self
             .counts
@@ -119,6 +125,8 @@ pub(super) struct Progress {
     pub(super) applied: u64,
     /// The subscriber connection is up and its subscriptions are in place.
     pub(super) connected: bool,
+    /// Bumped whenever [`Interest::live`] changed (readiness waits for it).
+    pub(super) confirmed: u64,
 }
 
 /// An opted-in connection waiting for its start ([`Broker::resume`](crate::hub::Broker::resume)).
@@ -143,6 +151,8 @@ pub(super) struct Resume {
 /// when the oldest entry is within the age bound, the usual case: entries are appended in
 /// time order, so all after it are too. Otherwise the whole history is scanned for the
 /// first entry within the bound.
+static RESUME_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RESUME_READ));
+
 const RESUME_READ: &str = r"
 -- Redis 6: writes after TIME need effects replication (the default from Redis 7 on).
 pcall(redis.replicate_commands)
@@ -235,6 +245,10 @@ pub(super) async fn run(shared: Arc<Shared>, mut backoff: Backoff) {
                 shared.progress.send_modify(|p| p.connected = true);
                 let lost = session.serve(&shared).await;
                 shared.publisher.redis_is_gone();
+                lock(&shared.interest).live.clear();
+                shared
+                    .progress
+                    .send_modify(|p| p.confirmed = p.confirmed.wrapping_add(1));
                 shared.stats.subscribed.store(0, Ordering::Relaxed);
                 shared.stats.gaps.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::record::redis_gap();
@@ -271,41 +285,38 @@ pub(super) async fn run(shared: Arc<Shared>, mut backoff: Backoff) {
 }
 
 struct Session {
-    connection: MultiplexedConnection,
-    pushes: mpsc::UnboundedReceiver<PushInfo>,
+    connection: Connection,
+    pushes: BoundedReceiver,
     /// Streams subscribed upstream on this connection.
     subscribed: HashSet<StreamKey>,
+    /// On a cluster: streams whose subscription failed (their master is unreachable), tried
+    /// again at `retry_at`.
+    failed: HashSet<StreamKey>,
+    retry_at: Option<Instant>,
+    retry: Backoff,
 }
 
 impl Session {
     /// Connects and subscribes to the revocation channel and every stream with subscribers.
     async fn open(shared: &Shared) -> Result<Session, RedisBrokerError> {
-        let (tx, pushes) = mpsc::unbounded_channel();
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(shared.config.connect_timeout))
-            .set_response_timeout(Some(shared.config.command_timeout))
-            .set_push_sender(tx);
-        let attempt = tokio::time::timeout(
-            shared.config.connect_timeout,
-            shared
-                .client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
-        .await;
-        let mut connection = match attempt {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(error)) => return Err(RedisBrokerError::Connect(error)),
-            Err(_) => return Err(RedisBrokerError::Timeout),
-        };
-        connection
-            .subscribe(shared.names.revoke())
-            .await
-            .map_err(RedisBrokerError::from_command)?;
+        let (tx, pushes) = bounded(
+            shared.config.inbound_max_messages,
+            shared.config.inbound_max_bytes,
+            Arc::clone(&shared.stats.inbound_peak_bytes),
+        );
+        let mut connection = shared.upstream.connect(&shared.config, Some(tx)).await?;
+        let revoke = [shared.names.revoke().to_vec()];
+        for result in connection.subscribe(&revoke).await {
+            result.map_err(RedisBrokerError::from_command)?;
+        }
         lock(&shared.interest).reset();
         let mut session = Session {
             connection,
             pushes,
             subscribed: HashSet::new(),
+            failed: HashSet::new(),
+            retry_at: None,
+            retry: Backoff::new(shared.config.backoff, super::seed()),
         };
         session
             .sync_interest(shared)
@@ -317,20 +328,49 @@ impl Session {
         Ok(session)
     }
 
+    /// A cluster master's connection dropped: a gap for this node (the streams of that master
+    /// missed events; which ones is the library's business, so all are confirmed again).
+    fn master_lost(&mut self, shared: &Shared) {
+        shared.stats.gaps.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::record::redis_gap();
+        shared.each_hub(HubDelivery::report_gap);
+        tracing::warn!(
+            "redis broker: lost a cluster master's connection; events of its streams \
+             published until it is back are not delivered on this node (a gap)"
+        );
+        self.subscribed.clear();
+        self.failed.clear();
+        self.retry_at = None;
+        lock(&shared.interest).reset();
+        shared
+            .progress
+            .send_modify(|p| p.confirmed = p.confirmed.wrapping_add(1));
+        shared.wake.notify_one();
+    }
+
     /// Delivers what arrives and follows the interest until the connection is lost.
     async fn serve(&mut self, shared: &Shared) -> Lost {
         let mut health = tokio::time::interval(shared.config.health_check_interval);
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         health.reset();
         loop {
+            let retry_at = self.retry_at;
             let step = tokio::select! {
                 push = self.pushes.recv() => match push {
                     Some(push) => self
-                        .handle(shared, push, None)
+                        .inbound(shared, push, None)
                         .and_then(|()| self.drain(shared, None, DRAIN_BATCH)),
                     None => Err(Lost(None)),
                 },
                 () = shared.wake.notified() => self.sync_interest(shared).await,
+                () = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)),
+                    if retry_at.is_some() => {
+                    // A cluster master that was unreachable: its streams are tried again.
+                    self.retry_at = None;
+                    let failed = std::mem::take(&mut self.failed);
+                    lock(&shared.interest).dirty.extend(failed);
+                    self.sync_interest(shared).await
+                }
                 _ = health.tick() => {
                     // A half-open TCP connection (Redis host gone without a reset) is only
                     // noticed by asking: PING, bounded by the command timeout.
@@ -378,17 +418,49 @@ impl Session {
         let (subscribe, unsubscribe) = dirty;
         for batch in unsubscribe.chunks(BATCH) {
             let channels: Vec<Vec<u8>> = batch.iter().map(|s| shared.names.channel(s)).collect();
-            self.connection.unsubscribe(channels).await?;
+            {
+                let mut interest = lock(&shared.interest);
+                for stream in batch {
+                    interest.live.remove(stream);
+                }
+            }
+            self.connection.unsubscribe(&channels).await?;
             for stream in batch {
                 self.subscribed.remove(stream);
+                self.failed.remove(stream);
             }
         }
         for batch in subscribe.chunks(BATCH) {
             let channels: Vec<Vec<u8>> = batch.iter().map(|s| shared.names.channel(s)).collect();
             let sent = std::time::Instant::now();
-            self.connection.subscribe(channels).await?;
+            let results = self.connection.subscribe(&channels).await;
             crate::metrics::record::redis_subscribed(sent.elapsed());
-            self.subscribed.extend(batch.iter().cloned());
+            let mut confirmed = Vec::with_capacity(batch.len());
+            for (stream, result) in batch.iter().zip(results) {
+                match result {
+                    Ok(()) => confirmed.push(stream.clone()),
+                    // One Redis: the connection is in trouble; start over.
+                    Err(error) if !self.connection.is_cluster() => return Err(Lost(Some(error))),
+                    // A cluster: this stream's master is unreachable; the others go on.
+                    Err(error) => {
+                        tracing::warn!(
+                            error = %Chain(&error),
+                            "redis broker: a sharded subscription failed; retrying"
+                        );
+                        self.failed.insert(stream.clone());
+                    }
+                }
+            }
+            self.subscribed.extend(confirmed.iter().cloned());
+            lock(&shared.interest).live.extend(confirmed);
+            shared
+                .progress
+                .send_modify(|p| p.confirmed = p.confirmed.wrapping_add(1));
+        }
+        if self.failed.is_empty() {
+            self.retry.reset();
+        } else if self.retry_at.is_none() {
+            self.retry_at = Some(Instant::now() + self.retry.next_delay(Pace::Normal));
         }
         shared
             .stats
@@ -427,59 +499,61 @@ impl Session {
             // Connections asking for the same stream from the same position (a crowd that
             // lost the same node) share one read and one decision.
             let batch = group(resumes.by_ref().take(BATCH));
-            let mut pipe = ::redis::pipe();
-            for (resume, _) in &batch {
+            let cluster = self.connection.is_cluster();
+            let reads = join_all(batch.iter().map(|(resume, _)| {
                 let names = &shared.names;
-                let mut command = ::redis::cmd("EVAL");
-                command.arg(RESUME_READ);
-                match &resume.stream {
-                    StreamKey::Campaign(campaign) => command
-                        .arg(4)
-                        .arg(names.meta(&resume.stream))
-                        .arg(names.history(&resume.stream))
-                        .arg(names.last(campaign))
-                        .arg(names.done(campaign)),
-                    StreamKey::Inbox(_) => command
-                        .arg(2)
-                        .arg(names.meta(&resume.stream))
-                        .arg(names.history(&resume.stream)),
-                };
+                let mut invocation = RESUME_SCRIPT.key(names.meta(&resume.stream));
+                invocation.key(names.history(&resume.stream));
+                if let StreamKey::Campaign(campaign) = &resume.stream {
+                    invocation
+                        .key(names.last(campaign))
+                        .key(names.done(campaign));
+                }
                 let (epoch, offset) = match &resume.request {
                     ResumeRequest::From(position) => (position.epoch.to_string(), position.offset),
                     _ => (String::new(), 0),
                 };
-                command
+                invocation
                     .arg(crate::hub::draw_epoch().as_str())
                     .arg(millis(shared.config.meta_ttl()))
                     .arg(epoch)
                     .arg(offset)
                     .arg(millis(shared.config.history.max_age))
                     .arg(offset.saturating_add(1));
-                pipe.add_command(command);
-            }
-            let replies: Result<Vec<Vec<Vec<u8>>>, RedisError> =
-                pipe.query_async(&mut self.connection).await;
-            let ungroup = |batch: Vec<(Resume, Vec<Resume>)>| {
-                batch
-                    .into_iter()
-                    .flat_map(|(first, rest)| std::iter::once(first).chain(rest))
-                    .collect::<Vec<_>>()
-            };
-            match replies {
-                Ok(replies) if replies.len() == batch.len() => {
-                    for ((resume, alike), reply) in batch.into_iter().zip(replies) {
-                        self.start(shared, resume, alike, reply);
+                // All in flight at once: one Redis answers them in order on the one
+                // connection (one round trip); a cluster routes each to its stream's master.
+                let mut connection = self.connection.clone();
+                async move {
+                    invocation
+                        .invoke_async::<Vec<Vec<u8>>>(&mut connection)
+                        .await
+                }
+            }))
+            .await;
+            let mut lost = None;
+            for ((resume, alike), read) in batch.into_iter().zip(reads) {
+                let group = || std::iter::once(resume).chain(alike).collect::<Vec<_>>();
+                match read {
+                    Ok(reply) => {
+                        let (resume, alike) = (group(), ());
+                        let _ = alike;
+                        let mut resumes = resume.into_iter();
+                        if let Some(first) = resumes.next() {
+                            self.start(shared, first, resumes.collect(), reply);
+                        }
+                    }
+                    Err(error) if !cluster && super::publisher::breaks_connection(&error) => {
+                        fail_all(shared, group(), "the connection was lost");
+                        lost = Some(error);
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %Chain(&error), "redis broker: resume read failed");
+                        fail_all(shared, group(), "Redis refused the read");
                     }
                 }
-                Ok(_) => fail_all(shared, ungroup(batch), "an answer per resume was expected"),
-                Err(error) if super::publisher::breaks_connection(&error) => {
-                    fail_all(shared, ungroup(batch), "the connection was lost");
-                    return Err(Lost(Some(error)));
-                }
-                Err(error) => {
-                    tracing::warn!(error = %Chain(&error), "redis broker: resume read failed");
-                    fail_all(shared, ungroup(batch), "Redis refused the read");
-                }
+            }
+            if let Some(error) = lost {
+                return Err(Lost(Some(error)));
             }
         }
         Ok(())
@@ -521,11 +595,7 @@ impl Session {
         let mut values: Vec<Option<Vec<u8>>> = Vec::with_capacity(campaigns.len());
         for batch in campaigns.chunks(BATCH) {
             let keys: Vec<Vec<u8>> = batch.iter().map(|c| shared.names.last(c)).collect();
-            let batch_values: Vec<Option<Vec<u8>>> = ::redis::cmd("MGET")
-                .arg(keys)
-                .query_async(&mut self.connection)
-                .await?;
-            values.extend(batch_values);
+            values.extend(self.connection.get_many(&keys).await?);
         }
         // Everything read before the replies: messages that raced the fetch.
         let mut raced: HashSet<CampaignId> = HashSet::new();
@@ -586,12 +656,34 @@ impl Session {
     ) -> Result<(), Lost> {
         for _ in 0..max {
             match self.pushes.try_recv() {
-                Ok(push) => self.handle(shared, push, raced.as_deref_mut())?,
-                Err(TryRecvError::Empty) => return Ok(()),
-                Err(TryRecvError::Disconnected) => return Err(Lost(None)),
+                Ok(push) => self.inbound(shared, push, raced.as_deref_mut())?,
+                Err(false) => return Ok(()),
+                Err(true) => return Err(Lost(None)),
             }
         }
         Ok(())
+    }
+
+    /// What the bounded path brought: a push, or the news that it overflowed.
+    fn inbound(
+        &mut self,
+        shared: &Shared,
+        inbound: Inbound,
+        raced: Option<&mut HashSet<CampaignId>>,
+    ) -> Result<(), Lost> {
+        match inbound {
+            Inbound::Push(push, _) => self.handle(shared, push, raced),
+            Inbound::Overflow => {
+                shared.stats.overflows.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    max_messages = shared.config.inbound_max_messages,
+                    max_bytes = shared.config.inbound_max_bytes,
+                    "redis broker: this node cannot keep up with Redis; dropping the \
+                     subscriber connection (a gap) to resubscribe"
+                );
+                Err(Lost(None))
+            }
+        }
     }
 
     /// One push from Redis: a message to deliver, or the library saying the connection died.
@@ -602,7 +694,14 @@ impl Session {
         raced: Option<&mut HashSet<CampaignId>>,
     ) -> Result<(), Lost> {
         match push.kind {
-            PushKind::Message => {}
+            PushKind::Message | PushKind::SMessage => {}
+            // On a cluster, one master's connection: the library reconnects it and
+            // resubscribes its channels; this node counts the gap and confirms every
+            // subscription again before promising a new connection anything.
+            PushKind::Disconnection if self.connection.is_cluster() => {
+                self.master_lost(shared);
+                return Ok(());
+            }
             PushKind::Disconnection => return Err(Lost(None)),
             // Subscription confirmations (the commands' own replies) and anything newer.
             _ => return Ok(()),
