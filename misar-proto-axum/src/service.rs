@@ -308,7 +308,7 @@ async fn handle<A: Authorizer>(State(inner): State<Arc<Inner<A>>>, request: Requ
                 Ok(upgrade) => {
                     // `misar.v1` when offered (§2.12), never the bearer entry.
                     let upgrade = upgrade.echo(accepted.subprotocol());
-                    serve(inner, accepted, mark, upgrade)
+                    serve(inner, accepted, mark, upgrade).await
                 }
                 Err(_) => {
                     tracing::debug!("authorized, but not a WebSocket upgrade: 426");
@@ -467,8 +467,11 @@ fn refuse<A: Authorizer>(
     }
 }
 
-/// Takes a connection slot in the hub (which creates the session) and upgrades.
-fn serve<A: Authorizer>(
+/// Takes a connection slot in the hub (which creates the session), waits until the broker
+/// promises every event published from now on ([`Feed::ready`](misar_proto_tokio::hub::Feed::ready):
+/// at once in memory, the stream's subscription confirmed with Redis), and upgrades; a broker
+/// that cannot promise it gets the client a 503 with `Retry-After`.
+async fn serve<A: Authorizer>(
     inner: Arc<Inner<A>>,
     accepted: Accepted,
     mark: RevocationMark,
@@ -516,6 +519,15 @@ fn serve<A: Authorizer>(
             return http_response(rejected.into_response());
         }
     };
+    if let Err(error) = feed.ready().await {
+        // Nothing published after a 101 could be promised: the client comes back.
+        record_handshake("overloaded");
+        tracing::warn!(%account, %error, "refused: the broker's subscription is not confirmed");
+        drop(feed);
+        let rejected =
+            Rejected::too_many_connections(retry_after_secs(inner.hub.config().retry_after));
+        return http_response(rejected.into_response());
+    }
     tracing::info!(%account, %channel, ?auth, "upgrading");
     record_handshake("accepted");
     let guard = inner.shutdown.enter();

@@ -8,18 +8,14 @@ mod redis_util;
 #[path = "server_support.rs"]
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use misar_proto::resume::ResumeFrame;
 use misar_proto::streams::HistoryConfig;
 use misar_proto_tokio::hub::redis::RedisConfig;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use redis_node::{Node, node_with};
+use redis_node::{Node, connect_resume, events, node_with, resume_frame, split_offset};
 use redis_util::{RedisServer, available};
 use support::*;
 
@@ -35,45 +31,6 @@ fn config(max_events: usize) -> RedisConfig {
 
 async fn node(redis: &RedisServer, max_events: usize) -> Node {
     node_with(redis, config(max_events)).await
-}
-
-/// Connects as `account`, opted in with `Misar-Resume: resume`.
-async fn connect_resume(addr: SocketAddr, path: &str, account: &str, resume: &str) -> Client {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
-    let headers = request.headers_mut();
-    headers.insert(
-        "authorization",
-        format!("Bearer msk_{account}").parse().unwrap(),
-    );
-    headers.insert("misar-resume", resume.parse().unwrap());
-    let (ws, _) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
-    ws
-}
-
-/// The first frame of an opted-in connection.
-async fn resume_frame(client: &mut Client) -> ResumeFrame {
-    let text = next_text(client).await;
-    ResumeFrame::decode(text.as_bytes()).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
-/// An opted-in event: its §2.4 text (the `,"offset":N` field removed) and its offset.
-fn split_offset(text: &str) -> (String, u64) {
-    let at = text
-        .rfind(",\"offset\":")
-        .unwrap_or_else(|| panic!("no offset in {text}"));
-    let number = &text[at + 10..text.len() - 1];
-    assert!(text.ends_with('}'), "{text}");
-    (format!("{}}}", &text[..at]), number.parse().unwrap())
-}
-
-/// Reads `n` opted-in events.
-async fn events(client: &mut Client, n: usize) -> Vec<(String, u64)> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        out.push(split_offset(&next_text(client).await));
-    }
-    out
 }
 
 /// Reads until the connection ends; returns the close code and any texts before it.

@@ -13,8 +13,14 @@ use misar_proto_tokio::hub::redis::{RedisBroker, RedisConfig};
 use misar_proto_tokio::hub::{Hub, HubConfig};
 use misar_proto_tokio::server::DriverConfig;
 
+use std::net::SocketAddr;
+
+use misar_proto::resume::ResumeFrame;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
 use crate::redis_util::RedisServer;
-use crate::support::TestServer;
+use crate::support::{Client, TestServer, next_text};
 
 pub struct Node {
     pub hub: Hub,
@@ -53,4 +59,68 @@ pub async fn node_with(redis: &RedisServer, config: RedisConfig) -> Node {
 /// A node on `redis` with [`config`].
 pub async fn node(redis: &RedisServer) -> Node {
     node_with(redis, config()).await
+}
+
+/// Connects as `account`, opted in with `Misar-Resume: resume`.
+pub async fn connect_resume(addr: SocketAddr, path: &str, account: &str, resume: &str) -> Client {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    let headers = request.headers_mut();
+    headers.insert(
+        "authorization",
+        format!("Bearer msk_{account}").parse().unwrap(),
+    );
+    headers.insert("misar-resume", resume.parse().unwrap());
+    let (ws, _) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
+    ws
+}
+
+/// The first frame of an opted-in connection.
+pub async fn resume_frame(client: &mut Client) -> ResumeFrame {
+    let text = next_text(client).await;
+    ResumeFrame::decode(text.as_bytes()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// An opted-in event: its §2.4 text (the `,"offset":N` field removed) and its offset.
+pub fn split_offset(text: &str) -> (String, u64) {
+    let at = text
+        .rfind(",\"offset\":")
+        .unwrap_or_else(|| panic!("no offset in {text}"));
+    let number = &text[at + 10..text.len() - 1];
+    assert!(text.ends_with('}'), "{text}");
+    (format!("{}}}", &text[..at]), number.parse().unwrap())
+}
+
+/// Reads `n` opted-in events.
+pub async fn events(client: &mut Client, n: usize) -> Vec<(String, u64)> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(split_offset(&next_text(client).await));
+    }
+    out
+}
+
+/// A node on the Redis Cluster at `urls` (comma-separated seeds).
+pub async fn cluster_node(urls: &str, config: RedisConfig) -> Node {
+    let broker = RedisBroker::connect(
+        urls,
+        RedisConfig {
+            cluster: true,
+            ..config
+        },
+    )
+    .await
+    .unwrap();
+    let hub = Hub::with_broker(HubConfig::default(), broker.clone());
+    let server = TestServer::start(
+        hub.clone(),
+        ServerConfig::default(),
+        DriverConfig::default(),
+    )
+    .await;
+    Node {
+        hub,
+        broker,
+        server,
+    }
 }
