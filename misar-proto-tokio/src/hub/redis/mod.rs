@@ -585,7 +585,8 @@ impl Broker for RedisBroker {
                 EventClass::Terminal => 2,
                 _ => 0,
             };
-            let json = event.bytes().clone();
+            // One line: a batch's events travel newline-separated in one message.
+            let json = names::one_line(event.bytes().clone());
             let campaign = match &stream {
                 StreamKey::Campaign(campaign) => Some(campaign.clone()),
                 StreamKey::Inbox(_) => None,

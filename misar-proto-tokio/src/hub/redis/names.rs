@@ -149,6 +149,30 @@ pub(super) fn parse_message(message: &[u8]) -> Option<(Position, usize)> {
     (position.offset > 0 && start < message.len()).then_some((position, start))
 }
 
+/// The events of a message's body (what follows the position line): one per line, in
+/// offset order, the first at the position's offset. An event's JSON never holds a raw
+/// newline (JSON allows one only as whitespace, and the publishing side sends compact JSON,
+/// see [`one_line`]), so the split is exact. Never panics; an empty line is an (invalid)
+/// empty event, refused by the validation after it.
+pub(super) fn events_of(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    body.split(|&b| b == b'\n')
+}
+
+/// `json` on one line: a raw newline in JSON text can only be whitespace between tokens (in
+/// a string it must be escaped), so replacing it with a space keeps the same value. The
+/// encoder's compact output has none: this copies only for a JSON that did.
+pub(super) fn one_line(json: bytes::Bytes) -> bytes::Bytes {
+    if json.contains(&b'\n') {
+        let replaced: Vec<u8> = json
+            .iter()
+            .map(|&b| if b == b'\n' { b' ' } else { b })
+            .collect();
+        bytes::Bytes::from(replaced)
+    } else {
+        json
+    }
+}
+
 /// A stream message as the publish script builds it (for tests and foreign publishers).
 #[cfg(test)]
 pub(super) fn frame_message(position: &Position, json: &[u8]) -> Vec<u8> {
@@ -295,8 +319,17 @@ mod tests {
         assert_eq!(&message[start..], json);
         let top = format!("{}:{}\nx", "a".repeat(32), u64::MAX);
         assert_eq!(parse_message(top.as_bytes()).unwrap().0.offset, u64::MAX);
-        // A newline inside the JSON is the JSON's business.
-        assert_eq!(parse_message(b"e:1\n{\n}").unwrap().1, 4);
+        // A batch: one event per line after the position of the first.
+        let batch = b"e:7\n{\"a\":1}\n{\"b\":2}";
+        let (position, start) = parse_message(batch).unwrap();
+        assert_eq!(position.offset, 7);
+        let events: Vec<&[u8]> = events_of(&batch[start..]).collect();
+        assert_eq!(events, [&b"{\"a\":1}"[..], b"{\"b\":2}"]);
+        // A newline in JSON is whitespace: sent as a space, the same value.
+        assert_eq!(
+            one_line(bytes::Bytes::from_static(b"{\n\"a\":\n1}")),
+            &b"{ \"a\": 1}"[..]
+        );
     }
 
     #[test]

@@ -70,8 +70,9 @@ const QUEUE: usize = 8192;
 ///    the age bound;
 /// 4. a campaign's latest `progress` / terminal event of the batch: `SET last <message>`
 ///    (and `done`);
-/// 5. per event `PUBLISH channel <epoch>:<offset>\n<json>` (`SPUBLISH` on a cluster: every
-///    key and the channel share the stream's hash tag, so they are in one slot).
+/// 5. one `PUBLISH channel <epoch>:<first offset>\n<json>[\n<json>…]` for the batch (the
+///    events in order, one per line; see `names.rs`), `SPUBLISH` on a cluster: every key and
+///    the channel share the stream's hash tag, so they are in one slot.
 ///
 /// Answers `{receivers, accepted}`: the nodes subscribed to the channel, the events accepted
 /// (the first ones of the batch). KEYS: meta, history[, last, done]. ARGV: new epoch, max
@@ -102,16 +103,17 @@ if ARGV[2] ~= '0' then
   local now = redis.call('TIME')
   ms = string.format('%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
 end
-local receivers = 0
 local cached = nil
+local jsons = {}
 for i = 1, accepted do
   local offset = string.format('%d', last - accepted + i)
   local json = ARGV[7 + 2 * i]
+  jsons[i] = json
   if ms then redis.call('XADD', KEYS[2], offset .. '-0', 't', ms, 'd', json) end
-  local message = epoch .. ':' .. offset .. '\n' .. json
-  receivers = redis.call(ARGV[7], ARGV[5], message)
-  if campaign and ARGV[6 + 2 * i] ~= '0' then cached = message end
+  if campaign and ARGV[6 + 2 * i] ~= '0' then cached = epoch .. ':' .. offset .. '\n' .. json end
 end
+local first = string.format('%d', last - accepted + 1)
+local receivers = redis.call(ARGV[7], ARGV[5], epoch .. ':' .. first .. '\n' .. table.concat(jsons, '\n'))
 if ms then
   redis.call('XTRIM', KEYS[2], 'MAXLEN', ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[3])

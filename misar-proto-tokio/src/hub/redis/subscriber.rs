@@ -49,7 +49,7 @@ use tokio::time::Instant;
 
 use super::connection::Connection;
 use super::inbound::{BoundedReceiver, Inbound, bounded};
-use super::names::{Target, decode_revocation, parse_message};
+use super::names::{Target, decode_revocation, events_of, parse_message};
 use super::publisher::millis;
 use super::{Chain, RedisBrokerError, Shared};
 use crate::hub::{HubDelivery, PendingResume, StreamKey, lock};
@@ -738,39 +738,50 @@ impl Session {
     }
 }
 
-/// Checks a received event (one decode, no re-encoding) and hands the same bytes to every
-/// attached hub.
+/// Checks a received message's events (one decode each, no re-encoding) and hands the same
+/// bytes to every attached hub, in order, each at its offset (the first at the message's,
+/// then one more per line: see `names.rs`).
 fn deliver(shared: &Shared, stream: &StreamKey, message: Bytes) {
-    let checked = match parse_message(&message) {
-        Some((position, start)) => validate_relayed(stream, message.slice(start..), &shared.rules)
-            .map(|event| (position, event))
-            .map_err(|error| error.to_string()),
-        None => Err("not framed as <epoch>:<offset>\\n<json>".to_owned()),
+    let Some((position, start)) = parse_message(&message) else {
+        reject(stream, "not framed as <epoch>:<offset>\\n<json>", shared);
+        return;
     };
-    match checked {
-        Ok((position, event)) => {
-            shared.stats.received.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::record::redis_relayed();
-            shared.each_hub(|hub| {
-                // Refused by a hub that knows the campaign finished (Redis refuses such
-                // publishes first, so this is a stray from before that state), or that is
-                // past this offset (a stray duplicate): ignored.
-                let _ = hub.deliver_in(stream, event.clone(), &position.epoch, position.offset);
-            });
-        }
-        Err(error) => {
-            shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            // The stream is named by kind only: an account id is not for the logs.
-            tracing::warn!(
-                stream = match stream {
-                    StreamKey::Inbox(_) => "inbox",
-                    StreamKey::Campaign(_) => "campaign",
-                },
-                error = %error,
-                "redis broker: a message is not a valid event; dropped"
-            );
+    let body = message.slice(start..);
+    let mut offset = Some(position.offset);
+    for json in events_of(&body) {
+        let Some(at) = offset else {
+            reject(stream, "offsets past 2^64", shared);
+            return;
+        };
+        offset = at.checked_add(1);
+        match validate_relayed(stream, body.slice_ref(json), &shared.rules) {
+            Ok(event) => {
+                shared.stats.received.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::record::redis_relayed();
+                shared.each_hub(|hub| {
+                    // Refused by a hub that knows the campaign finished (Redis refuses such
+                    // publishes first, so this is a stray from before that state), or that is
+                    // past this offset (a stray duplicate): ignored.
+                    let _ = hub.deliver_in(stream, event.clone(), &position.epoch, at);
+                });
+            }
+            Err(error) => reject(stream, &error.to_string(), shared),
         }
     }
+}
+
+/// Counts and logs a message (or one event of it) that is not valid: dropped.
+fn reject(stream: &StreamKey, error: &str, shared: &Shared) {
+    shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+    // The stream is named by kind only: an account id is not for the logs.
+    tracing::warn!(
+        stream = match stream {
+            StreamKey::Inbox(_) => "inbox",
+            StreamKey::Campaign(_) => "campaign",
+        },
+        error,
+        "redis broker: a message is not a valid event; dropped"
+    );
 }
 
 impl Shared {
