@@ -63,6 +63,14 @@ struct Args {
     /// `metrics` feature of misar-proto-tokio is on (this crate's dev-dependency turns it on).
     #[arg(long, env = "BENCH_METRICS")]
     metrics: bool,
+    /// Fan out through the Redis at this URL (or, with `--redis-cluster`, the Redis Cluster
+    /// with these comma-separated seeds): every event goes to Redis and back (built with
+    /// `--features redis`).
+    #[arg(long, env = "BENCH_REDIS")]
+    redis: Option<String>,
+    /// `--redis` names Redis Cluster seed nodes.
+    #[arg(long, env = "BENCH_REDIS_CLUSTER")]
+    redis_cluster: bool,
 }
 
 struct Bench {
@@ -79,11 +87,15 @@ async fn main() -> std::io::Result<()> {
     if args.metrics {
         install_metrics().map_err(std::io::Error::other)?;
     }
-    let hub = Hub::new(HubConfig {
+    let config = HubConfig {
         max_connections_per_account: 1_000_000,
         max_connections: 1_000_000,
         ..HubConfig::default()
-    });
+    };
+    let hub = match &args.redis {
+        None => Hub::new(config),
+        Some(url) => redis_hub(url, args.redis_cluster, config).await?,
+    };
     let authorizer = MemoryAuthorizer::new().with_key(KEY, ACCOUNT);
     let misar = MisarWs::builder(hub.clone(), authorizer)
         .ping_interval(Duration::from_millis(args.ping_ms.max(1)))
@@ -123,6 +135,30 @@ async fn main() -> std::io::Result<()> {
             let _ = tokio::signal::ctrl_c().await;
         }))
         .await
+}
+
+/// A hub on the Redis broker.
+#[cfg(feature = "redis")]
+async fn redis_hub(url: &str, cluster: bool, config: HubConfig) -> std::io::Result<Hub> {
+    use misar_proto_tokio::hub::redis::{RedisBroker, RedisConfig};
+    let broker = RedisBroker::connect(
+        url,
+        RedisConfig {
+            cluster,
+            ..RedisConfig::default()
+        },
+    )
+    .await
+    .map_err(std::io::Error::other)?;
+    eprintln!("fanning out through Redis (cluster: {cluster})");
+    Ok(Hub::with_broker(config, broker))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_hub(_url: &str, _cluster: bool, _config: HubConfig) -> std::io::Result<Hub> {
+    Err(std::io::Error::other(
+        "--redis needs the bench server built with `--features redis`",
+    ))
 }
 
 /// `--metrics`: the demo's recorder (examples/demo/metrics.rs, the same file), plus a simulated

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p misar-proto-tokio --features redis --example redis_bench -- \
 //!     [--events 20000] [--subscribers 10] [--rate 2000] [--latency-events 5000] \
-//!     [--concurrency 32] [--redis redis://127.0.0.1:6379]
+//!     [--concurrency 32] [--redis redis://127.0.0.1:6379] [--cluster [--cluster-urls URL,URL,…]]
 //! ```
 //!
 //! Without `--redis` it starts its own `redis-server` on a free loopback port (Debian package
@@ -12,6 +12,8 @@
 //!
 //! - `memory`: one hub ([`Hub::new`]); the publisher and the clients are on the same node.
 //! - `redis`: two hubs on two [`RedisBroker`]s; publishing on node A, every client on node B.
+//! - `cluster` (with `--cluster`): the same on a Redis Cluster of three masters (started from
+//!   the Debian packages unless `--cluster-urls` names one).
 //!
 //! Two phases per setup:
 //!
@@ -61,6 +63,12 @@ struct Args {
     /// An existing Redis to use instead of starting one.
     #[arg(long)]
     redis: Option<String>,
+    /// Also measure through a Redis Cluster of three masters.
+    #[arg(long)]
+    cluster: bool,
+    /// An existing Redis Cluster's seeds (comma-separated) instead of starting one.
+    #[arg(long)]
+    cluster_urls: Option<String>,
 }
 
 /// Where events are published, and where the clients connect.
@@ -104,9 +112,24 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         "{:<8} {:>14} {:>16} {:>9} {:>9} {:>9} {:>9}",
         "setup", "events/s", "deliveries/s", "p50 µs", "p99 µs", "max µs", "lost"
     );
+    let mut _own_cluster = None;
+    let cluster_urls = match (&args.cluster_urls, args.cluster) {
+        (Some(urls), _) => Some(urls.clone()),
+        (None, true) => {
+            let cluster = redis_util::RedisCluster::start(3).await;
+            let urls = cluster.urls();
+            _own_cluster = Some(cluster);
+            Some(urls)
+        }
+        (None, false) => None,
+    };
+    let mut names = vec!["memory", "redis"];
+    if cluster_urls.is_some() {
+        names.push("cluster");
+    }
     let mut results = Vec::new();
-    for name in ["memory", "redis"] {
-        let setup = setup(name, &url).await?;
+    for name in names {
+        let setup = setup(name, &url, cluster_urls.as_deref().unwrap_or_default()).await?;
         let throughput = throughput(&setup, &args).await?;
         let latency = latency(&setup, &args).await?;
         println!(
@@ -127,17 +150,23 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         results.push((throughput, latency));
     }
-    if let [(memory, memory_latency), (redis, redis_latency)] = &results[..] {
-        println!(
-            "redis / memory: throughput {:.2}×, p99 latency {:.1}×",
-            redis / memory,
-            redis_latency.p99 as f64 / (memory_latency.p99.max(1)) as f64
-        );
+    if let [(memory, memory_latency), others @ ..] = &results[..] {
+        for ((throughput, latency), name) in others.iter().zip(["redis", "cluster"]) {
+            println!(
+                "{name} / memory: throughput {:.2}×, p99 latency {:.1}×",
+                throughput / memory,
+                latency.p99 as f64 / (memory_latency.p99.max(1)) as f64
+            );
+        }
     }
     Ok(())
 }
 
-async fn setup(name: &'static str, url: &str) -> Result<Setup, Box<dyn std::error::Error>> {
+async fn setup(
+    name: &'static str,
+    url: &str,
+    cluster_urls: &str,
+) -> Result<Setup, Box<dyn std::error::Error>> {
     let config = HubConfig::default();
     let roomy = support::roomy(1 << 20);
     Ok(match name {
@@ -155,10 +184,13 @@ async fn setup(name: &'static str, url: &str) -> Result<Setup, Box<dyn std::erro
         }
         _ => {
             // A distinct prefix per run, so a shared Redis holds nothing from a previous one.
+            let cluster = name == "cluster";
             let redis_config = RedisConfig {
                 prefix: format!("misar-bench-{}", std::process::id()),
+                cluster,
                 ..RedisConfig::default()
             };
+            let url = if cluster { cluster_urls } else { url };
             let broker_a = RedisBroker::connect(url, redis_config.clone()).await?;
             let broker_b = RedisBroker::connect(url, redis_config).await?;
             let node_a = Hub::with_broker(config.clone(), broker_a.clone());

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p misar-proto-axum --example demo -- [--addr 127.0.0.1:8080]
 //!     [--ping-interval-ms 30000] [--pong-timeout-ms 30000] [--reject-style http|close|auto]
-//!     [--no-simulation] [--redis redis://127.0.0.1:6379]
+//!     [--no-simulation] [--redis redis://127.0.0.1:6379 | --redis-cluster URL,URL,...]
 //!     [--max-connections 10000] [--max-connections-per-account 100]
 //!     [--handshake-timeout-ms 10000] [--hook-timeout-ms 5000] [--max-pending-handshakes 1024]
 //! ```
@@ -129,8 +129,13 @@ struct Args {
     hold_hooks: bool,
     /// Fan out through the Redis at this URL (e.g. redis://127.0.0.1:6379), so several demo
     /// processes share events. Needs the demo built with `--features redis`.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "redis_cluster")]
     redis: Option<String>,
+    /// Fan out through the Redis Cluster with these seed nodes (comma-separated, e.g.
+    /// redis://127.0.0.1:7000,redis://127.0.0.1:7001): sharded pub/sub, Redis 7 or later.
+    /// Needs the demo built with `--features redis`.
+    #[arg(long, value_name = "URL,URL,...")]
+    redis_cluster: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -206,9 +211,14 @@ async fn main() -> ExitCode {
         max_connections_per_account: args.max_connections_per_account,
         ..HubConfig::default()
     };
-    let hub = match &args.redis {
+    let redis = match (&args.redis, &args.redis_cluster) {
+        (Some(url), _) => Some((url.as_str(), false)),
+        (None, Some(urls)) => Some((urls.as_str(), true)),
+        (None, None) => None,
+    };
+    let hub = match redis {
         None => Hub::new(hub_config),
-        Some(url) => match redis_hub(url, hub_config).await {
+        Some((url, cluster)) => match redis_hub(url, cluster, hub_config).await {
             Ok(hub) => hub,
             Err(e) => {
                 eprintln!("{e}");
@@ -329,25 +339,38 @@ async fn main() -> ExitCode {
 
 /// A hub whose events go through the Redis at `url`.
 #[cfg(feature = "redis")]
-async fn redis_hub(url: &str, config: HubConfig) -> Result<Hub, String> {
+async fn redis_hub(url: &str, cluster: bool, config: HubConfig) -> Result<Hub, String> {
     use misar_proto_tokio::hub::redis::{RedisBroker, RedisConfig};
+    let flag = if cluster {
+        "--redis-cluster"
+    } else {
+        "--redis"
+    };
     // Never the URL in the message: it may hold a password.
-    let broker = RedisBroker::connect(url, RedisConfig::default())
-        .await
-        .map_err(|e| {
-            let cause = std::error::Error::source(&e).map_or(String::new(), |c| format!(": {c}"));
-            format!("cannot use Redis (--redis): {e}{cause}")
-        })?;
-    tracing::info!("fanning out through Redis");
+    let broker = RedisBroker::connect(
+        url,
+        RedisConfig {
+            cluster,
+            ..RedisConfig::default()
+        },
+    )
+    .await
+    .map_err(|e| {
+        let cause = std::error::Error::source(&e).map_or(String::new(), |c| format!(": {c}"));
+        format!("cannot use Redis ({flag}): {e}{cause}")
+    })?;
+    tracing::info!(cluster, "fanning out through Redis");
     Ok(Hub::with_broker(config, broker))
 }
 
 /// Without the `redis` feature, `--redis` is refused with a hint.
 #[cfg(not(feature = "redis"))]
-async fn redis_hub(_url: &str, _config: HubConfig) -> Result<Hub, String> {
-    Err("--redis needs the demo built with `--features redis` \
+async fn redis_hub(_url: &str, _cluster: bool, _config: HubConfig) -> Result<Hub, String> {
+    Err(
+        "--redis and --redis-cluster need the demo built with `--features redis` \
          (cargo run -p misar-proto-axum --features redis --example demo -- ...)"
-        .to_owned())
+            .to_owned(),
+    )
 }
 
 /// The fixture tables behind the hooks, with an optional delay and a call counter.

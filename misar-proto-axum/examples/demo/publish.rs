@@ -24,10 +24,19 @@ fn error(status: StatusCode, error: &str, message: impl Into<String>) -> Respons
         .into_response()
 }
 
+/// 202 with what this node knows when the publish returns (README "Running several nodes"):
+/// `accepted` (the broker took the event), `delivered` (connections this call queued it for:
+/// all of them in memory, none through Redis, where every node delivers when Redis hands the
+/// event back), `receivingNodes` (through Redis: the nodes that had subscribers of the stream;
+/// `null` in memory, where `delivered` is the whole story).
 fn accepted(report: PublishReport) -> Response {
     (
         StatusCode::ACCEPTED,
-        Json(json!({ "delivered": report.delivered })),
+        Json(json!({
+            "accepted": true,
+            "delivered": report.delivered,
+            "receivingNodes": report.receivers,
+        })),
     )
         .into_response()
 }

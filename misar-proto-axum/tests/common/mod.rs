@@ -124,7 +124,15 @@ impl TestServer {
         configure: impl FnOnce(MisarWsBuilder<Arc<TestAuth>>) -> MisarWsBuilder<Arc<TestAuth>>,
         mount: impl FnOnce(axum::Router) -> axum::Router,
     ) -> Self {
-        let hub = Hub::new(config);
+        Self::start_on(Hub::new(config), configure, mount).await
+    }
+
+    /// On `hub` (built on a broker of the test's).
+    pub async fn start_on(
+        hub: Hub,
+        configure: impl FnOnce(MisarWsBuilder<Arc<TestAuth>>) -> MisarWsBuilder<Arc<TestAuth>>,
+        mount: impl FnOnce(axum::Router) -> axum::Router,
+    ) -> Self {
         let auth = Arc::new(TestAuth::new());
         let misar: MisarWs = configure(MisarWs::builder(hub.clone(), Arc::clone(&auth))).build();
         let shutdown = misar.shutdown_handle();

@@ -57,8 +57,10 @@ pub trait Broker: Send + Sync + 'static {
     fn attach(&self, delivery: HubDelivery);
 
     /// Sends an event, encoded once, to every attached hub's subscribers of `stream`
-    /// (possibly on other nodes). The report counts the deliveries the broker knows about
-    /// (a remote broker may only know its own node's, or none).
+    /// (possibly on other nodes). The report says what is known when it returns: the
+    /// deliveries made during the call, and for a broker that delivers later (on each node,
+    /// when its upstream hands the event back) [`PublishReport::accepted_by`] the nodes it
+    /// went to.
     fn publish(&self, stream: StreamKey, event: EncodedEvent) -> BrokerFuture<'_>;
 
     /// The first subscriber of `stream` on an attached hub arrived (a remote broker

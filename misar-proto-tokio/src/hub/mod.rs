@@ -130,8 +130,9 @@ pub fn draw_epoch() -> Epoch {
 /// ..HubConfig::default() }`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HubConfig {
-    /// Connections one account may hold at once (100); more → [`SubscribeError::TooManyForAccount`]
-    /// (HTTP 429).
+    /// Connections one account may hold at once on this hub (100); more →
+    /// [`SubscribeError::TooManyForAccount`] (HTTP 429). Per node: with a multi-node broker an
+    /// account may hold this many on each node (README, "Running several nodes", says why).
     pub max_connections_per_account: usize,
     /// Connections the hub serves at once (10,000); more →
     /// [`SubscribeError::TooManyConnections`] (HTTP 503 with `Retry-After`).

@@ -39,6 +39,11 @@
 //!     // Before the upgrade: count the connection and create its session (a refusal is an
 //!     // HTTP 429/503).
 //!     let Ok(feed) = hub.subscribe(accepted, mark, &ServerConfig::default()) else { return };
+//!     // With a multi-node broker: every event published from now on will reach this
+//!     // connection (answer 503 instead when it cannot be promised).
+//!     if feed.ready().await.is_err() {
+//!         return;
+//!     }
 //!     let config = recommended_websocket_config();
 //!     let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await else {
 //!         return; // dropping the feed uncounts the connection

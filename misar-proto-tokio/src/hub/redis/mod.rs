@@ -2,36 +2,63 @@
 //! behind a load balancer (cargo feature `redis`).
 //!
 //! Every node builds its [`Hub`](super::Hub) on a [`RedisBroker`] connected to the same Redis
-//! (version 6 or later: the broker speaks RESP3). An event published on any node reaches the
-//! subscribers of every node, and Redis keeps §2.11's offsets, epochs and history, so an
-//! opted-in client resumes on any node:
+//! (version 6 or later: the broker speaks RESP3) or the same Redis Cluster (7 or later,
+//! [`RedisConfig::cluster`]). An event published on any node reaches the subscribers of every
+//! node, and Redis keeps §2.11's offsets, epochs and history, so an opted-in client resumes on
+//! any node:
 //!
 //! ```text
-//!  node A: hub.publish_inbox ── encode once ──► EVAL publish script (atomic, in Redis):
-//!            meta hash: epoch (created if none) + HINCRBY offset
-//!            history:   XADD <offset>-0 MAXLEN n (exact), PEXPIRE max_age
+//!  node A: hub.publish_inbox ── encode once ──► batching task: what queued meanwhile, per
+//!            stream one EVALSHA of the publish script (atomic, in Redis), 4 in flight:
+//!            meta hash: epoch (created if none) + HINCRBY offset by the batch
+//!            history:   XADD <offset>-0 per event, one exact XTRIM MAXLEN n, PEXPIRE max_age
 //!            campaign:  SET last / done (late joiners, §2.13)
-//!            PUBLISH misar:inbox:alice "<epoch>:<offset>\n<event JSON>"
+//!            PUBLISH misar:{inbox:alice} "<epoch>:<first offset>\n<json>[\n<json>…]"
+//!            (SPUBLISH on a cluster)
 //!                                                          │ Redis
 //!        ┌─────────────────────────────────────────────────┴──────────────┐
 //!        ▼ (node A is subscribed too)                                      ▼
-//!  node A: parse, check (one decode), deliver_in       node B: the same; plain clients get
-//!          (epoch, offset): same bytes to all                  the JSON, opted-in ones
-//!                                                              `,"offset":N`
+//!  node A: bounded inbound path, parse, check           node B: the same; plain clients get
+//!          (one decode per event), deliver_in                  the JSON, opted-in ones
+//!          (epoch, offset): same bytes to all                  `,"offset":N`
+//!  subscribe on B ─► Broker::ready (Feed::ready) resolves once B's SUBSCRIBE is confirmed;
+//!          the adapter answers the upgrade only then
 //!  opted-in subscribe on B ─► Broker::resume ─► subscriber task: SUBSCRIBE confirmed, then
 //!          EVAL resume read (epoch, latest, oldest held, entries after the position, last)
 //!          ─► decide() ─► PendingResume::complete (resume frame, replay, then live)
 //! ```
 //!
-//! - **One channel per stream** (`{prefix}:inbox:{account}`, `{prefix}:campaign:{id}`); the
-//!   message is the event's position and JSON, `<epoch>:<offset>\n<json>` (the JSON is the
-//!   bytes clients get, untouched; a message not framed so, or whose JSON is not an event of
-//!   the stream, is dropped and counted in [`RedisStats::rejected`]). A node subscribes to a
+//! - **One channel per stream** (`{prefix}:{inbox:<account>}`, `{prefix}:{campaign:<id>}`:
+//!   the braces are Redis Cluster's hash tag, shared by every key of the stream, see
+//!   `names.rs`); the message is the position of its first event and the events' JSON, one
+//!   per line, `<epoch>:<offset>\n<json>[\n<json>…]` (the JSON is the bytes clients get,
+//!   untouched; a message not framed so, or an event of it that is not an event of the
+//!   stream, is dropped and counted in [`RedisStats::rejected`]). A node subscribes to a
 //!   stream's channel while it has subscribers of it ([`Broker::stream_opened`] /
 //!   [`Broker::stream_closed`], batched), so it receives only the events it delivers. 10,000
 //!   connected accounts are 10,000 channels on the node's one subscriber connection, which
 //!   Redis handles as a hash lookup per publish; `PSUBSCRIBE misar:*` would instead send
 //!   every event to every node and cost every publish a pattern match per pattern.
+//! - **Lossless at subscribe**: [`Broker::ready`] resolves once the stream's subscription
+//!   is confirmed on the node's subscriber connection (at once when it already was), or fails
+//!   with [`RedisBrokerError::NotSubscribed`] after [`RedisConfig::subscribe_timeout`]. The
+//!   adapters await it ([`Feed::ready`](super::Feed::ready)) before answering the upgrade, so
+//!   an event published anywhere after a client's 101 reaches it.
+//! - **Batched, pipelined publishing** (`publisher.rs`): publishes that queue while others are
+//!   under way go together, one script call per stream, so a busy node pays the script call,
+//!   the offset increment, the trim and the `PUBLISH` once per batch; [`PublishReport`] then
+//!   says that Redis took the event and how many nodes it went to
+//!   ([`PublishReport::receivers`]): the deliveries happen on each node afterwards.
+//! - **Bounded inbound path** (`inbound.rs`): at most [`RedisConfig::inbound_max_messages`]
+//!   messages and [`RedisConfig::inbound_max_bytes`] wait for the subscriber task; reaching
+//!   either drops the subscriber connection (counted in [`RedisStats::overflows`] and as a
+//!   gap) and the node resubscribes, instead of growing without bound.
+//! - **Redis Cluster** ([`RedisConfig::cluster`]): the `redis` crate's cluster connection
+//!   routes each script call by its keys' slot (one stream's keys share one), `SSUBSCRIBE`s
+//!   each channel on its slot's master, follows slot moves and reconnects to a master that
+//!   comes back, resubscribing. A master's lost connection is a gap for this node (counted;
+//!   opted-in connections close with 1001), after which every subscription is confirmed
+//!   again; a master that is down fails its own streams' publishes and subscriptions only.
 //! - **Encoded once per node at most**: the publishing node encodes ([`HubStats::encodes`]);
 //!   every node, the publisher included, receives the bytes from Redis, checks them with one
 //!   decode ([`validate_relayed`]) and hands the same
@@ -112,8 +139,9 @@
 //! # }
 //! ```
 //!
-//! Redis Cluster is not supported (a single Redis, or one behind Sentinel / a proxy, is). Give
-//! deployments that share a Redis distinct [`RedisConfig::prefix`]es.
+//! Give deployments that share a Redis distinct [`RedisConfig::prefix`]es (without `{` or
+//! `}`). Connection limits ([`HubConfig::max_connections_per_account`](super::HubConfig::max_connections_per_account))
+//! are per node.
 //!
 //! [`HubStats::encodes`]: super::HubStats::encodes
 //! [`validate_relayed`]: misar_proto::streams::validate_relayed
