@@ -535,9 +535,7 @@ impl Session {
                 let group = || std::iter::once(resume).chain(alike).collect::<Vec<_>>();
                 match read {
                     Ok(reply) => {
-                        let (resume, alike) = (group(), ());
-                        let _ = alike;
-                        let mut resumes = resume.into_iter();
+                        let mut resumes = group().into_iter();
                         if let Some(first) = resumes.next() {
                             self.start(shared, first, resumes.collect(), reply);
                         }
