@@ -13,6 +13,9 @@
 #[allow(dead_code)]
 #[path = "demo/metrics.rs"]
 mod demo_metrics;
+// The demo's `--redis` setup, the same file.
+#[path = "demo/redis.rs"]
+mod demo_redis;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -94,7 +97,9 @@ async fn main() -> std::io::Result<()> {
     };
     let hub = match &args.redis {
         None => Hub::new(config),
-        Some(url) => redis_hub(url, args.redis_cluster, config).await?,
+        Some(url) => demo_redis::redis_hub(url, args.redis_cluster, config)
+            .await
+            .map_err(std::io::Error::other)?,
     };
     let authorizer = MemoryAuthorizer::new().with_key(KEY, ACCOUNT);
     let misar = MisarWs::builder(hub.clone(), authorizer)
@@ -135,30 +140,6 @@ async fn main() -> std::io::Result<()> {
             let _ = tokio::signal::ctrl_c().await;
         }))
         .await
-}
-
-/// A hub on the Redis broker.
-#[cfg(feature = "redis")]
-async fn redis_hub(url: &str, cluster: bool, config: HubConfig) -> std::io::Result<Hub> {
-    use misar_proto_tokio::hub::redis::{RedisBroker, RedisConfig};
-    let broker = RedisBroker::connect(
-        url,
-        RedisConfig {
-            cluster,
-            ..RedisConfig::default()
-        },
-    )
-    .await
-    .map_err(std::io::Error::other)?;
-    eprintln!("fanning out through Redis (cluster: {cluster})");
-    Ok(Hub::with_broker(config, broker))
-}
-
-#[cfg(not(feature = "redis"))]
-async fn redis_hub(_url: &str, _cluster: bool, _config: HubConfig) -> std::io::Result<Hub> {
-    Err(std::io::Error::other(
-        "--redis needs the bench server built with `--features redis`",
-    ))
 }
 
 /// `--metrics`: the demo's recorder (examples/demo/metrics.rs, the same file), plus a simulated

@@ -37,6 +37,16 @@ async fn one_account_per_master(cluster: &RedisCluster) -> Vec<String> {
     found.into_iter().map(Option::unwrap).collect()
 }
 
+/// Whether `client` reads `text` (after whatever came before it) within 5 s of each message.
+async fn reads(client: &mut Client, text: &str) -> bool {
+    while let Ok(next) = tokio::time::timeout(Duration::from_secs(5), next_text(client)).await {
+        if next == text {
+            return true;
+        }
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_master_cluster_delivers_resumes_and_survives_a_master_restart() {
     if !available("redis cluster") {
@@ -159,16 +169,10 @@ async fn a_three_master_cluster_delivers_resumes_and_survives_a_master_restart()
         })
         .await;
         assert!(sent.is_ok(), "the other masters keep publishing");
-        let mut seen_during = false;
-        while let Ok(text) =
-            tokio::time::timeout(Duration::from_secs(5), next_text(&mut clients[alive])).await
-        {
-            if text == inbox_text(&during) {
-                seen_during = true;
-                break;
-            }
-        }
-        assert!(seen_during, "the other masters keep delivering");
+        assert!(
+            reads(&mut clients[alive], &inbox_text(&during)).await,
+            "the other masters keep delivering"
+        );
 
         // Restarted (empty, same port, same nodes.conf: it takes its slots back).
         cluster.nodes[down].restart().await;
@@ -189,17 +193,8 @@ async fn a_three_master_cluster_delivers_resumes_and_survives_a_master_restart()
             delivered.is_ok(),
             "publishes succeed and reach node B again"
         );
-        let mut got_after = false;
-        while let Ok(text) =
-            tokio::time::timeout(Duration::from_secs(5), next_text(&mut clients[down])).await
-        {
-            if text == inbox_text(&after) {
-                got_after = true;
-                break;
-            }
-        }
         assert!(
-            got_after,
+            reads(&mut clients[down], &inbox_text(&after)).await,
             "the client of the restarted master's stream is live again"
         );
         // The restarted master lost its history (no persistence): a resume there is told so.

@@ -32,6 +32,7 @@
 mod clock;
 mod metrics;
 mod publish;
+mod redis;
 mod simulation;
 
 use std::collections::VecDeque;
@@ -218,7 +219,7 @@ async fn main() -> ExitCode {
     };
     let hub = match redis {
         None => Hub::new(hub_config),
-        Some((url, cluster)) => match redis_hub(url, cluster, hub_config).await {
+        Some((url, cluster)) => match redis::redis_hub(url, cluster, hub_config).await {
             Ok(hub) => hub,
             Err(e) => {
                 eprintln!("{e}");
@@ -335,42 +336,6 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// A hub whose events go through the Redis at `url`.
-#[cfg(feature = "redis")]
-async fn redis_hub(url: &str, cluster: bool, config: HubConfig) -> Result<Hub, String> {
-    use misar_proto_tokio::hub::redis::{RedisBroker, RedisConfig};
-    let flag = if cluster {
-        "--redis-cluster"
-    } else {
-        "--redis"
-    };
-    // Never the URL in the message: it may hold a password.
-    let broker = RedisBroker::connect(
-        url,
-        RedisConfig {
-            cluster,
-            ..RedisConfig::default()
-        },
-    )
-    .await
-    .map_err(|e| {
-        let cause = std::error::Error::source(&e).map_or(String::new(), |c| format!(": {c}"));
-        format!("cannot use Redis ({flag}): {e}{cause}")
-    })?;
-    tracing::info!(cluster, "fanning out through Redis");
-    Ok(Hub::with_broker(config, broker))
-}
-
-/// Without the `redis` feature, `--redis` is refused with a hint.
-#[cfg(not(feature = "redis"))]
-async fn redis_hub(_url: &str, _cluster: bool, _config: HubConfig) -> Result<Hub, String> {
-    Err(
-        "--redis and --redis-cluster need the demo built with `--features redis` \
-         (cargo run -p misar-proto-axum --features redis --example demo -- ...)"
-            .to_owned(),
-    )
 }
 
 /// The fixture tables behind the hooks, with an optional delay and a call counter.

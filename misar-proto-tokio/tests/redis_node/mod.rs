@@ -41,7 +41,12 @@ pub fn config() -> RedisConfig {
 
 /// A node on `redis` with `config`.
 pub async fn node_with(redis: &RedisServer, config: RedisConfig) -> Node {
-    let broker = RedisBroker::connect(&redis.url(), config).await.unwrap();
+    node_on(&redis.url(), config).await
+}
+
+/// A node on the Redis (or, with `config.cluster`, the Redis Cluster seeds) at `url`.
+pub async fn node_on(url: &str, config: RedisConfig) -> Node {
+    let broker = RedisBroker::connect(url, config).await.unwrap();
     let hub = Hub::with_broker(HubConfig::default(), broker.clone());
     let server = TestServer::start(
         hub.clone(),
@@ -102,7 +107,7 @@ pub async fn events(client: &mut Client, n: usize) -> Vec<(String, u64)> {
 
 /// A node on the Redis Cluster at `urls` (comma-separated seeds).
 pub async fn cluster_node(urls: &str, config: RedisConfig) -> Node {
-    let broker = RedisBroker::connect(
+    node_on(
         urls,
         RedisConfig {
             cluster: true,
@@ -110,17 +115,4 @@ pub async fn cluster_node(urls: &str, config: RedisConfig) -> Node {
         },
     )
     .await
-    .unwrap();
-    let hub = Hub::with_broker(HubConfig::default(), broker.clone());
-    let server = TestServer::start(
-        hub.clone(),
-        ServerConfig::default(),
-        DriverConfig::default(),
-    )
-    .await;
-    Node {
-        hub,
-        broker,
-        server,
-    }
 }
