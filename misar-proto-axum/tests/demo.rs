@@ -119,6 +119,11 @@ async fn fixtures_publish_endpoints_and_sigterm() {
         "{}",
         String::from_utf8_lossy(&published.body)
     );
+    // What the node knows: in memory, every delivery happened during the call.
+    let answer = published.json();
+    assert_eq!(answer["accepted"], true);
+    assert_eq!(answer["delivered"], 1);
+    assert!(answer["receivingNodes"].is_null(), "{answer}");
     assert_eq!(next_text(&mut inbox).await, email);
     let progress = format!(
         r#"{{"type":"progress","campaignId":"{ALICE_CAMPAIGN}","sent":2500,"total":10000,"delivered":2480,"bounced":20,"opened":450}}"#
