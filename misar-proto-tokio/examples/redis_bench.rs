@@ -63,6 +63,10 @@ struct Args {
     /// An existing Redis to use instead of starting one.
     #[arg(long)]
     redis: Option<String>,
+    /// Events of history Redis keeps per stream for resuming clients (256, the default; 0:
+    /// none, to see what the history costs).
+    #[arg(long, default_value_t = 256)]
+    history_events: usize,
     /// Also measure through a Redis Cluster of three masters.
     #[arg(long)]
     cluster: bool,
@@ -129,7 +133,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut results = Vec::new();
     for name in names {
-        let setup = setup(name, &url, cluster_urls.as_deref().unwrap_or_default()).await?;
+        let setup = setup(
+            name,
+            &url,
+            cluster_urls.as_deref().unwrap_or_default(),
+            args.history_events,
+        )
+        .await?;
         let throughput = throughput(&setup, &args).await?;
         let latency = latency(&setup, &args).await?;
         println!(
@@ -166,6 +176,7 @@ async fn setup(
     name: &'static str,
     url: &str,
     cluster_urls: &str,
+    history_events: usize,
 ) -> Result<Setup, Box<dyn std::error::Error>> {
     let config = HubConfig::default();
     let roomy = support::roomy(1 << 20);
@@ -188,6 +199,10 @@ async fn setup(
             let redis_config = RedisConfig {
                 prefix: format!("misar-bench-{}", std::process::id()),
                 cluster,
+                history: misar_proto::streams::HistoryConfig {
+                    max_events: history_events,
+                    ..misar_proto::streams::HistoryConfig::default()
+                },
                 ..RedisConfig::default()
             };
             let url = if cluster { cluster_urls } else { url };
