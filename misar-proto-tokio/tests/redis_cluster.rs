@@ -16,7 +16,7 @@ use misar_proto_tokio::hub::PublishError;
 use misar_proto_tokio::hub::redis::RedisBrokerError;
 
 use redis_node::{cluster_node, config, connect_resume, events, resume_frame};
-use redis_util::{RedisCluster, available};
+use redis_util::{RedisCluster, available, raw};
 use support::*;
 
 /// Accounts whose inbox streams live on masters 0, 1 and 2 (one each), by asking the cluster.
@@ -206,4 +206,64 @@ async fn a_three_master_cluster_delivers_resumes_and_survives_a_master_restart()
     })
     .await
     .expect("the cluster test took too long");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_slot_moves_to_another_master_is_followed() {
+    if !available("redis cluster resharding") {
+        return;
+    }
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let cluster = RedisCluster::start(3).await;
+        let urls = cluster.urls();
+        let a = cluster_node(&urls, config()).await;
+        let b = cluster_node(&urls, config()).await;
+        let channel = b"misar:{inbox:alice}";
+        let slot = cluster.slot_of(channel).await;
+        let from = cluster.owner_of(channel).await;
+        let to = (from + 1) % 3;
+        let mut client = connect(b.server.addr, "/mail/ws/inbox", "alice").await;
+        b.broker.sync().await;
+        let before = email(1, 10);
+        a.hub
+            .publish_inbox(&account("alice"), &before)
+            .await
+            .unwrap();
+        assert_eq!(next_text(&mut client).await, inbox_text(&before));
+        let gaps = b.broker.stats().gaps;
+
+        cluster.move_slot(slot, from, to).await;
+        assert_eq!(cluster.owner_of(channel).await, to);
+        // Node B was told (a `sunsubscribe` from the old owner): a counted gap, then it
+        // subscribes on the new owner; publishes reach the client again.
+        let after = email(2, 10);
+        let delivered = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                if let Ok(report) = a.hub.publish_inbox(&account("alice"), &after).await {
+                    if report.receivers == Some(1) {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        assert!(
+            delivered.is_ok(),
+            "node B subscribes on the slot's new owner"
+        );
+        assert!(reads(&mut client, &inbox_text(&after)).await);
+        assert!(b.broker.stats().gaps > gaps, "the move is counted as a gap");
+        // The stream's history and offsets moved with the slot: numbering goes on.
+        let mut connection = raw(&cluster.nodes[to].url()).await;
+        let offset: u64 = redis::cmd("HGET")
+            .arg("misar:meta:{inbox:alice}")
+            .arg("o")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!(offset >= 2, "offset {offset}");
+    })
+    .await
+    .expect("the resharding test took too long");
 }

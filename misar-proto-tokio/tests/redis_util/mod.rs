@@ -244,6 +244,80 @@ impl RedisCluster {
             .expect("the cluster did not reach cluster_state:ok");
     }
 
+    /// `key`'s slot.
+    pub async fn slot_of(&self, key: &[u8]) -> u16 {
+        let mut connection = raw(&self.nodes[0].url()).await;
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .expect("CLUSTER KEYSLOT")
+    }
+
+    /// Moves `slot` from node `from` to node `to`, keys included, the way `redis-cli
+    /// --cluster reshard` does: IMPORTING / MIGRATING, `MIGRATE` the keys, then `SETSLOT
+    /// NODE` on every node.
+    pub async fn move_slot(&self, slot: u16, from: usize, to: usize) {
+        let mut source = raw(&self.nodes[from].url()).await;
+        let mut target = raw(&self.nodes[to].url()).await;
+        let id = |connection: &mut redis::aio::MultiplexedConnection| {
+            let mut connection = connection.clone();
+            async move {
+                redis::cmd("CLUSTER")
+                    .arg("MYID")
+                    .query_async::<String>(&mut connection)
+                    .await
+                    .expect("CLUSTER MYID")
+            }
+        };
+        let (source_id, target_id) = (id(&mut source).await, id(&mut target).await);
+        let setslot =
+            |connection: &mut redis::aio::MultiplexedConnection, state: &str, node: &str| {
+                let mut connection = connection.clone();
+                let (state, node) = (state.to_owned(), node.to_owned());
+                async move {
+                    let () = redis::cmd("CLUSTER")
+                        .arg("SETSLOT")
+                        .arg(slot)
+                        .arg(state)
+                        .arg(node)
+                        .query_async(&mut connection)
+                        .await
+                        .expect("CLUSTER SETSLOT");
+                }
+            };
+        setslot(&mut target, "IMPORTING", &source_id).await;
+        setslot(&mut source, "MIGRATING", &target_id).await;
+        loop {
+            let keys: Vec<Vec<u8>> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query_async(&mut source)
+                .await
+                .expect("CLUSTER GETKEYSINSLOT");
+            if keys.is_empty() {
+                break;
+            }
+            let () = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(self.nodes[to].port())
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(keys)
+                .query_async(&mut source)
+                .await
+                .expect("MIGRATE");
+        }
+        for node in &self.nodes {
+            let mut connection = raw(&node.url()).await;
+            setslot(&mut connection, "NODE", &target_id).await;
+        }
+    }
+
     /// The index of the node serving `key`'s slot.
     pub async fn owner_of(&self, key: &[u8]) -> usize {
         let mut connection = raw(&self.nodes[0].url()).await;

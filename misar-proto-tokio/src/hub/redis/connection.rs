@@ -1,6 +1,7 @@
 //! Where the broker's connections come from: one Redis (a multiplexed RESP3 connection) or a
 //! Redis Cluster (the `redis` crate's cluster connection, which routes every command by its
-//! key's slot, follows slot moves and resubscribes sharded channels itself). The rest of the
+//! key's slot and reconnects to a master that comes back, resubscribing its sharded channels;
+//! a slot that moves is the subscriber's to follow, see `subscriber.rs`). The rest of the
 //! broker talks to a [`Connection`] either way; the few commands that differ (subscribing,
 //! reading several keys) are methods here.
 

@@ -55,10 +55,12 @@
 //!   gap) and the node resubscribes, instead of growing without bound.
 //! - **Redis Cluster** ([`RedisConfig::cluster`]): the `redis` crate's cluster connection
 //!   routes each script call by its keys' slot (one stream's keys share one), `SSUBSCRIBE`s
-//!   each channel on its slot's master, follows slot moves and reconnects to a master that
-//!   comes back, resubscribing. A master's lost connection is a gap for this node (counted;
-//!   opted-in connections close with 1001), after which every subscription is confirmed
-//!   again; a master that is down fails its own streams' publishes and subscriptions only.
+//!   each channel on its slot's master and reconnects to a master that comes back,
+//!   resubscribing. A master's lost connection is a gap for this node (counted; opted-in
+//!   connections close with 1001), after which every subscription is confirmed again; a
+//!   master that is down fails its own streams' publishes and subscriptions only. When a
+//!   stream's slot moves (resharding), the old owner sends `sunsubscribe`: a gap, and the
+//!   stream is subscribed again, on the new owner.
 //! - **Encoded once per node at most**: the publishing node encodes ([`HubStats::encodes`]);
 //!   every node, the publisher included, receives the bytes from Redis, checks them with one
 //!   decode ([`validate_relayed`]) and hands the same

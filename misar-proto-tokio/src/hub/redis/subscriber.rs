@@ -348,6 +348,35 @@ impl Session {
         shared.wake.notify_one();
     }
 
+    /// A `sunsubscribe` push for `channel`: when this node did not ask for it (it still
+    /// counts the stream as subscribed), the stream's slot moved to another master. Events
+    /// published there until the new subscription is confirmed are not delivered here: a gap,
+    /// counted; the stream is subscribed again (and new connections wait for that).
+    fn moved(&mut self, shared: &Shared, channel: &[u8]) {
+        let Some(Target::Stream(stream)) = shared.names.parse(channel) else {
+            return;
+        };
+        if !self.subscribed.remove(&stream) {
+            // The answer to this node's own SUNSUBSCRIBE.
+            return;
+        }
+        shared.stats.gaps.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::record::redis_gap();
+        shared.each_hub(HubDelivery::report_gap);
+        tracing::warn!(
+            "redis broker: a stream's slot moved to another master; subscribing there (a gap)"
+        );
+        {
+            let mut interest = lock(&shared.interest);
+            interest.live.remove(&stream);
+            interest.dirty.insert(stream);
+        }
+        shared
+            .progress
+            .send_modify(|p| p.confirmed = p.confirmed.wrapping_add(1));
+        shared.wake.notify_one();
+    }
+
     /// Delivers what arrives and follows the interest until the connection is lost.
     async fn serve(&mut self, shared: &Shared) -> Lost {
         let mut health = tokio::time::interval(shared.config.health_check_interval);
@@ -701,6 +730,15 @@ impl Session {
                 return Ok(());
             }
             PushKind::Disconnection => return Err(Lost(None)),
+            // A master gave up a slot (resharding, failover): Redis unsubscribes its shard
+            // channels there. One this node still wants is subscribed again (the library
+            // routes it to the slot's new owner).
+            PushKind::SUnsubscribe => {
+                if let Some(Value::BulkString(channel)) = push.data.first() {
+                    self.moved(shared, channel);
+                }
+                return Ok(());
+            }
             // Subscription confirmations (the commands' own replies) and anything newer.
             _ => return Ok(()),
         }
