@@ -74,10 +74,16 @@ struct Args {
     /// `--redis` names Redis Cluster seed nodes.
     #[arg(long, env = "BENCH_REDIS_CLUSTER")]
     redis_cluster: bool,
+    /// Publish a burst's events all at once (every publish in flight, in order of issue)
+    /// instead of one after the other: what lets the Redis broker batch them. The in-memory
+    /// hub delivers each during its call either way.
+    #[arg(long, env = "BENCH_PIPELINED")]
+    pipelined: bool,
 }
 
 struct Bench {
     hub: Hub,
+    pipelined: bool,
     account: AccountId,
     seq: AtomicU64,
     /// Length of an event with an empty subject and one-digit `seq` and `sentAtNs`.
@@ -113,6 +119,7 @@ async fn main() -> std::io::Result<()> {
         .build();
     let bench = Arc::new(Bench {
         hub,
+        pipelined: args.pipelined,
         account: AccountId::from(ACCOUNT),
         seq: AtomicU64::new(0),
         bare_len: event(0, 0, 0).encode().len(),
@@ -198,13 +205,32 @@ async fn broadcast(
         )
             .into_response();
     }
+    let events: Vec<InboxEvent> = (0..count)
+        .map(|_| {
+            let seq = bench.seq.fetch_add(1, Ordering::Relaxed);
+            let sent_at_ns = unix_now_ns();
+            let bare = bench.bare_len - 2 + digits(seq) + digits(sent_at_ns);
+            event(seq, sent_at_ns, size.saturating_sub(bare))
+        })
+        .collect();
+    let reports = if bench.pipelined {
+        // Issued in order (each future's first poll queues its publish), all in flight.
+        futures_util::future::join_all(
+            events
+                .iter()
+                .map(|event| bench.hub.publish_inbox(&bench.account, event)),
+        )
+        .await
+    } else {
+        let mut reports = Vec::with_capacity(events.len());
+        for event in &events {
+            reports.push(bench.hub.publish_inbox(&bench.account, event).await);
+        }
+        reports
+    };
     let mut recipients = 0;
-    for _ in 0..count {
-        let seq = bench.seq.fetch_add(1, Ordering::Relaxed);
-        let sent_at_ns = unix_now_ns();
-        let bare = bench.bare_len - 2 + digits(seq) + digits(sent_at_ns);
-        let event = event(seq, sent_at_ns, size.saturating_sub(bare));
-        match bench.hub.publish_inbox(&bench.account, &event).await {
+    for report in reports {
+        match report {
             Ok(report) => recipients = recipients.max(report.delivered),
             Err(e) => {
                 return (
