@@ -447,3 +447,64 @@ async fn entries_past_the_age_bound_are_not_replayed() {
     })
     .await;
 }
+
+/// A resume read that Redis fails (here: the history key holds a string, so the script's
+/// `XRANGE` errors) closes the connection with 1011, counted, never a silent start; the next
+/// attempt, once the history is readable again, resumes.
+#[tokio::test]
+async fn a_resume_read_that_redis_fails_closes_with_1011() {
+    if !available("failed resume read") {
+        return;
+    }
+    within(async {
+        let redis = RedisServer::start().await;
+        let a = node(&redis, 256).await;
+        let alice = account("alice");
+        let mut client = connect_resume(a.server.addr, "/mail/ws/inbox", "alice", "new").await;
+        let frame = resume_frame(&mut client).await;
+        a.hub.publish_inbox(&alice, &email(0, 0)).await.unwrap();
+        let (_, offset) = split_offset(&next_text(&mut client).await);
+        close(&mut client).await;
+        let position = format!("{}:{offset}", frame.epoch);
+
+        let mut raw = redis_util::raw(&redis.url()).await;
+        let history = "misar:history:{inbox:alice}";
+        let saved: Vec<u8> = redis::cmd("DUMP")
+            .arg(history)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let () = redis::cmd("SET")
+            .arg(history)
+            .arg("not a stream")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let errors = a.broker.stats().resume_errors;
+        let mut failing = connect_resume(a.server.addr, "/mail/ws/inbox", "alice", &position).await;
+        let (texts, code) = until_closed(&mut failing).await;
+        assert!(texts.is_empty(), "{texts:?}");
+        assert_eq!(code, Some(1011));
+        assert_eq!(a.broker.stats().resume_errors, errors + 1);
+
+        // Readable again: the same position resumes, nothing missed.
+        let () = redis::cmd("RESTORE")
+            .arg(history)
+            .arg(0)
+            .arg(saved)
+            .arg("REPLACE")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let mut back = connect_resume(a.server.addr, "/mail/ws/inbox", "alice", &position).await;
+        let frame = resume_frame(&mut back).await;
+        assert!(frame.recovered, "{frame:?}");
+        let event = email(1, 0);
+        a.hub.publish_inbox(&alice, &event).await.unwrap();
+        assert_eq!(
+            split_offset(&next_text(&mut back).await).0,
+            inbox_text(&event)
+        );
+    })
+    .await;
+}
