@@ -103,7 +103,10 @@ impl AsyncPushSender for BoundedSender {
         let bytes = size(&info);
         let messages = gauge.messages.fetch_add(1, Ordering::AcqRel) + 1;
         let total = gauge.bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
-        if !notice && (messages > gauge.max_messages || total > gauge.max_bytes) {
+        // A message alone is always let through (a batch may be larger than a small byte
+        // bound), so the node makes progress: the bound is the limits or one message.
+        let alone = messages == 1;
+        if !notice && !alone && (messages > gauge.max_messages || total > gauge.max_bytes) {
             gauge.messages.fetch_sub(1, Ordering::AcqRel);
             gauge.bytes.fetch_sub(bytes, Ordering::AcqRel);
             if !gauge.overflowed.swap(true, Ordering::AcqRel) {
@@ -202,6 +205,18 @@ mod tests {
         assert!(matches!(rx.try_recv(), Ok(Inbound::Push(..))));
         assert!(matches!(rx.try_recv(), Ok(Inbound::Overflow)));
         assert!(peak.load(Ordering::Relaxed) <= one * 2);
+        // A message larger than the whole bound passes when nothing else waits.
+        let (tx, mut rx) = bounded(usize::MAX, 100, Arc::clone(&peak));
+        tx.send(message(1000)).unwrap();
+        assert!(matches!(rx.try_recv(), Ok(Inbound::Push(..))));
+        assert!(matches!(rx.try_recv(), Err(false)));
+        let (tx, mut rx) = bounded(usize::MAX, one * 2, Arc::new(AtomicUsize::new(0)));
+        tx.send(message(1000)).unwrap();
+        tx.send(message(1000)).unwrap();
+        tx.send(message(1000)).unwrap();
+        assert!(matches!(rx.try_recv(), Ok(Inbound::Push(..))));
+        assert!(matches!(rx.try_recv(), Ok(Inbound::Push(..))));
+        assert!(matches!(rx.try_recv(), Ok(Inbound::Overflow)));
         // The disconnection notice is never dropped.
         tx.send(PushInfo {
             kind: PushKind::Disconnection,
