@@ -259,7 +259,7 @@ impl Default for RedisConfig {
 /// [`PublishError::Broker`](super::PublishError::Broker); downcast to inspect it.
 ///
 /// Texts never include the Redis URL (it may hold a password).
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RedisBrokerError {
     /// The URL is not a Redis URL.
@@ -303,22 +303,6 @@ impl RedisConfig {
 }
 
 impl RedisBrokerError {
-    /// The same error again, for each of several callers that shared one failed command.
-    fn duplicate(&self) -> RedisBrokerError {
-        match self {
-            RedisBrokerError::InvalidUrl(error) => RedisBrokerError::InvalidUrl(error.clone()),
-            RedisBrokerError::Connect(error) => RedisBrokerError::Connect(error.clone()),
-            RedisBrokerError::Disconnected { retry_in } => RedisBrokerError::Disconnected {
-                retry_in: *retry_in,
-            },
-            RedisBrokerError::ConnectionLost => RedisBrokerError::ConnectionLost,
-            RedisBrokerError::Timeout => RedisBrokerError::Timeout,
-            RedisBrokerError::Command(error) => RedisBrokerError::Command(error.clone()),
-            RedisBrokerError::InvalidConfig(why) => RedisBrokerError::InvalidConfig(why),
-            RedisBrokerError::NotSubscribed => RedisBrokerError::NotSubscribed,
-        }
-    }
-
     fn from_command(error: RedisError) -> Self {
         if error.is_timeout() {
             RedisBrokerError::Timeout

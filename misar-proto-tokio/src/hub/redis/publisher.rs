@@ -341,7 +341,7 @@ async fn batch(link: Arc<Link>, context: Arc<Context>, mut queue: mpsc::Receiver
                     Ok(connection) => connection,
                     Err(error) => {
                         for job in jobs {
-                            let _ = job.reply.send(Err(error.duplicate()));
+                            let _ = job.reply.send(Err(error.clone()));
                         }
                         continue;
                     }
@@ -423,7 +423,7 @@ async fn call(
         Err(error) => {
             let error = link.failed(id, error);
             for job in jobs {
-                let _ = job.reply.send(Err(error.duplicate()));
+                let _ = job.reply.send(Err(error.clone()));
             }
         }
     }
