@@ -72,8 +72,11 @@ pub(super) struct Interest {
     fetch: HashSet<CampaignId>,
     /// Bumped on every change ([`RedisBroker::sync`](super::RedisBroker::sync) waits for it).
     pub(super) generation: u64,
-    /// Streams whose subscription is confirmed on the current connection: an event
-    /// published from now on reaches this node ([`Broker::ready`](crate::hub::Broker::ready)).
+    /// Streams subscribed upstream, their subscription confirmed on the current connection:
+    /// an event published from now on reaches this node
+    /// ([`Broker::ready`](crate::hub::Broker::ready)). Changed only through
+    /// [`Shared::update_live`], which keeps [`RedisStats::subscribed_streams`](super::RedisStats)
+    /// and the readiness wake-up in step.
     pub(super) live: HashSet<StreamKey>,
 }
 
@@ -237,7 +240,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut backoff: Backoff) {
                     shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                     crate::metrics::record::redis_reconnect();
                     tracing::info!(
-                        streams = session.subscribed.len(),
+                        streams = shared.stats.subscribed.load(Ordering::Relaxed),
                         "redis broker: subscription re-established"
                     );
                 }
@@ -245,18 +248,13 @@ pub(super) async fn run(shared: Arc<Shared>, mut backoff: Backoff) {
                 shared.progress.send_modify(|p| p.connected = true);
                 let lost = session.serve(&shared).await;
                 shared.publisher.redis_is_gone();
-                lock(&shared.interest).live.clear();
-                shared
-                    .progress
-                    .send_modify(|p| p.confirmed = p.confirmed.wrapping_add(1));
-                shared.stats.subscribed.store(0, Ordering::Relaxed);
-                shared.stats.gaps.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::record::redis_gap();
-                shared.each_hub(HubDelivery::report_gap);
-                tracing::warn!(
-                    error = lost.0.as_ref().map(|e| tracing::field::display(Chain(e))),
-                    "redis broker: lost the subscription connection; events published until it \
-                     is re-established are not delivered on this node (a gap)"
+                shared.update_live(|interest| interest.live.clear());
+                if let Some(error) = &lost.0 {
+                    tracing::warn!(error = %Chain(error), "redis broker: subscriber connection error");
+                }
+                shared.gap(
+                    "lost the subscription connection; events published until it is \
+                     re-established are not delivered on this node",
                 );
                 // Last, so whoever waits for the disconnection sees the gap counted.
                 shared.progress.send_modify(|p| p.connected = false);
@@ -287,8 +285,6 @@ pub(super) async fn run(shared: Arc<Shared>, mut backoff: Backoff) {
 struct Session {
     connection: Connection,
     pushes: BoundedReceiver,
-    /// Streams subscribed upstream on this connection.
-    subscribed: HashSet<StreamKey>,
     /// On a cluster: streams whose subscription failed (their master is unreachable), tried
     /// again at `retry_at`.
     failed: HashSet<StreamKey>,
@@ -309,11 +305,10 @@ impl Session {
         for result in connection.subscribe(&revoke).await {
             result.map_err(RedisBrokerError::from_command)?;
         }
-        lock(&shared.interest).reset();
+        shared.update_live(Interest::reset);
         let mut session = Session {
             connection,
             pushes,
-            subscribed: HashSet::new(),
             failed: HashSet::new(),
             retry_at: None,
             retry: Backoff::new(shared.config.backoff, super::seed()),
@@ -331,20 +326,13 @@ impl Session {
     /// A cluster master's connection dropped: a gap for this node (the streams of that master
     /// missed events; which ones is the library's business, so all are confirmed again).
     fn master_lost(&mut self, shared: &Shared) {
-        shared.stats.gaps.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::record::redis_gap();
-        shared.each_hub(HubDelivery::report_gap);
-        tracing::warn!(
-            "redis broker: lost a cluster master's connection; events of its streams \
-             published until it is back are not delivered on this node (a gap)"
+        shared.gap(
+            "lost a cluster master's connection; events of its streams published until it \
+             is back are not delivered on this node",
         );
-        self.subscribed.clear();
         self.failed.clear();
         self.retry_at = None;
-        lock(&shared.interest).reset();
-        shared
-            .progress
-            .send_modify(|p| p.confirmed = p.confirmed.wrapping_add(1));
+        shared.update_live(Interest::reset);
         shared.wake.notify_one();
     }
 
@@ -356,25 +344,18 @@ impl Session {
         let Some(Target::Stream(stream)) = shared.names.parse(channel) else {
             return;
         };
-        if !self.subscribed.remove(&stream) {
-            // The answer to this node's own SUNSUBSCRIBE.
-            return;
+        let moved = shared.update_live(|interest| {
+            // Not live: the answer to this node's own SUNSUBSCRIBE.
+            let moved = interest.live.remove(&stream);
+            if moved {
+                interest.dirty.insert(stream);
+            }
+            moved
+        });
+        if moved {
+            shared.gap("a stream's slot moved to another master; subscribing there");
+            shared.wake.notify_one();
         }
-        shared.stats.gaps.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::record::redis_gap();
-        shared.each_hub(HubDelivery::report_gap);
-        tracing::warn!(
-            "redis broker: a stream's slot moved to another master; subscribing there (a gap)"
-        );
-        {
-            let mut interest = lock(&shared.interest);
-            interest.live.remove(&stream);
-            interest.dirty.insert(stream);
-        }
-        shared
-            .progress
-            .send_modify(|p| p.confirmed = p.confirmed.wrapping_add(1));
-        shared.wake.notify_one();
     }
 
     /// Delivers what arrives and follows the interest until the connection is lost.
@@ -436,7 +417,7 @@ impl Session {
             let mut unsubscribe = Vec::new();
             for stream in dirty {
                 let wanted = interest.counts.contains_key(&stream);
-                match (wanted, self.subscribed.contains(&stream)) {
+                match (wanted, interest.live.contains(&stream)) {
                     (true, false) => subscribe.push(stream),
                     (false, true) => unsubscribe.push(stream),
                     _ => {}
@@ -447,15 +428,13 @@ impl Session {
         let (subscribe, unsubscribe) = dirty;
         for batch in unsubscribe.chunks(BATCH) {
             let channels: Vec<Vec<u8>> = batch.iter().map(|s| shared.names.channel(s)).collect();
-            {
-                let mut interest = lock(&shared.interest);
+            shared.update_live(|interest| {
                 for stream in batch {
                     interest.live.remove(stream);
                 }
-            }
+            });
             self.connection.unsubscribe(&channels).await?;
             for stream in batch {
-                self.subscribed.remove(stream);
                 self.failed.remove(stream);
             }
         }
@@ -480,21 +459,13 @@ impl Session {
                     }
                 }
             }
-            self.subscribed.extend(confirmed.iter().cloned());
-            lock(&shared.interest).live.extend(confirmed);
-            shared
-                .progress
-                .send_modify(|p| p.confirmed = p.confirmed.wrapping_add(1));
+            shared.update_live(|interest| interest.live.extend(confirmed));
         }
         if self.failed.is_empty() {
             self.retry.reset();
         } else if self.retry_at.is_none() {
             self.retry_at = Some(Instant::now() + self.retry.next_delay(Pace::Normal));
         }
-        shared
-            .stats
-            .subscribed
-            .store(self.subscribed.len(), Ordering::Relaxed);
         if !fetch.is_empty() {
             self.fetch_latest(shared, &fetch).await?;
         }
@@ -517,10 +488,13 @@ impl Session {
     async fn resume(&mut self, shared: &Shared, resumes: Vec<Resume>) -> Result<(), Lost> {
         // What the connection left closed meanwhile has no subscription here: drop it (the
         // connection is gone).
-        let resumes: Vec<Resume> = resumes
-            .into_iter()
-            .filter(|resume| self.subscribed.contains(&resume.stream))
-            .collect();
+        let resumes: Vec<Resume> = {
+            let interest = lock(&shared.interest);
+            resumes
+                .into_iter()
+                .filter(|resume| interest.live.contains(&resume.stream))
+                .collect()
+        };
         // Whatever arrived so far goes to the hubs first (in order, before the decisions).
         self.drain(shared, None, usize::MAX)?;
         let mut resumes = resumes.into_iter().peekable();
@@ -561,22 +535,20 @@ impl Session {
             .await;
             let mut lost = None;
             for ((resume, alike), read) in batch.into_iter().zip(reads) {
-                let group = || std::iter::once(resume).chain(alike).collect::<Vec<_>>();
-                match read {
+                let error = match read {
                     Ok(reply) => {
-                        let mut resumes = group().into_iter();
-                        if let Some(first) = resumes.next() {
-                            self.start(shared, first, resumes.collect(), reply);
-                        }
+                        self.start(shared, resume, alike, reply);
+                        continue;
                     }
-                    Err(error) if !cluster && super::publisher::breaks_connection(&error) => {
-                        fail_all(shared, group(), "the connection was lost");
-                        lost = Some(error);
-                    }
-                    Err(error) => {
-                        tracing::warn!(error = %Chain(&error), "redis broker: resume read failed");
-                        fail_all(shared, group(), "Redis refused the read");
-                    }
+                    Err(error) => error,
+                };
+                let group = std::iter::once(resume).chain(alike).collect();
+                if !cluster && super::publisher::breaks_connection(&error) {
+                    fail_all(shared, group, "the connection was lost");
+                    lost = Some(error);
+                } else {
+                    tracing::warn!(error = %Chain(&error), "redis broker: resume read failed");
+                    fail_all(shared, group, "Redis refused the read");
                 }
             }
             if let Some(error) = lost {
@@ -821,6 +793,30 @@ fn reject(stream: &StreamKey, error: &str, shared: &Shared) {
 }
 
 impl Shared {
+    /// Changes the confirmed subscriptions ([`Interest::live`]) under the interest's lock,
+    /// then publishes their count and wakes whoever waits for a stream's readiness.
+    fn update_live<R>(&self, change: impl FnOnce(&mut Interest) -> R) -> R {
+        let (result, count) = {
+            let mut interest = lock(&self.interest);
+            let result = change(&mut interest);
+            (result, interest.live.len())
+        };
+        self.stats.subscribed.store(count, Ordering::Relaxed);
+        self.progress
+            .send_modify(|p| p.confirmed = p.confirmed.wrapping_add(1));
+        result
+    }
+
+    /// Events published while `why` lasts are not delivered on this node: counted, logged,
+    /// and every attached hub told (its opted-in connections holding a position close with
+    /// 1001, to resume from the history).
+    fn gap(&self, why: &str) {
+        self.stats.gaps.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::record::redis_gap();
+        self.each_hub(HubDelivery::report_gap);
+        tracing::warn!("redis broker: {why} (a gap)");
+    }
+
     /// Calls `f` for every attached hub. (The list's read lock is held meanwhile; that is
     /// safe because a hub never calls back into the broker's list while delivering, and
     /// `attach` is not called under a hub's lock.)
