@@ -564,6 +564,26 @@ impl std::fmt::Display for Chain<'_> {
     }
 }
 
+/// `items` in groups of equal `key`, the groups in order of their first item, each group in
+/// arrival order (a publish batch by stream, resumes by stream and position).
+fn group_in_order<T, K: std::hash::Hash + Eq>(
+    items: impl IntoIterator<Item = T>,
+    key: impl Fn(&T) -> K,
+) -> Vec<Vec<T>> {
+    let mut groups: Vec<Vec<T>> = Vec::new();
+    let mut index: std::collections::HashMap<K, usize> = std::collections::HashMap::new();
+    for item in items {
+        match index.entry(key(&item)) {
+            std::collections::hash_map::Entry::Occupied(at) => groups[*at.get()].push(item),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(groups.len());
+                groups.push(vec![item]);
+            }
+        }
+    }
+    groups
+}
+
 /// Whether generation `applied` is at or past `target` (generations wrap; they never get
 /// 2⁶³ apart).
 fn generation_reached(applied: u64, target: u64) -> bool {

@@ -64,12 +64,16 @@ impl Names {
         }
     }
 
-    /// `{prefix}:{kind}{<stream tag>}`: the one place a stream's names are built.
+    /// `{prefix}:{kind}{<stream tag>}`.
     fn name(&self, kind: &[u8], stream: &StreamKey) -> Vec<u8> {
-        let (tag, id) = match stream {
-            StreamKey::Inbox(account) => (INBOX_TAG, account.as_str()),
-            StreamKey::Campaign(campaign) => (CAMPAIGN_TAG, campaign.as_str()),
-        };
+        match stream {
+            StreamKey::Inbox(account) => self.tagged(kind, INBOX_TAG, account.as_str()),
+            StreamKey::Campaign(campaign) => self.tagged(kind, CAMPAIGN_TAG, campaign.as_str()),
+        }
+    }
+
+    /// `{prefix}:{kind}{tag}{id}}`: the one place a stream's names are built.
+    fn tagged(&self, kind: &[u8], tag: &[u8], id: &str) -> Vec<u8> {
         let mut name = Vec::with_capacity(self.base.len() + kind.len() + tag.len() + id.len() + 1);
         name.extend_from_slice(&self.base);
         name.extend_from_slice(kind);
@@ -86,12 +90,12 @@ impl Names {
 
     /// The key holding `campaign`'s latest `progress` or terminal event.
     pub(super) fn last(&self, campaign: &CampaignId) -> Vec<u8> {
-        self.name(b"last:", &StreamKey::Campaign(campaign.clone()))
+        self.tagged(b"last:", CAMPAIGN_TAG, campaign.as_str())
     }
 
     /// The key marking `campaign` finished (its terminal event was published).
     pub(super) fn done(&self, campaign: &CampaignId) -> Vec<u8> {
-        self.name(b"done:", &StreamKey::Campaign(campaign.clone()))
+        self.tagged(b"done:", CAMPAIGN_TAG, campaign.as_str())
     }
 
     /// The hash holding `stream`'s epoch (`e`) and latest offset (`o`).

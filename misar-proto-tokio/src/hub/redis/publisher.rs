@@ -10,7 +10,6 @@
 //! event. A stream's events keep their order: one stream's calls go over one connection to
 //! one Redis (on a cluster: its slot's master), which runs them in the order sent.
 
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -164,12 +163,6 @@ struct Reconnect {
     next_id: u64,
 }
 
-/// What the batching task needs to build a script call.
-struct Context {
-    names: Arc<Names>,
-    config: RedisConfig,
-}
-
 impl Publisher {
     /// Starts the batching task (it ends when the publisher is dropped).
     pub(super) fn new(
@@ -180,7 +173,7 @@ impl Publisher {
     ) -> Self {
         let link = Arc::new(Link {
             upstream,
-            config: config.clone(),
+            config,
             current: Mutex::new(None),
             reconnect: tokio::sync::Mutex::new(Reconnect {
                 backoff,
@@ -189,12 +182,7 @@ impl Publisher {
             }),
         });
         let (jobs, queue) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(batch(
-            Arc::clone(&link),
-            Arc::new(Context { names, config }),
-            queue,
-        ))
-        .abort_handle();
+        let task = tokio::spawn(batch(Arc::clone(&link), names, queue)).abort_handle();
         Self { link, jobs, task }
     }
 
@@ -318,7 +306,7 @@ impl Link {
 }
 
 /// The batching task: takes what queued, one script call per stream, [`IN_FLIGHT`] at most.
-async fn batch(link: Arc<Link>, context: Arc<Context>, mut queue: mpsc::Receiver<Job>) {
+async fn batch(link: Arc<Link>, names: Arc<Names>, mut queue: mpsc::Receiver<Job>) {
     let mut in_flight = FuturesUnordered::new();
     let mut open = true;
     while open || !in_flight.is_empty() {
@@ -346,10 +334,10 @@ async fn batch(link: Arc<Link>, context: Arc<Context>, mut queue: mpsc::Receiver
                         continue;
                     }
                 };
-                for group in by_stream(jobs) {
+                for group in super::group_in_order(jobs, |job| job.stream.clone()) {
                     in_flight.push(call(
                         Arc::clone(&link),
-                        Arc::clone(&context),
+                        Arc::clone(&names),
                         id,
                         connection.clone(),
                         group,
@@ -360,33 +348,16 @@ async fn batch(link: Arc<Link>, context: Arc<Context>, mut queue: mpsc::Receiver
     }
 }
 
-/// `jobs` grouped by stream, each group in arrival order.
-fn by_stream(jobs: Vec<Job>) -> Vec<Vec<Job>> {
-    let mut groups: Vec<Vec<Job>> = Vec::new();
-    let mut index: HashMap<StreamKey, usize> = HashMap::new();
-    for job in jobs {
-        match index.get(&job.stream) {
-            Some(&at) => groups[at].push(job),
-            None => {
-                index.insert(job.stream.clone(), groups.len());
-                groups.push(vec![job]);
-            }
-        }
-    }
-    groups
-}
-
 /// One script call for one stream's `jobs`; answers each of them.
 async fn call(
     link: Arc<Link>,
-    context: Arc<Context>,
+    names: Arc<Names>,
     id: u64,
     mut connection: Connection,
     jobs: Vec<Job>,
 ) {
     let Some(first) = jobs.first() else { return };
-    let names = &context.names;
-    let config = &context.config;
+    let config = &link.config;
     let stream = &first.stream;
     let mut invocation = EVENT_SCRIPT.key(names.meta(stream));
     invocation.key(names.history(stream));

@@ -831,25 +831,21 @@ impl Shared {
     }
 }
 
-/// Fails every connection of `batch` (1011: its client comes back later).
 /// Groups resumes asking for the same stream from the same position, in arrival order: each
 /// group is its first resume and the others.
 fn group(resumes: impl Iterator<Item = Resume>) -> Vec<(Resume, Vec<Resume>)> {
-    let mut groups: Vec<(Resume, Vec<Resume>)> = Vec::new();
-    let mut index: HashMap<(StreamKey, ResumeRequest), usize> = HashMap::new();
-    for resume in resumes {
-        let key = (resume.stream.clone(), resume.request.clone());
-        match index.get(&key) {
-            Some(&at) => groups[at].1.push(resume),
-            None => {
-                index.insert(key, groups.len());
-                groups.push((resume, Vec::new()));
-            }
-        }
-    }
-    groups
+    super::group_in_order(resumes, |resume| {
+        (resume.stream.clone(), resume.request.clone())
+    })
+    .into_iter()
+    .filter_map(|group| {
+        let mut group = group.into_iter();
+        group.next().map(|first| (first, group.collect()))
+    })
+    .collect()
 }
 
+/// Fails every connection of `batch` (1011: its client comes back later).
 fn fail_all(shared: &Shared, batch: Vec<Resume>, why: &str) {
     shared
         .stats
