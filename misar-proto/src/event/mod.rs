@@ -300,6 +300,9 @@ pub enum EventClass {
 }
 
 /// An event encoded once, shared by every connection it is sent to (cloning is a refcount).
+///
+/// One made by `encode` is compact JSON, `type` first, with no raw newline (string contents
+/// are escaped), so brokers may frame several on one line each.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EncodedEvent {
     bytes: Bytes,

@@ -619,8 +619,13 @@ impl Broker for RedisBroker {
                 EventClass::Terminal => 2,
                 _ => 0,
             };
-            // One line: a batch's events travel newline-separated in one message.
-            let json = names::one_line(event.bytes().clone());
+            // A batch's events travel newline-separated in one message: the core's encoding
+            // is compact, never a raw newline (misar-proto's `event_props` checks it).
+            let json = event.bytes().clone();
+            debug_assert!(
+                !json.contains(&b'\n'),
+                "an encoded event holds a raw newline"
+            );
             let campaign = match &stream {
                 StreamKey::Campaign(campaign) => Some(campaign.clone()),
                 StreamKey::Inbox(_) => None,

@@ -155,26 +155,12 @@ pub(super) fn parse_message(message: &[u8]) -> Option<(Position, usize)> {
 
 /// The events of a message's body (what follows the position line): one per line, in
 /// offset order, the first at the position's offset. An event's JSON never holds a raw
-/// newline (JSON allows one only as whitespace, and the publishing side sends compact JSON,
-/// see [`one_line`]), so the split is exact. Never panics; an empty line is an (invalid)
+/// newline (JSON allows one only as whitespace, and the publishing side sends the core's
+/// compact encoding, [`EncodedEvent`](misar_proto::event::EncodedEvent)), so the split is
+/// exact. Never panics; an empty line is an (invalid)
 /// empty event, refused by the validation after it.
 pub(super) fn events_of(body: &[u8]) -> impl Iterator<Item = &[u8]> {
     body.split(|&b| b == b'\n')
-}
-
-/// `json` on one line: a raw newline in JSON text can only be whitespace between tokens (in
-/// a string it must be escaped), so replacing it with a space keeps the same value. The
-/// encoder's compact output has none: this copies only for a JSON that did.
-pub(super) fn one_line(json: bytes::Bytes) -> bytes::Bytes {
-    if json.contains(&b'\n') {
-        let replaced: Vec<u8> = json
-            .iter()
-            .map(|&b| if b == b'\n' { b' ' } else { b })
-            .collect();
-        bytes::Bytes::from(replaced)
-    } else {
-        json
-    }
 }
 
 /// A stream message as the publish script builds it (for tests and foreign publishers).
@@ -329,11 +315,6 @@ mod tests {
         assert_eq!(position.offset, 7);
         let events: Vec<&[u8]> = events_of(&batch[start..]).collect();
         assert_eq!(events, [&b"{\"a\":1}"[..], b"{\"b\":2}"]);
-        // A newline in JSON is whitespace: sent as a space, the same value.
-        assert_eq!(
-            one_line(bytes::Bytes::from_static(b"{\n\"a\":\n1}")),
-            &b"{ \"a\": 1}"[..]
-        );
     }
 
     #[test]
