@@ -9,7 +9,7 @@ mod support;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use misar_proto_tokio::hub::{Hub, HubConfig};
 use misar_proto_tokio::metrics::names;
-use misar_proto_tokio::server::{ConnectionEnd, DriverConfig};
+use misar_proto_tokio::server::ConnectionEnd;
 use support::*;
 
 #[test]
@@ -24,19 +24,7 @@ fn a_write_timeout_is_counted_once() {
     metrics::with_local_recorder(&recorder, || {
         runtime.block_on(within_virtual(async {
             let hub = Hub::new(HubConfig::default());
-            let mut server =
-                TestServer::start(hub.clone(), roomy(4096), DriverConfig::default()).await;
-            // A small receive buffer and a peer that never reads: the writes stall.
-            let _client = connect_with(server.addr, "/mail/ws/inbox", "a1", Some(8 << 10))
-                .await
-                .unwrap();
-            for i in 0..512 {
-                hub.publish_inbox(&account("a1"), &email(i, 32 << 10))
-                    .await
-                    .unwrap();
-                tokio::task::yield_now().await;
-            }
-            let end = server.next_end().await;
+            let (end, _) = stall_writes(&hub).await;
             assert!(matches!(end, ConnectionEnd::WriteTimeout(_)), "{end:?}");
         }));
     });

@@ -15,7 +15,9 @@ use std::time::Duration;
 use misar_proto_tokio::hub::PublishError;
 use misar_proto_tokio::hub::redis::RedisBrokerError;
 
-use redis_node::{cluster_node, config, connect_resume, events, resume_frame};
+use redis_node::{
+    cluster_node, config, connect_resume, events, publish_until_received, resume_frame,
+};
 use redis_util::{RedisCluster, available, raw};
 use support::*;
 
@@ -83,8 +85,7 @@ async fn a_three_master_cluster_delivers_resumes_and_survives_a_master_restart()
             .await
             .unwrap();
         assert_eq!(next_text(&mut c1).await, campaign_text(&event));
-        let late = connect(a.server.addr, "/mail/ws/campaigns/c1", "acct-1").await;
-        let mut late = late;
+        let mut late = connect(a.server.addr, "/mail/ws/campaigns/c1", "acct-1").await;
         // The late joiner on the other node gets the shared latest `progress` (read from the
         // campaign's master, by its hash tag).
         assert_eq!(next_text(&mut late).await, campaign_text(&event));
@@ -178,21 +179,9 @@ async fn a_three_master_cluster_delivers_resumes_and_survives_a_master_restart()
         cluster.nodes[down].restart().await;
         cluster.wait_ok().await;
         let after = email(400, 10);
-        let delivered = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                if let Ok(report) = a.hub.publish_inbox(&account(&accounts[down]), &after).await {
-                    if report.receivers == Some(1) {
-                        return;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-        .await;
-        assert!(
-            delivered.is_ok(),
-            "publishes succeed and reach node B again"
-        );
+        let delivered =
+            publish_until_received(&a.hub, &accounts[down], &after, Duration::from_secs(30)).await;
+        assert!(delivered, "publishes succeed and reach node B again");
         assert!(
             reads(&mut clients[down], &inbox_text(&after)).await,
             "the client of the restarted master's stream is live again"
@@ -237,21 +226,9 @@ async fn a_stream_whose_slot_moves_to_another_master_is_followed() {
         // Node B was told (a `sunsubscribe` from the old owner): a counted gap, then it
         // subscribes on the new owner; publishes reach the client again.
         let after = email(2, 10);
-        let delivered = tokio::time::timeout(Duration::from_secs(20), async {
-            loop {
-                if let Ok(report) = a.hub.publish_inbox(&account("alice"), &after).await {
-                    if report.receivers == Some(1) {
-                        return;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-        .await;
-        assert!(
-            delivered.is_ok(),
-            "node B subscribes on the slot's new owner"
-        );
+        let delivered =
+            publish_until_received(&a.hub, "alice", &after, Duration::from_secs(20)).await;
+        assert!(delivered, "node B subscribes on the slot's new owner");
         assert!(reads(&mut client, &inbox_text(&after)).await);
         assert!(b.broker.stats().gaps > gaps, "the move is counted as a gap");
         // The stream's history and offsets moved with the slot: numbering goes on.

@@ -16,7 +16,7 @@ use misar_proto_tokio::hub::redis::{RedisBroker, RedisBrokerError, RedisConfig};
 use misar_proto_tokio::hub::{Feed, Hub, HubConfig};
 use misar_proto_tokio::server::{DriverConfig, serve_connection};
 
-use redis_node::config;
+use redis_node::{config, publish_until_received};
 use redis_util::{RedisServer, SlowLink, available, raw};
 use support::*;
 
@@ -66,13 +66,7 @@ async fn an_event_published_on_another_node_right_after_ready_is_never_missed() 
         let marker = email(1, 10);
         // Once B is subscribed (its SUBSCRIBE got there), a later event arrives; the first
         // never does.
-        loop {
-            let report = a.publish_inbox(&account("early"), &marker).await.unwrap();
-            if report.receivers == Some(1) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert!(publish_until_received(&a, "early", &marker, Duration::from_secs(10)).await);
         assert_eq!(text(&peer.recv().await), marker.encode().bytes());
         task.abort();
 

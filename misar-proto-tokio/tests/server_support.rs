@@ -555,6 +555,25 @@ pub async fn within_virtual<F: std::future::Future>(future: F) -> F::Output {
         .expect("the test ran for an hour of virtual time")
 }
 
+/// Serves `hub` with the default driver to one client (account `a1`) with a small receive
+/// buffer that never reads, and publishes 512 events of 32 KiB to it: the server's writes
+/// stall once the kernel's buffers are full. Returns how that connection ended and how long
+/// it took (on a paused clock, virtual time).
+pub async fn stall_writes(hub: &Hub) -> (ConnectionEnd, std::time::Duration) {
+    let mut server = TestServer::start(hub.clone(), roomy(4096), DriverConfig::default()).await;
+    let _client = connect_with(server.addr, "/mail/ws/inbox", "a1", Some(8 << 10))
+        .await
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    for i in 0..512 {
+        hub.publish_inbox(&account("a1"), &email(i, 32 << 10))
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+    }
+    (server.next_end().await, start.elapsed())
+}
+
 /// A server config with room for `events` queued events.
 pub fn roomy(events: usize) -> ServerConfig {
     ServerConfig {

@@ -116,3 +116,27 @@ pub async fn cluster_node(urls: &str, config: RedisConfig) -> Node {
     )
     .await
 }
+
+/// Publishes `event` to `account`'s inbox on `hub`, again every 20 ms, until Redis says a
+/// node was subscribed to the stream (`receivers == Some(1)`); whether that happened within
+/// `limit`. (Errors while a master is away count as "not yet".)
+pub async fn publish_until_received(
+    hub: &Hub,
+    account: &str,
+    event: &misar_proto::event::InboxEvent,
+    limit: Duration,
+) -> bool {
+    let account = misar_proto::auth::AccountId::new(account);
+    tokio::time::timeout(limit, async {
+        loop {
+            if let Ok(report) = hub.publish_inbox(&account, event).await {
+                if report.receivers == Some(1) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
