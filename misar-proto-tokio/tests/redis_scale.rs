@@ -270,6 +270,30 @@ async fn batched_publishes_are_numbered_once_delivered_once_and_stop_at_a_termin
             .await
             .unwrap();
         assert_eq!(kept, 256);
+        // Batched: fewer script calls than events, one PUBLISH per call (the first calls'
+        // NOSCRIPT answers, before the script is loaded, are failed calls).
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut redis_conn)
+            .await
+            .unwrap();
+        let field = |command: &str, name: &str| -> u64 {
+            let line = stats
+                .lines()
+                .find(|line| line.starts_with(&format!("cmdstat_{command}:")))
+                .unwrap_or_default();
+            line.split([':', ','])
+                .find_map(|part| part.strip_prefix(&format!("{name}=")))
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(0)
+        };
+        let scripts = field("evalsha", "calls") - field("evalsha", "failed_calls");
+        let publishes = field("publish", "calls");
+        assert!(
+            scripts > 0 && scripts < count as u64,
+            "{scripts} script calls"
+        );
+        assert_eq!(publishes, scripts);
         assert_eq!(broker_b.stats().rejected, 0);
 
         // A campaign: a burst with the terminal event in the middle.
