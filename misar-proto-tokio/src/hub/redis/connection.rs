@@ -5,7 +5,7 @@
 //! broker talks to a [`Connection`] either way; the few commands that differ (subscribing,
 //! reading several keys) are methods here.
 
-use ::redis::aio::{AsyncPushSender, ConnectionLike, MultiplexedConnection};
+use ::redis::aio::{ConnectionLike, MultiplexedConnection};
 use ::redis::cluster::ClusterClientBuilder;
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{
@@ -14,6 +14,7 @@ use ::redis::{
 };
 use futures_util::future::join_all;
 
+use super::inbound::BoundedSender;
 use super::{RedisBrokerError, RedisConfig};
 
 /// How to reach Redis.
@@ -70,7 +71,7 @@ impl Upstream {
     pub(super) async fn connect(
         &self,
         config: &RedisConfig,
-        push: Option<impl AsyncPushSender>,
+        push: Option<BoundedSender>,
     ) -> Result<Connection, RedisBrokerError> {
         let attempt = async {
             match self {

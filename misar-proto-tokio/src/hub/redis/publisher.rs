@@ -269,10 +269,7 @@ impl Link {
                 });
             }
         }
-        let attempt = self
-            .upstream
-            .connect(&self.config, None::<super::inbound::BoundedSender>)
-            .await;
+        let attempt = self.upstream.connect(&self.config, None).await;
         match attempt {
             Ok(connection) => {
                 reconnect.backoff.reset();
