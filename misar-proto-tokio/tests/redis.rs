@@ -378,6 +378,7 @@ async fn messages_that_are_not_valid_events_are_dropped_and_counted() {
         let a = node(&redis).await;
         let mut alice = connect(a.server.addr, "/mail/ws/inbox", "alice").await;
         let mut c1 = connect(a.server.addr, "/mail/ws/campaigns/c1", "alice").await;
+        let mut bob = connect(a.server.addr, "/mail/ws/inbox", "bob").await;
         a.broker.sync().await;
 
         // What a misconfigured foreign publisher could put on our channels.
@@ -430,6 +431,25 @@ async fn messages_that_are_not_valid_events_are_dropped_and_counted() {
                 .unwrap();
         }
 
+        // A batch (one event per line, offsets from the first): its bad line is dropped, the
+        // others, a newer type included, are relayed unchanged and in order.
+        let bobs = inbox_text(&email(7, 0));
+        let batch = [
+            &b"foreign:1\n"[..],
+            newer,
+            b"\nnot json\n",
+            bobs.as_bytes(),
+        ]
+        .concat();
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("misar:{inbox:bob}")
+            .arg(batch)
+            .query_async(&mut direct)
+            .await
+            .unwrap();
+        assert_eq!(next_text(&mut bob).await.as_bytes(), newer);
+        assert_eq!(next_text(&mut bob).await, bobs);
+
         let event = email(1, 0);
         a.hub
             .publish_inbox(&account("alice"), &event)
@@ -441,10 +461,10 @@ async fn messages_that_are_not_valid_events_are_dropped_and_counted() {
         a.hub.publish_campaign(&campaign("c1"), &p).await.unwrap();
         assert_eq!(next_text(&mut c1).await, campaign_text(&p));
         let stats = a.broker.stats();
-        assert_eq!(stats.rejected, 9);
-        assert_eq!(stats.received, 3);
+        assert_eq!(stats.rejected, 10);
+        assert_eq!(stats.received, 5);
         assert_eq!(stats.revocations, 0);
-        assert_eq!(a.hub.connection_count(), 2);
+        assert_eq!(a.hub.connection_count(), 3);
     })
     .await;
 }
